@@ -1,0 +1,83 @@
+"""Checkpoints and run metadata: atomic writes, safe loads, the config and argv inside.
+
+A checkpoint holds everything needed to resume a run exactly (model, optimizer, scheduler,
+epoch, RNG states, history) and to know where it came from (config, argv, git commit).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from mnist.errors import UserError
+
+# Every checkpoint has a model and its config; a training checkpoint also what resuming needs.
+MODEL_KEYS = ("model", "config")
+RESUME_KEYS = MODEL_KEYS + ("optimizer", "scheduler", "epoch", "history", "rng")
+
+
+def git_commit() -> str:
+    """The commit of the code that runs, with '+dirty' when it has uncommitted changes; 'unknown' outside git."""
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+                                timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return commit + ("+dirty" if dirty else "")
+
+
+def run_metadata() -> dict[str, Any]:
+    """What is saved beside every result and inside every checkpoint, next to the config."""
+    return {"argv": list(sys.argv), "git_commit": git_commit()}
+
+
+def write_atomic(path: str | Path, write: Callable[[str], None]) -> None:
+    """Call write(tmp_path), then rename over `path`: a reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    write_atomic(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def write_json_atomic(path: str | Path, value: Any) -> None:
+    write_text_atomic(path, json.dumps(value, indent=2, default=str) + "\n")
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
+    write_atomic(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_checkpoint(path: str | Path, for_resume: bool = False) -> dict[str, Any]:
+    """Load a CCNet checkpoint (weights_only: no code runs from the file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such checkpoint file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for a file that is not a checkpoint
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"{path}: not a readable PyTorch checkpoint ({first_line})") from None
+    needed = RESUME_KEYS if for_resume else MODEL_KEYS
+    if not isinstance(state, dict) or any(key not in state for key in needed):
+        what = "training checkpoint to resume from" if for_resume else "CCNet checkpoint"
+        raise UserError(f"{path}: not a {what} (expected keys {', '.join(needed)})")
+    return state

@@ -1,0 +1,25 @@
+"""One error type for bad user input, and the CLI wrapper that prints it."""
+from __future__ import annotations
+
+import sys
+from typing import Callable
+
+
+class UserError(Exception):
+    """Bad input from the user (a file, a flag, a config value).
+
+    The message names what is wrong in one line; CLIs print it without a traceback.
+    """
+
+
+def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> None:
+    """Run a CLI `main`, turning a UserError into a one-line message and exit code 2."""
+    try:
+        code = main(argv)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(code or 0)

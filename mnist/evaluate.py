@@ -1,0 +1,109 @@
+"""Evaluate a finished model on the 10,000 test images: accuracy, per-class report, confusion matrix.
+
+The test set is touched here and nowhere else: validation selects, test reports.
+
+    python -m mnist.evaluate CHECKPOINT [--out DIR]
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.metrics import accuracy_score, classification_report, confusion_matrix
+
+from mnist.checkpoint import load_checkpoint, write_json_atomic
+from mnist.data import MnistData, load_mnist, to_model_input
+from mnist.errors import UserError, run_cli
+from mnist.model import CCNet
+
+DIGITS = list(range(10))
+
+
+def predict_logits(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 2000, amp: bool = False) -> torch.Tensor:
+    """Model outputs for uint8 images already on the model's device: eval mode, no gradients."""
+    model.eval()
+    outputs = []
+    with torch.inference_mode(), torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=amp):
+        for start in range(0, len(images), batch_size):
+            outputs.append(model(to_model_input(images[start:start + batch_size])).float())
+    return torch.cat(outputs)
+
+
+def model_from_checkpoint(state: dict[str, Any], device: torch.device) -> CCNet:
+    config = state["config"]
+    model = CCNet(config.get("dropout", 0.5), config.get("head", "logits"))
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as error:
+        raise UserError(f"checkpoint weights do not fit CCNet ({str(error).splitlines()[0]})") from None
+    return model.to(device, memory_format=torch.channels_last).eval()
+
+
+def evaluate_model(model: torch.nn.Module, data: MnistData, device: torch.device) -> dict[str, Any]:
+    """Test-set metrics of `model` and its predictions (probabilities for the misclassified grid)."""
+    images = torch.from_numpy(np.array(data.test_images)).unsqueeze(1).to(device)
+    probabilities = torch.softmax(predict_logits(model, images), dim=1).cpu().numpy()
+    predicted = probabilities.argmax(axis=1)
+    truth = data.test_labels.astype(np.int64)
+    report = classification_report(truth, predicted, labels=DIGITS, output_dict=True, zero_division=0)
+    return {
+        "test_accuracy": float(accuracy_score(truth, predicted)),
+        "test_count": int(len(truth)),
+        "misclassified_count": int((predicted != truth).sum()),
+        "per_class": {str(d): {k: float(v) for k, v in report[str(d)].items()} for d in DIGITS},
+        "macro_avg": {k: float(v) for k, v in report["macro avg"].items()},
+        "confusion_matrix": confusion_matrix(truth, predicted, labels=DIGITS).tolist(),
+        "predicted": predicted,
+        "probabilities": probabilities,
+    }
+
+
+def write_evaluation(result: dict[str, Any], data: MnistData, out: Path, extra: dict[str, Any]) -> dict[str, Any]:
+    """metrics.json, confusion_matrix.png and misclassified.png in `out`; returns what metrics.json holds."""
+    from mnist.plots import plot_confusion_matrix, plot_misclassified
+
+    out.mkdir(parents=True, exist_ok=True)
+    plot_confusion_matrix(np.array(result["confusion_matrix"]), out / "confusion_matrix.png")
+    plot_misclassified(data.test_images, data.test_labels, result["predicted"], result["probabilities"],
+                       out / "misclassified.png")
+    metrics = {key: value for key, value in result.items() if key not in ("predicted", "probabilities")}
+    metrics.update(extra)
+    write_json_atomic(out / "metrics.json", metrics)
+    return metrics
+
+
+def print_summary(metrics: dict[str, Any]) -> None:
+    print(f"test accuracy {metrics['test_accuracy']:.4f} ({metrics['test_count'] - metrics['misclassified_count']}"
+          f"/{metrics['test_count']})")
+    print("digit  precision  recall  f1")
+    for digit, row in metrics["per_class"].items():
+        print(f"{digit:>5}  {row['precision']:9.4f}  {row['recall']:6.4f}  {row['f1-score']:.4f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Evaluate a CCNet checkpoint on the MNIST test set.")
+    parser.add_argument("checkpoint", help="a .pt file written by mnist.train or hpo/best.py")
+    parser.add_argument("--out", default=None, help="output folder (default: <checkpoint folder>/eval)")
+    parser.add_argument("--data", default=None, help="data folder (default: the checkpoint's, else bundled MNIST)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    args = parser.parse_args(argv)
+    from mnist.train import pick_device
+
+    state = load_checkpoint(args.checkpoint)
+    device = pick_device(args.device)
+    model = model_from_checkpoint(state, device)
+    data = load_mnist(args.data or state["config"].get("data"))
+    out = Path(args.out) if args.out else Path(args.checkpoint).parent / "eval"
+    result = evaluate_model(model, data, device)
+    metrics = write_evaluation(result, data, out, {"checkpoint": str(args.checkpoint), "data_source": data.source,
+                                                   "config": state["config"]})
+    print_summary(metrics)
+    print(f"wrote {out}/metrics.json, confusion_matrix.png, misclassified.png")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,64 @@
+"""Figures of a training run and of an evaluation, written atomically as PNG."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no window: runs on servers and in Ray workers
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from mnist.checkpoint import write_atomic  # noqa: E402
+
+
+def save_figure(figure: plt.Figure, path: Path) -> None:
+    write_atomic(path, lambda tmp: figure.savefig(tmp, format="png", dpi=100, bbox_inches="tight"))
+    plt.close(figure)
+
+
+def plot_curves(history: Sequence[dict[str, Any]], path: Path) -> None:
+    """Loss and accuracy per epoch, train vs validation (the seed's loss.png, split in two panels)."""
+    epochs = [row["epoch"] for row in history]
+    figure, (loss_axis, acc_axis) = plt.subplots(1, 2, figsize=(10, 4))
+    for split in ("train", "val"):
+        loss_axis.plot(epochs, [row[f"{split}_loss"] for row in history], marker=".", label=f"{split} loss")
+        acc_axis.plot(epochs, [row[f"{split}_acc"] for row in history], marker=".", label=f"{split} accuracy")
+    loss_axis.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
+    acc_axis.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
+    for axis in (loss_axis, acc_axis):
+        axis.grid(alpha=0.3)
+        axis.legend()
+    save_figure(figure, path)
+
+
+def plot_confusion_matrix(counts: np.ndarray, path: Path) -> None:
+    """Row-normalised confusion matrix: each cell is the share of a true digit predicted as another."""
+    shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    figure, axis = plt.subplots(figsize=(9, 7.5))
+    image = axis.imshow(shares, cmap="YlGnBu", vmin=0, vmax=1)
+    for true in range(10):
+        for predicted in range(10):
+            color = "white" if shares[true, predicted] > 0.5 else "black"
+            axis.text(predicted, true, f"{shares[true, predicted]:.2%}", ha="center", va="center", color=color, fontsize=7)
+    axis.set(xticks=range(10), yticks=range(10), xlabel="predicted digit", ylabel="true digit",
+             title="Confusion matrix (share of each true digit)")
+    figure.colorbar(image)
+    save_figure(figure, path)
+
+
+def plot_misclassified(images: np.ndarray, truth: np.ndarray, predicted: np.ndarray, probabilities: np.ndarray,
+                       path: Path, limit: int = 64) -> None:
+    """A grid of up to `limit` misclassified test digits, titled true -> predicted (probability)."""
+    wrong = np.flatnonzero(predicted != truth)[:limit]
+    columns = 8
+    rows = max(1, int(np.ceil(len(wrong) / columns)))
+    figure, axes = plt.subplots(rows, columns, figsize=(columns * 1.3, rows * 1.5), squeeze=False)
+    for axis in axes.flat:
+        axis.axis("off")
+    for axis, index in zip(axes.flat, wrong):
+        axis.imshow(images[index], cmap="gray_r")
+        axis.set_title(f"{truth[index]}→{predicted[index]} ({probabilities[index, predicted[index]]:.0%})", fontsize=8)
+    figure.suptitle(f"Misclassified test digits: true→predicted, {len(wrong)} shown of {(predicted != truth).sum()}")
+    save_figure(figure, path)

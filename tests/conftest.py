@@ -1,0 +1,56 @@
+"""Shared fixtures: the bundled data loaded once, small folders of user data, a tiny trained run."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mnist.data import BUNDLED_DIR, MnistData, load_mnist
+
+# Small, fast, still real: the first images of the bundled MNIST.
+TINY_CONFIG = {"limit": 1000, "epochs": 1, "batch_size": 64, "lr": 1e-3, "threads": 1, "device": "cpu"}
+
+
+@pytest.fixture(scope="session")
+def mnist_data() -> MnistData:
+    return load_mnist()
+
+
+def write_csv(path: Path, images: np.ndarray, labels: np.ndarray, header: bool) -> None:
+    rows = np.column_stack([labels.astype(np.int64), images.reshape(len(images), -1).astype(np.int64)])
+    with open(path, "w") as file:
+        if header:
+            file.write("label," + ",".join(f"{r}x{c}" for r in range(1, 29) for c in range(1, 29)) + "\n")
+        np.savetxt(file, rows, fmt="%d", delimiter=",")
+
+
+@pytest.fixture
+def csv_folder(tmp_path: Path, mnist_data: MnistData) -> Path:
+    """The seed's Kaggle layout, headerless like the seed's file: 120 train and 30 test rows."""
+    write_csv(tmp_path / "mnist_train.csv", mnist_data.train_images[:120], mnist_data.train_labels[:120], header=False)
+    write_csv(tmp_path / "mnist_test.csv", mnist_data.test_images[:30], mnist_data.test_labels[:30], header=False)
+    return tmp_path
+
+
+@pytest.fixture
+def idx_copy(tmp_path: Path) -> Path:
+    """A user's copy of the four gzipped IDX files with their MD5SUMS, to break one by one."""
+    folder = tmp_path / "idx"
+    folder.mkdir()
+    for path in BUNDLED_DIR.iterdir():
+        if path.name != "README.md":
+            shutil.copy(path, folder / path.name)
+            (folder / path.name).chmod(0o644)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A one-epoch CLI run on 1,000 images: its folder holds best.pt, last.pt, metrics.csv, ..."""
+    from mnist.train import main
+
+    folder = tmp_path_factory.mktemp("tiny_run")
+    main(["-e", "1", "--limit", "1000", "-b", "64", "-l", "1e-3", "--threads", "1", "--out", str(folder)])
+    return folder
