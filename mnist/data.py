@@ -255,7 +255,7 @@ def split_train_val(data: MnistData, val_fraction: float = 0.2, limit: int | Non
     """The seed's deterministic split: the last `val_fraction` of the (first `limit`) training images."""
     count = len(data.train_images) if limit is None else min(limit, len(data.train_images))
     first_val = int(round(count * (1 - val_fraction)))
-    if first_val < 1 or first_val >= count:
+    if first_val < 1 or (val_fraction > 0 and first_val >= count):
         raise UserError(f"val_fraction {val_fraction} leaves an empty split of {count} images")
     images, labels = data.train_images[:count], data.train_labels[:count]
     return Split(images[:first_val], labels[:first_val], images[first_val:], labels[first_val:])

@@ -39,7 +39,7 @@ class RunOutputs:
     def on_epoch(self, metrics: dict[str, Any], state: dict[str, Any]) -> None:
         history = state["history"]
         save_checkpoint(state, self.folder / "last.pt")
-        if metrics["val_acc"] >= max(row["val_acc"] for row in history):
+        if not metrics["val_acc"] < max(row["val_acc"] for row in history):  # NaN (no validation) keeps the last
             save_checkpoint(state, self.folder / "best.pt")
         write_text_atomic(self.folder / "metrics.csv", pd.DataFrame(history).to_csv(index=False))
         for tag, key in SCALARS.items():

@@ -49,6 +49,16 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def bf16_is_native(device: torch.device) -> bool:
+    """Whether bf16 matmuls and convolutions run in hardware here (else autocast would be slower)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def shuffle_order(count: int, seed: int, epoch: int) -> torch.Tensor:
     """The epoch's permutation depends on (seed, epoch) alone, so a resumed run shuffles the same."""
     generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
@@ -87,7 +97,9 @@ def train_one_epoch(model: CCNet, optimizer: torch.optim.Optimizer, images: torc
 
 
 def validate(model: CCNet, images: torch.Tensor, labels: torch.Tensor, amp: bool) -> tuple[float, float]:
-    """(mean loss, accuracy) over the whole validation split, dropout off, no gradients."""
+    """(mean loss, accuracy) over the whole validation split, dropout off, no gradients; NaN without one."""
+    if len(images) == 0:
+        return float("nan"), float("nan")
     outputs = predict_logits(model, images, amp=amp)
     loss = F.cross_entropy(outputs.float(), labels).item()
     accuracy = (outputs.argmax(dim=1) == labels).float().mean().item()
@@ -124,7 +136,7 @@ def train(config: dict[str, Any], data: MnistData | None = None, on_epoch: Epoch
     config = resolve_config(config)
     device = pick_device(config["device"])
     torch.set_num_threads(config["threads"] or available_cpus())
-    amp = config["amp"] and device.type == "cuda"
+    amp = config["amp"] and bf16_is_native(device)
     torch.manual_seed(config["seed"])
     split = split_train_val(data or load_mnist(config["data"]), config["val_fraction"], config["limit"])
     train_images, train_labels = _device_tensors(split.train_images, split.train_labels, device)
@@ -160,7 +172,8 @@ def train(config: dict[str, Any], data: MnistData | None = None, on_epoch: Epoch
         history.append(metrics)
         state = {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "epoch": epoch, "rng": _rng_state(device), "config": config, "history": history, **metadata,
+            "epoch": epoch, "rng": _rng_state(device), "config": config, "history": history,
+            "precision": "bf16 autocast" if amp else "fp32", **metadata,
         }
         if on_epoch is not None:
             on_epoch(metrics, state)
@@ -187,7 +200,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--val-fraction", type=float, default=None, help="share of training images for validation (0.2)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None, help="auto takes CUDA when present")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: all available)")
-    parser.add_argument("--amp", action="store_true", default=None, help="bf16 autocast on CUDA")
+    parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                        help="bf16 autocast where the hardware does bf16 natively (default on; --no-amp = fp32)")
     parser.add_argument("--out", default=None, help="run folder (default results/train/<time>)")
     parser.add_argument("--resume", default=None, metavar="CHECKPOINT", help="continue a run from its last.pt")
     return parser.parse_args(argv)

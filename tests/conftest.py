@@ -48,9 +48,9 @@ def idx_copy(tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A one-epoch CLI run on 1,000 images: its folder holds best.pt, last.pt, metrics.csv, ..."""
+    """A two-epoch CLI run on 2,000 images: its folder holds best.pt, last.pt, metrics.csv, ..."""
     from mnist.train import main
 
     folder = tmp_path_factory.mktemp("tiny_run")
-    main(["-e", "1", "--limit", "1000", "-b", "64", "-l", "1e-3", "--threads", "1", "--out", str(folder)])
+    main(["-e", "2", "--limit", "2000", "-b", "32", "-l", "1e-3", "--threads", "1", "--out", str(folder)])
     return folder

@@ -1,0 +1,45 @@
+"""Retrain the search's winner from scratch, test it once, and compare with the seed's configuration.
+
+    python hpo/best.py                                  # the newest search under results/
+    python hpo/best.py --experiment results/NAME --seeds 3 --epochs 20
+    python hpo/best.py --select last --full --no-baseline
+
+Writes <experiment>/best/: model.pt (with its config), metrics.json, confusion_matrix.png,
+misclassified.png, curves.png, and baseline/ with the seed configuration's test results.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from hpo.retrain import newest_experiment, print_comparison, retrain_winner
+from mnist.errors import UserError, run_cli
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--experiment", default=None, help="a search folder (default: the newest under --storage-path)")
+    parser.add_argument("--storage-path", default="results", help="where searches are (default results/)")
+    parser.add_argument("--select", choices=("best", "last"), default="best",
+                        help="rank trials by val_acc at their best epoch (default) or at their last epoch")
+    parser.add_argument("--seeds", type=int, default=1, help="retrain with K seeds; report mean ± std (default 1)")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs of retraining (default: the search's budget)")
+    parser.add_argument("--full", action="store_true", help="train on train+validation (all 60,000 images)")
+    parser.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
+                        help="also retrain the seed's configuration at the same budget (default on)")
+    args = parser.parse_args(argv)
+    if args.seeds < 1:
+        raise UserError(f"--seeds must be >= 1, got {args.seeds}")
+    if args.epochs is not None and args.epochs < 1:
+        raise UserError(f"--epochs must be >= 1, got {args.epochs}")
+    folder = Path(args.experiment) if args.experiment else newest_experiment(Path(args.storage_path))
+    if not folder.is_dir():
+        raise UserError(f"{folder}: no such experiment folder")
+    summary = retrain_winner(folder, args.select, args.seeds, args.epochs, args.full, args.baseline)
+    print_comparison(summary)
+    print(f"wrote {folder / 'best'}: model.pt, metrics.json, confusion_matrix.png, misclassified.png")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

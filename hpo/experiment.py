@@ -1,0 +1,170 @@
+"""An experiment: what to search, for how long, on what. Defaults -> YAML file -> CLI flags -> one plain dict.
+
+A key that is not in EXPERIMENT_DEFAULTS (or, under `train`, not a key of mnist's config) is an
+error: a typo never silently falls back to a default.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mnist.config import DEFAULTS as TRAIN_DEFAULTS
+from mnist.config import resolve_config
+from mnist.errors import UserError
+
+EXPERIMENT_DEFAULTS: dict[str, Any] = {
+    # Trials Optuna proposes (the seed's configuration is the first of them).
+    "num_samples": 50,
+    # The full epoch budget of one trial; ASHA stops most trials long before it.
+    "max_epochs": 30,
+    # ASHA: every trial trains at least grace_period epochs; at each rung only the best
+    # 1/reduction_factor go on.
+    "grace_period": 2,
+    "reduction_factor": 3,
+    # Trials at once; None = as many as the cluster's GPUs (or CPUs) hold, capped at 8 so that
+    # TPE proposes from results instead of sampling blind.
+    "max_concurrent": None,
+    # Resources of one trial; gpus_per_trial None = 1 when the cluster has GPUs, else 0.
+    "cpus_per_trial": 1,
+    "gpus_per_trial": None,
+    # Seeds TPE and every trial's training (weights, dropout, shuffle): same seed, same search.
+    "seed": 0,
+    # TPE samples at random for its first trials, then models the results.
+    "tpe_startup_trials": 10,
+    # Stop starting and running trials after this many seconds; None = no limit.
+    "time_budget_s": None,
+    # Fixed settings of every trial's mnist config (data, limit, val_fraction, amp, ...).
+    "train": {},
+    # What is searched: key -> {distribution: [low, high]} or {choice: [values]}.
+    # A bound may be the string "max_epochs". randint bounds are inclusive.
+    "search_space": {
+        "lr": {"loguniform": [1e-5, 1e-2]},
+        "batch_size": {"choice": [32, 64, 128, 256, 512]},
+        "dropout": {"uniform": [0.0, 0.7]},
+        "step_size": {"randint": [1, "max_epochs"]},
+        "gamma": {"uniform": [0.1, 1.0]},
+    },
+}
+
+DISTRIBUTIONS = ("loguniform", "uniform", "randint", "choice")
+# The seed tutorial's hand-picked setting: evaluated first, the baseline the search must beat.
+SEED_HYPERPARAMETERS = {"lr": 2e-4, "batch_size": 32, "dropout": 0.5, "step_size": 20, "gamma": 0.8}
+
+
+def _number(value: Any, where: str) -> float:
+    """YAML reads 1e-5 (no dot) as a string: accept it, refuse anything else."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{where}: {value!r} is not a number") from None
+    if not math.isfinite(number):
+        raise UserError(f"{where}: {value!r} is not a finite number")
+    return number
+
+
+def _resolve_space(space: dict[str, Any], max_epochs: int, where: str) -> dict[str, dict[str, list]]:
+    """Check the search space and replace "max_epochs" bounds by the budget."""
+    if not isinstance(space, dict) or not space:
+        raise UserError(f"{where}: search_space must be a non-empty mapping")
+    resolved = {}
+    for key, spec in space.items():
+        if key not in TRAIN_DEFAULTS or key in ("epochs", "seed", "data", "device", "threads"):
+            raise UserError(f"{where}: search_space key {key!r} is not a searchable training setting")
+        if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in DISTRIBUTIONS:
+            raise UserError(f"{where}: search_space.{key} must be one of {{{' | '.join(DISTRIBUTIONS)}: [...]}}")
+        kind, values = next(iter(spec.items()))
+        if not isinstance(values, list) or not values:
+            raise UserError(f"{where}: search_space.{key}.{kind} must be a non-empty list")
+        values = [max_epochs if v == "max_epochs" else v for v in values]
+        if kind != "choice":
+            if len(values) != 2:
+                raise UserError(f"{where}: search_space.{key}.{kind} takes [low, high]")
+            low, high = (_number(v, f"{where}: search_space.{key}") for v in values)
+            if kind == "randint":
+                low, high = int(low), int(high)
+            if not low < high or (kind == "loguniform" and low <= 0):
+                raise UserError(f"{where}: search_space.{key}.{kind} needs 0 < low < high, got {values}")
+            values = [low, high]
+        resolved[key] = {kind: values}
+    return resolved
+
+
+def seed_point(space: dict[str, dict[str, list]], max_epochs: int) -> dict[str, Any]:
+    """The seed's setting for the searched keys, its StepLR step capped to the budget."""
+    point = {key: SEED_HYPERPARAMETERS.get(key, TRAIN_DEFAULTS[key]) for key in space}
+    if "step_size" in point:
+        point["step_size"] = min(point["step_size"], max_epochs)
+    return point
+
+
+def load_experiment_file(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        content = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such experiment file") from None
+    except yaml.YAMLError as error:
+        raise UserError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+    if content is None:
+        return {}
+    if not isinstance(content, dict):
+        raise UserError(f"{path}: an experiment file must be a mapping of keys to values")
+    return content
+
+
+def resolve_experiment(file_values: dict[str, Any], overrides: dict[str, Any], where: str) -> dict[str, Any]:
+    """EXPERIMENT_DEFAULTS <- file <- CLI overrides (None = not given), checked; `where` names the source."""
+    experiment = copy.deepcopy(EXPERIMENT_DEFAULTS)
+    unknown = sorted(set(file_values) - set(experiment))
+    if unknown:
+        raise UserError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(experiment)})")
+    experiment.update(copy.deepcopy(file_values))
+    experiment.update({key: value for key, value in overrides.items() if value is not None})
+    _check_experiment(experiment, where)
+    experiment["search_space"] = _resolve_space(experiment["search_space"], experiment["max_epochs"], where)
+    return experiment
+
+
+def _check_experiment(experiment: dict[str, Any], where: str) -> None:
+    def positive_int(key: str, minimum: int = 1) -> None:
+        value = experiment[key]
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            raise UserError(f"{where}: {key} must be an integer >= {minimum}, got {value!r}")
+
+    for key in ("num_samples", "max_epochs", "grace_period", "cpus_per_trial"):
+        positive_int(key)
+    positive_int("reduction_factor", 2)
+    positive_int("tpe_startup_trials", 0)
+    if experiment["seed"] is None or not isinstance(experiment["seed"], int) or experiment["seed"] < 0:
+        raise UserError(f"{where}: seed must be an integer >= 0, got {experiment['seed']!r}")
+    if experiment["grace_period"] > experiment["max_epochs"]:
+        raise UserError(f"{where}: grace_period ({experiment['grace_period']}) exceeds max_epochs ({experiment['max_epochs']})")
+    if experiment["max_concurrent"] is not None:
+        positive_int("max_concurrent")
+    gpus = experiment["gpus_per_trial"]
+    if gpus is not None and (not isinstance(gpus, (int, float)) or isinstance(gpus, bool) or gpus < 0):
+        raise UserError(f"{where}: gpus_per_trial must be a number >= 0 (fractions allowed), got {gpus!r}")
+    budget = experiment["time_budget_s"]
+    if budget is not None and (not isinstance(budget, (int, float)) or budget <= 0):
+        raise UserError(f"{where}: time_budget_s must be a number of seconds > 0, got {budget!r}")
+    if not isinstance(experiment["train"], dict):
+        raise UserError(f"{where}: train must be a mapping of mnist config keys to values")
+    reserved = sorted(set(experiment["train"]) & {"epochs", "seed", "threads"})
+    if reserved:
+        raise UserError(f"{where}: train.{reserved[0]} is set by the search (use max_epochs, seed, cpus_per_trial)")
+    try:
+        trial_config(experiment, {})
+    except UserError as error:
+        raise UserError(f"{where}: train: {error}") from None
+
+
+def trial_config(experiment: dict[str, Any], sampled: dict[str, Any]) -> dict[str, Any]:
+    """The full mnist config of one trial: the seed's defaults, the fixed `train` settings, the sample."""
+    fixed = {"epochs": experiment["max_epochs"], "seed": experiment["seed"],
+             "threads": int(math.ceil(experiment["cpus_per_trial"])),
+             "step_size": min(TRAIN_DEFAULTS["step_size"], experiment["max_epochs"])}
+    return resolve_config({**fixed, **experiment["train"], **sampled})

@@ -1,0 +1,120 @@
+"""Figures of a search: history, parallel coordinates, learning curves, hyperparameter importance."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import pandas as pd
+
+from mnist.plots import plt, save_figure
+
+
+def plot_search_history(trials: pd.DataFrame, path: Path) -> None:
+    """Each trial's best val_acc in the order trials were created, and the best so far."""
+    figure, axis = plt.subplots(figsize=(8, 4.5))
+    scored = trials[trials["best_val_acc"].notna()]
+    axis.scatter(scored["trial"], scored["best_val_acc"], c="tab:blue", s=18, label="trial's best val_acc")
+    axis.step(scored["trial"], scored["best_val_acc"].cummax(), where="post", color="tab:orange", label="best so far")
+    seed = scored[scored["seed_config"]]
+    axis.scatter(seed["trial"], seed["best_val_acc"], marker="*", s=160, c="tab:red", label="seed's configuration")
+    axis.set(xlabel="trial", ylabel="validation accuracy", title="Search history")
+    if len(scored):
+        axis.set_ylim(max(0.0, scored["best_val_acc"].min() - 0.02), 1.0)
+    axis.grid(alpha=0.3)
+    axis.legend(loc="lower right")
+    save_figure(figure, path)
+
+
+def _axis_values(trials: pd.DataFrame, key: str, spec: dict[str, list]) -> tuple[np.ndarray, list[str]]:
+    """Values of `key` scaled to [0, 1] on the search space's own scale, with tick labels."""
+    kind, bounds = next(iter(spec.items()))
+    values = trials[key].to_numpy()
+    if kind == "choice":
+        position = {value: i for i, value in enumerate(bounds)}
+        scaled = np.array([position.get(v, 0) for v in values]) / max(1, len(bounds) - 1)
+        return scaled, [str(bounds[0]), str(bounds[-1])]
+    low, high = bounds
+    if kind == "loguniform":
+        return (np.log(values.astype(float)) - np.log(low)) / (np.log(high) - np.log(low)), [f"{low:.0e}", f"{high:.0e}"]
+    return (values.astype(float) - low) / (high - low), [f"{low:g}", f"{high:g}"]
+
+
+def plot_parallel_coordinates(trials: pd.DataFrame, space: dict[str, dict], path: Path) -> None:
+    """One line per trial across the hyperparameter axes, coloured by its best val_acc."""
+    scored = trials[trials["best_val_acc"].notna()].sort_values("best_val_acc")
+    keys = list(space)
+    figure, axis = plt.subplots(figsize=(2 + 1.8 * len(keys), 5))
+    columns = [_axis_values(scored, key, space[key]) for key in keys]
+    norm = plt.Normalize(scored["best_val_acc"].min(), scored["best_val_acc"].max()) if len(scored) else None
+    colors = plt.cm.viridis(norm(scored["best_val_acc"].to_numpy())) if len(scored) else []
+    for row, color in enumerate(colors):
+        axis.plot(range(len(keys)), [column[0][row] for column in columns], color=color, alpha=0.8)
+    for i, (_, (low, high)) in enumerate(columns):
+        axis.axvline(i, color="gray", lw=0.8)
+        axis.text(i, -0.06, low, ha="center", va="top", fontsize=8)
+        axis.text(i, 1.04, high, ha="center", va="bottom", fontsize=8)
+    axis.set_xticks(range(len(keys)), keys)
+    axis.tick_params(axis="x", pad=18)
+    axis.set_yticks([])
+    axis.set_ylim(-0.15, 1.15)
+    if len(scored):
+        mappable = plt.cm.ScalarMappable(cmap="viridis", norm=norm)
+        figure.colorbar(mappable, ax=axis, label="best val_acc")
+    axis.set_title("Hyperparameters of every trial, coloured by validation accuracy (brightest = best)")
+    save_figure(figure, path)
+
+
+def plot_learning_curves(history: pd.DataFrame, trials: pd.DataFrame, max_epochs: int, path: Path) -> None:
+    """val_acc per epoch of every trial; an x where ASHA stopped a trial before the budget."""
+    figure, axis = plt.subplots(figsize=(8, 5))
+    for number, curve in history.groupby("trial") if not history.empty else []:
+        status = trials.loc[trials["trial"] == number, "status"].iloc[0]
+        line, = axis.plot(curve["epoch"], curve["val_acc"], alpha=0.7, lw=1.2)
+        if status == "stopped early":
+            axis.plot(curve["epoch"].iloc[-1], curve["val_acc"].iloc[-1], "x", color=line.get_color(), ms=8)
+    axis.plot([], [], "kx", label="stopped early by ASHA")
+    axis.set(xlabel="epoch", ylabel="validation accuracy", title="Learning curves of all trials",
+             xlim=(0.8, max_epochs + 0.2))
+    if not history.empty:
+        axis.set_ylim(max(0.0, history["val_acc"].min() - 0.02), 1.0)
+    axis.xaxis.get_major_locator().set_params(integer=True)
+    axis.grid(alpha=0.3)
+    axis.legend(loc="lower right")
+    save_figure(figure, path)
+
+
+def _optuna_distribution(spec: dict[str, list]) -> optuna.distributions.BaseDistribution:
+    kind, bounds = next(iter(spec.items()))
+    if kind == "choice":
+        return optuna.distributions.CategoricalDistribution(bounds)
+    if kind == "randint":
+        return optuna.distributions.IntDistribution(*bounds)
+    return optuna.distributions.FloatDistribution(*bounds, log=kind == "loguniform")
+
+
+def hyperparameter_importance(trials: pd.DataFrame, space: dict[str, dict]) -> dict[str, float]:
+    """Optuna's fANOVA importance of each hyperparameter for the trials' best val_acc (all trials count)."""
+    study = optuna.create_study(direction="maximize")
+    distributions = {key: _optuna_distribution(spec) for key, spec in space.items()}
+    for _, row in trials[trials["best_val_acc"].notna()].iterrows():
+        params = {key: row[key].item() if hasattr(row[key], "item") else row[key] for key in space}
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions,
+                                                  value=float(row["best_val_acc"])))
+    if len(study.trials) < 2:
+        return {}
+    return optuna.importance.get_param_importances(study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
+
+
+def plot_importance(trials: pd.DataFrame, space: dict[str, Any], path: Path) -> None:
+    importance = hyperparameter_importance(trials, space)
+    figure, axis = plt.subplots(figsize=(7, 3.5))
+    if importance:
+        keys = list(importance)[::-1]
+        axis.barh(keys, [importance[k] for k in keys], color="tab:blue")
+        axis.set(xlabel="share of val_acc variance explained (fANOVA)", title="Hyperparameter importance")
+    else:
+        axis.text(0.5, 0.5, "too few trials to estimate importance", ha="center", va="center")
+        axis.set_axis_off()
+    save_figure(figure, path)

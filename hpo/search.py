@@ -1,0 +1,83 @@
+"""Search CCNet's hyperparameters with Ray Tune + Optuna TPE + ASHA.
+
+    python hpo/search.py --num-samples 50                      # the full search (experiments/default.yaml)
+    python hpo/search.py --experiment experiments/cpu-quick.yaml
+    python hpo/search.py --address HOST:PORT ...               # on an existing Ray cluster
+    python hpo/search.py --resume --name NAME                  # continue an interrupted search
+
+Results go to <storage-path>/<name>/: trials.csv, best.json, plots, report.md, TensorBoard events.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+
+from hpo.driver import run_search
+from hpo.experiment import load_experiment_file, resolve_experiment
+from hpo.summary import console_summary, disk_usage, summarize
+from mnist.errors import UserError, run_cli
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--experiment", default=None, help="experiment YAML (default: built-in = experiments/default.yaml)")
+    parser.add_argument("--name", default=None, help="experiment folder name (default: <experiment>-<time>)")
+    parser.add_argument("--storage-path", default="results", help="where experiment folders go (default results/)")
+    parser.add_argument("--num-samples", type=int, default=None, help="trials to run (default 50)")
+    parser.add_argument("--max-epochs", type=int, default=None, help="epoch budget of one trial")
+    parser.add_argument("--grace-period", type=int, default=None, help="ASHA: epochs every trial gets")
+    parser.add_argument("--reduction-factor", type=int, default=None, help="ASHA: keep 1/N at each rung")
+    parser.add_argument("--max-concurrent", type=int, default=None, help="trials at once (default: what fits, <= 8)")
+    parser.add_argument("--cpus-per-trial", type=int, default=None, help="CPUs of one trial (default 1)")
+    parser.add_argument("--gpus-per-trial", type=float, default=None,
+                        help="GPUs of one trial, fractions allowed (default: 1 if the cluster has GPUs, else 0)")
+    parser.add_argument("--seed", type=int, default=None, help="seed of TPE and of every trial (default 0)")
+    parser.add_argument("--limit", type=int, default=None, help="train on the first N training images (quick runs)")
+    parser.add_argument("--time-budget", type=float, default=None, help="stop the search after this many seconds")
+    parser.add_argument("--resume", action="store_true", help="continue the experiment --name (default: the newest)")
+    parser.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a local one)")
+    return parser.parse_args(argv)
+
+
+def newest_experiment(storage: Path) -> Path:
+    folders = sorted((p.parent for p in storage.glob("*/experiment.json")), key=lambda p: p.stat().st_mtime)
+    if not folders:
+        raise UserError(f"{storage}: no experiment found to resume")
+    return folders[-1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    storage = Path(args.storage_path)
+    if args.resume:
+        folder = storage / args.name if args.name else newest_experiment(storage)
+        saved = folder / "experiment.json"
+        if not saved.exists():
+            raise UserError(f"{folder}: no experiment to resume there (no experiment.json)")
+        experiment = json.loads(saved.read_text())["experiment"]
+        print(f"resuming {folder} with its saved experiment settings", flush=True)
+    else:
+        file_values = load_experiment_file(args.experiment) if args.experiment else {}
+        overrides = {"num_samples": args.num_samples, "max_epochs": args.max_epochs, "grace_period": args.grace_period,
+                     "reduction_factor": args.reduction_factor, "max_concurrent": args.max_concurrent,
+                     "cpus_per_trial": args.cpus_per_trial, "gpus_per_trial": args.gpus_per_trial,
+                     "seed": args.seed, "time_budget_s": args.time_budget}
+        if args.limit is not None:
+            file_values = {**file_values, "train": {**file_values.get("train", {}), "limit": args.limit}}
+        experiment = resolve_experiment(file_values, overrides, args.experiment or "built-in experiment")
+        stem = Path(args.experiment).stem if args.experiment else "default"
+        folder = storage / (args.name or f"{stem}-{datetime.now():%Y%m%d-%H%M%S}")
+    results, resources = run_search(experiment, folder, args.resume, args.address)
+    trials, best = summarize(folder, results, experiment, resources, sys.argv)
+    print(console_summary(trials, list(experiment["search_space"])))
+    print(f"winner: trial {best['trial']}, val_acc {best['val_acc']:.4f} at epoch {best['epoch']}")
+    print(f"results in {folder} ({disk_usage(folder) / 2**20:.1f} MiB on disk); "
+          f"next: python hpo/best.py --experiment {folder}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,167 @@
+"""What a finished search leaves for a person: trials.csv, history.csv, best.json, plots, report.md.
+
+Everything here is about validation accuracy: the search never sees the test set.
+"""
+from __future__ import annotations
+
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from ray import tune
+
+from hpo.experiment import seed_point
+from mnist.checkpoint import git_commit, write_json_atomic, write_text_atomic
+
+TRIAL_COLUMNS = ["trial", "status", "epochs", "best_val_acc", "best_epoch", "last_val_acc", "time_s",
+                 "device", "gpu_ids", "node", "seed_config"]
+
+
+def _status(result: tune.Result, history: pd.DataFrame, max_epochs: int) -> str:
+    if result.error is not None:
+        return "error"
+    if history.empty:
+        return "no result"
+    if bool(history["diverged"].iloc[-1]):
+        return "diverged"
+    return "completed" if int(history["epoch"].iloc[-1]) >= max_epochs else "stopped early"
+
+
+def trial_tables(results: tune.ResultGrid, experiment: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(one row per trial, one row per trial and epoch), trials in the order they were created."""
+    searched = list(experiment["search_space"])
+    seed = seed_point(experiment["search_space"], experiment["max_epochs"])
+    rows, histories = [], []
+    for result in results:
+        _, number, trial_id = Path(result.path).name.split("_", 2)  # trial_<number>_<id>, see driver.trial_name
+        number = int(number)
+        history = result.metrics_dataframe if result.metrics_dataframe is not None else pd.DataFrame()
+        history = history[history["epoch"].notna()] if "epoch" in history else pd.DataFrame(columns=["epoch", "diverged"])
+        history = history.drop_duplicates("epoch", keep="last").sort_values("epoch")
+        params = {key: result.config[key] for key in searched}
+        best = history.loc[history["val_acc"].idxmax()] if not history.empty else None
+        checkpoint = result.get_best_checkpoint(metric="val_acc", mode="max") if not history.empty else None
+        last = history.iloc[-1] if not history.empty else {}
+        rows.append({
+            "trial": number, "trial_id": trial_id, **params,
+            "status": _status(result, history, experiment["max_epochs"]),
+            "epochs": int(last["epoch"]) if best is not None else 0,
+            "best_val_acc": float(best["val_acc"]) if best is not None else None,
+            "best_epoch": int(best["epoch"]) if best is not None else None,
+            "last_val_acc": float(last["val_acc"]) if best is not None else None,
+            "time_s": float(history["epoch_time_s"].sum()) if best is not None else 0.0,
+            "device": last.get("device", ""), "gpu_ids": last.get("gpu_ids", ""), "node": last.get("node", ""),
+            "seed_config": all(params[k] == seed[k] for k in searched),
+            "checkpoint": checkpoint.path if checkpoint else "", "path": result.path,
+            "config": result.config,
+        })
+        if not history.empty:
+            histories.append(history.assign(trial=number)[["trial", "epoch", "train_loss", "train_acc", "val_loss",
+                                                           "val_acc", "lr", "epoch_time_s"]])
+    trials = pd.DataFrame(rows).sort_values("trial").reset_index(drop=True)
+    history = pd.concat(histories, ignore_index=True) if histories else pd.DataFrame()
+    return trials, history
+
+
+def winner(trials: pd.DataFrame, select: str = "best") -> pd.Series:
+    """The trial with the highest val_acc at its best epoch (select="best") or at its last one."""
+    column = "best_val_acc" if select == "best" else "last_val_acc"
+    ranked = trials[trials[column].notna() & (trials["status"] != "diverged")]
+    if ranked.empty:
+        raise ValueError("no trial reported a validation accuracy")
+    return ranked.loc[ranked[column].idxmax()]
+
+
+def hours_saved(trials: pd.DataFrame, max_epochs: int, resources: dict[str, float]) -> dict[str, float]:
+    """Device hours ASHA saved against training every trial for the full budget."""
+    done = trials[trials["epochs"] > 0]
+    seconds_per_epoch = done["time_s"] / done["epochs"]
+    spent = float(done["time_s"].sum())
+    full = float((seconds_per_epoch * max_epochs).sum())
+    unit = resources["gpu"] if resources["gpu"] else resources["cpu"]
+    return {"unit": "GPU" if resources["gpu"] else "CPU", "spent_hours": spent * unit / 3600,
+            "full_budget_hours": full * unit / 3600, "saved_hours": (full - spent) * unit / 3600,
+            "epochs_trained": int(done["epochs"].sum()), "epochs_full_budget": int(len(done) * max_epochs)}
+
+
+def format_table(trials: pd.DataFrame, searched: list[str]) -> str:
+    columns = ["trial", *searched, "status", "epochs", "best_val_acc", "device", "gpu_ids"]
+    table = trials[columns].copy()
+    if "lr" in table:
+        table["lr"] = table["lr"].map(lambda v: f"{v:.2e}")
+    return table.to_string(index=False, float_format=lambda v: f"{v:.4f}")
+
+
+def console_summary(trials: pd.DataFrame, searched: list[str], top: int = 5) -> str:
+    ranked = trials.sort_values("best_val_acc", ascending=False)
+    lines = [f"top {min(top, len(ranked))} of {len(trials)} trials by best validation accuracy:",
+             format_table(ranked.head(top), searched)]
+    seed_rows = trials[trials["seed_config"]]
+    if not seed_rows.empty and ranked["best_val_acc"].notna().any():
+        seed_acc, best_acc = seed_rows["best_val_acc"].iloc[0], ranked["best_val_acc"].iloc[0]
+        lines += ["the seed tutorial's configuration:", format_table(seed_rows, searched),
+                  f"search beat the seed's configuration by {100 * (best_acc - seed_acc):+.2f} points of val_acc "
+                  f"({best_acc:.4f} vs {seed_acc:.4f}) at the same budget"]
+    return "\n".join(lines)
+
+
+def disk_usage(folder: Path) -> int:
+    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+
+
+def environment() -> dict[str, str]:
+    import optuna
+    import ray
+    import torch
+
+    devices = torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or platform.machine()
+    return {"python": sys.version.split()[0], "torch": torch.__version__, "ray": ray.__version__,
+            "optuna": optuna.__version__, "git_commit": git_commit(), "driver_device": devices,
+            "platform": platform.platform()}
+
+
+def write_report(folder: Path, trials: pd.DataFrame, experiment: dict[str, Any], best: dict[str, Any],
+                 savings: dict[str, float], argv: list[str]) -> None:
+    searched = list(experiment["search_space"])
+    env = environment()
+    lines = [
+        f"# Search report: {folder.name}", "",
+        f"Command: `{' '.join(argv)}`", "",
+        "| | |", "|---|---|", *[f"| {key} | {value} |" for key, value in env.items()], "",
+        f"{len(trials)} trials, budget {experiment['max_epochs']} epochs each; "
+        + ", ".join(f"{count} {status}" for status, count in trials["status"].value_counts().items()) + ".", "",
+        f"Winner (best validation epoch): trial {best['trial']} with val_acc {best['val_acc']:.4f} at epoch "
+        f"{best['epoch']}: " + ", ".join(f"{k}={best['params'][k]}" for k in searched), "",
+        "```", console_summary(trials, searched), "```", "",
+        f"ASHA trained {savings['epochs_trained']} epochs instead of {savings['epochs_full_budget']} "
+        f"({savings['spent_hours']:.3f} {savings['unit']} hours instead of {savings['full_budget_hours']:.3f}: "
+        f"{savings['saved_hours']:.3f} {savings['unit']} hours saved).", "",
+        "![search history](search_history.png)", "![parallel coordinates](parallel_coordinates.png)",
+        "![learning curves](learning_curves.png)", "![importance](importance.png)", "",
+        "Validation accuracy only: the test set is used by `hpo/best.py` on the retrained winner.", "",
+    ]
+    write_text_atomic(folder / "report.md", "\n".join(lines))
+
+
+def summarize(folder: Path, results: tune.ResultGrid, experiment: dict[str, Any], resources: dict[str, float],
+              argv: list[str]) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Write trials.csv, history.csv, best.json, the plots and report.md; returns (trials, best)."""
+    from hpo.plots import plot_importance, plot_learning_curves, plot_parallel_coordinates, plot_search_history
+
+    trials, history = trial_tables(results, experiment)
+    searched = list(experiment["search_space"])
+    write_text_atomic(folder / "trials.csv", trials.drop(columns=["config", "path"]).to_csv(index=False))
+    write_text_atomic(folder / "history.csv", history.to_csv(index=False))
+    top = winner(trials)
+    best = {"selected_by": "highest val_acc at the trial's best validation epoch", "trial": int(top["trial"]),
+            "trial_id": top["trial_id"], "params": {k: top[k] for k in searched}, "config": top["config"],
+            "val_acc": float(top["best_val_acc"]), "epoch": int(top["best_epoch"]), "checkpoint": top["checkpoint"]}
+    write_json_atomic(folder / "best.json", best)
+    plot_search_history(trials, folder / "search_history.png")
+    plot_parallel_coordinates(trials, experiment["search_space"], folder / "parallel_coordinates.png")
+    plot_learning_curves(history, trials, experiment["max_epochs"], folder / "learning_curves.png")
+    plot_importance(trials, experiment["search_space"], folder / "importance.png")
+    write_report(folder, trials, experiment, best, hours_saved(trials, experiment["max_epochs"], resources), argv)
+    return trials, best

@@ -1,0 +1,54 @@
+"""mnist's `train` as a Ray Tune trainable: same function, with Tune's report and checkpoint hooks.
+
+Each epoch's checkpoint goes through `tune.report(..., checkpoint=...)`, so Tune keeps it in
+the experiment's storage and hands it back after a crash (`tune.get_checkpoint`). The data
+arrive once through Ray's object store (`tune.with_parameters`), never from a driver path.
+"""
+from __future__ import annotations
+
+import socket
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import ray
+import torch
+from ray import tune
+
+from mnist.checkpoint import load_checkpoint, save_checkpoint
+from mnist.data import MnistData
+from mnist.train import train
+
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+def where_it_runs() -> dict[str, Any]:
+    """What a trial records about its placement: device, Ray's GPU ids, node."""
+    gpu_ids = [str(i) for i in ray.get_gpu_ids()]
+    # Ray sets CUDA_VISIBLE_DEVICES to the trial's GPUs, so cuda:0 is the first of them.
+    device = "cuda:0" if gpu_ids and torch.cuda.is_available() else "cpu"
+    return {"device": device, "gpu_ids": ",".join(gpu_ids), "node": socket.gethostname(),
+            "node_ip": ray.util.get_node_ip_address()}
+
+
+def restored_state() -> dict[str, Any] | None:
+    """The trial's last checkpoint after a restart, else None."""
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as folder:
+        return load_checkpoint(Path(folder) / CHECKPOINT_FILE, for_resume=True)
+
+
+def ccnet_trainable(config: dict[str, Any], data: MnistData | None = None) -> None:
+    """Ray Tune function trainable: `config` is one full mnist config (see hpo.experiment.trial_config)."""
+    placement = where_it_runs()
+    config = {**config, "device": "cuda" if placement["device"].startswith("cuda") else "cpu"}
+
+    def report(metrics: dict[str, Any], state: dict[str, Any]) -> None:
+        with tempfile.TemporaryDirectory() as folder:
+            save_checkpoint(state, Path(folder) / CHECKPOINT_FILE)
+            tune.report({**metrics, **placement, "precision": state["precision"]},
+                        checkpoint=tune.Checkpoint.from_directory(folder))
+
+    train(config, data=data, on_epoch=report, resume_from=restored_state())

@@ -1,0 +1,53 @@
+"""CCNet: the seed's layer stack, logits out (the seed's ReLU+Softmax head only on request)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from mnist.model import CCNet
+
+
+def test_seed_layer_stack_and_size() -> None:
+    model = CCNet()
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels) for c in convs] == [(1, 32), (32, 64), (64, 64), (64, 32), (32, 18)]
+    assert model.fc.in_features == 288 and model.fc.out_features == 10
+    assert sum(p.numel() for p in model.parameters()) == 82_300  # 320 + 18,496 + 36,928 + 18,464 + 5,202 + 2,890
+
+
+def test_xavier_normal_init() -> None:
+    torch.manual_seed(0)
+    conv = CCNet().features[3]  # 32 -> 64 channels, 3x3
+    fan_in, fan_out = 32 * 9, 64 * 9
+    expected_std = (2 / (fan_in + fan_out)) ** 0.5
+    assert abs(conv.weight.std().item() - expected_std) / expected_std < 0.05
+
+
+def test_default_head_returns_logits_not_probabilities() -> None:
+    # The seed's ReLU + Softmax before CrossEntropyLoss applied softmax twice and killed negative logits.
+    torch.manual_seed(0)
+    x = torch.randn(16, 1, 28, 28)
+    model = CCNet(dropout=0.0).eval()
+    logits = model(x)
+    assert (logits < 0).any()
+    assert not torch.allclose(logits.sum(dim=1), torch.ones(16))
+
+
+def test_seed_head_reproduces_the_defect() -> None:
+    torch.manual_seed(0)
+    x, y = torch.randn(64, 1, 28, 28), torch.randint(0, 10, (64,))
+    fixed, seed = CCNet(dropout=0.0, head="logits"), CCNet(dropout=0.0, head="seed")
+    seed.load_state_dict(fixed.state_dict())
+    probabilities = seed(x)
+    assert torch.allclose(probabilities.sum(dim=1), torch.ones(64), atol=1e-5)
+    # CE over probabilities squashes the loss into a narrow range, so its gradient is far smaller
+    # than the fixed head's for the same weights: the vanishing gradient of the seed.
+    F.cross_entropy(fixed(x), y).backward()
+    F.cross_entropy(seed(x), y).backward()
+    fixed_grad = fixed.fc.weight.grad.norm().item()
+    seed_grad = seed.fc.weight.grad.norm().item()
+    assert seed_grad < fixed_grad / 3
+
+
+def test_dropout_is_a_parameter() -> None:
+    assert CCNet(dropout=0.2).dropout.p == 0.2

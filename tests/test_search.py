@@ -1,0 +1,144 @@
+"""The search as a user runs it: `python hpo/search.py` then `python hpo/best.py`, on CPU, small."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SMOKE_FLAGS = ["--experiment", str(ROOT / "experiments" / "cpu-quick.yaml"), "--num-samples", "3",
+               "--max-epochs", "2", "--limit", "2000", "--max-concurrent", "2"]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def run_script(script: str, args: list[str], timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "hpo" / script), *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
+@pytest.fixture(scope="module")
+def smoke_search(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
+    storage = tmp_path_factory.mktemp("results")
+    result = run_script("search.py", [*SMOKE_FLAGS, "--storage-path", str(storage), "--name", "smoke"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    return storage / "smoke", result
+
+
+def test_smoke_search_writes_its_results(smoke_search: tuple[Path, subprocess.CompletedProcess]) -> None:
+    folder, result = smoke_search
+    trials = pd.read_csv(folder / "trials.csv")
+    assert len(trials) == 3
+    assert {"lr", "batch_size", "dropout", "step_size", "gamma", "status", "epochs", "best_val_acc",
+            "last_val_acc", "time_s", "device", "gpu_ids"} <= set(trials.columns)
+    seed_rows = trials[trials["seed_config"]]
+    assert len(seed_rows) == 1
+    seed = seed_rows.iloc[0]
+    assert (seed["lr"], seed["batch_size"], seed["dropout"], seed["step_size"], seed["gamma"]) == (2e-4, 32, 0.5, 2, 0.8)
+    assert seed["epochs"] == 2  # the baseline always gets the full budget
+    assert set(trials["device"]) == {"cpu"}
+    best = json.loads((folder / "best.json").read_text())
+    assert best["val_acc"] == pytest.approx(trials["best_val_acc"].max())
+    assert Path(best["checkpoint"]).is_dir() and best["config"]["limit"] == 2000
+    for name in ("search_history.png", "parallel_coordinates.png", "learning_curves.png", "importance.png"):
+        assert (folder / name).read_bytes()[:8] == PNG_MAGIC, name
+    report = (folder / "report.md").read_text()
+    assert "git_commit" in report and "hours saved" in report and "seed tutorial's configuration" in report
+    assert "top 3 of 3 trials" in result.stdout and "search beat the seed's configuration by" in result.stdout
+
+
+def test_stopped_trials_reach_optuna_as_pruned(smoke_search: tuple[Path, subprocess.CompletedProcess]) -> None:
+    folder, _ = smoke_search
+    trials = pd.read_csv(folder / "trials.csv")
+    study = optuna.load_study(study_name="smoke", storage=f"sqlite:///{folder / 'optuna.db'}")
+    states = sorted(trial.state.name for trial in study.trials)
+    expected = sorted("PRUNED" if status == "stopped early" else "COMPLETE" for status in trials["status"])
+    assert states == expected
+    assert all(trial.intermediate_values for trial in study.trials)
+
+
+def test_tensorboard_has_scalars_and_hparams_per_trial(smoke_search: tuple[Path, subprocess.CompletedProcess]) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    folder, _ = smoke_search
+    trials = pd.read_csv(folder / "trials.csv")
+    runs = sorted((folder / "tensorboard").iterdir())
+    assert len(runs) == 3 and runs[0].name.startswith("trial_001 lr=2.0e-04 bs=32")
+    for run, epochs in zip(runs, trials.sort_values("trial")["epochs"]):
+        events = EventAccumulator(str(run))
+        events.Reload()
+        assert {"loss/train", "loss/val", "accuracy/train", "accuracy/val", "lr"} <= set(events.Tags()["scalars"])
+        assert [event.step for event in events.Scalars("accuracy/val")] == list(range(1, epochs + 1))
+        content = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+        hparams = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info.hparams
+        assert set(hparams) == {"lr", "batch_size", "dropout", "step_size", "gamma"}
+
+
+def test_best_retrains_and_compares_with_the_seed(smoke_search: tuple[Path, subprocess.CompletedProcess]) -> None:
+    folder, _ = smoke_search
+    result = run_script("best.py", ["--experiment", str(folder), "--epochs", "1"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((folder / "best" / "metrics.json").read_text())
+    assert 0.1 < metrics["test_accuracy"] <= 1 and metrics["test_count"] == 10000
+    search = metrics["search"]
+    assert search["selected_by"].startswith("highest val_acc at the trial's best validation epoch")
+    assert search["gain_points"] == pytest.approx(100 * (search["winner"]["mean"] - search["baseline"]["mean"]))
+    assert (folder / "best" / "model.pt").exists() and (folder / "best" / "confusion_matrix.png").exists()
+    assert (folder / "best" / "baseline" / "metrics.json").exists()
+    assert "gain from the search:" in result.stdout and "seed's configuration, same 1 epochs" in result.stdout
+
+
+def test_gpus_asked_where_there_are_none_fails_fast(tmp_path: Path) -> None:
+    started = time.monotonic()
+    result = run_script("search.py", [*SMOKE_FLAGS, "--gpus-per-trial", "1", "--storage-path", str(tmp_path)],
+                        timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "gpus_per_trial is 1.0, but the Ray cluster has no GPUs" in result.stderr
+    assert time.monotonic() - started < 120
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_for_port(port: int, seconds: float = 90) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.5)
+    raise TimeoutError(f"ray start --head did not open port {port} in {seconds} s")
+
+
+def test_fake_gpu_cluster_gives_each_trial_its_own_gpu(tmp_path: Path) -> None:
+    # A cluster started with `ray start` that advertises 2 GPUs: Ray assigns them (CUDA_VISIBLE_DEVICES)
+    # though torch sees none, so the trials train on CPU and record the ids they were given.
+    port = _free_port()
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    head = subprocess.Popen(["ray", "start", "--head", "--block", f"--port={port}", "--num-cpus=2", "--num-gpus=2",
+                             "--include-dashboard=false"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        _wait_for_port(port)
+        result = run_script("search.py", [*SMOKE_FLAGS, "--num-samples", "2", "--storage-path", str(tmp_path),
+                                          "--name", "gpus", "--address", f"127.0.0.1:{port}"],
+                            env={"RAY_AUTH_MODE": "disabled"})
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "each trial: 1 CPU, 1 GPU; up to 2 at once" in result.stdout
+        trials = pd.read_csv(tmp_path / "gpus" / "trials.csv", dtype={"gpu_ids": str})
+        assert sorted(trials["gpu_ids"]) == ["0", "1"]
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        head.wait(timeout=60)

@@ -1,0 +1,141 @@
+"""The trainable: exact resume, honest metrics, seeded shuffling, refused hyperparameters, the CLI's files."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from mnist.checkpoint import load_checkpoint, save_checkpoint
+from mnist.config import resolve_config
+from mnist.data import MnistData
+from mnist.errors import UserError, run_cli
+from mnist.model import CCNet
+from mnist.train import METRIC_COLUMNS, main, shuffle_order, train, validate
+from tests.conftest import TINY_CONFIG
+
+
+def test_resume_continues_exactly(tmp_path: Path, mnist_data: MnistData) -> None:
+    config = {**TINY_CONFIG, "limit": 600, "epochs": 2, "seed": 3}
+    straight: dict = {}
+    train(config, data=mnist_data, on_epoch=lambda metrics, state: straight.update(state))
+
+    def save_first_epoch(metrics: dict, state: dict) -> None:
+        save_checkpoint(state, tmp_path / "epoch1.pt")
+
+    train({**config, "epochs": 1}, data=mnist_data, on_epoch=save_first_epoch)
+    resumed: dict = {}
+    state = load_checkpoint(tmp_path / "epoch1.pt", for_resume=True)
+    history = train(config, data=mnist_data, on_epoch=lambda metrics, s: resumed.update(s), resume_from=state)
+    assert [row["epoch"] for row in history] == [1, 2]
+    for name, tensor in straight["model"].items():
+        assert torch.equal(tensor, resumed["model"][name]), name
+    assert straight["history"][1]["train_loss"] == resumed["history"][1]["train_loss"]
+
+
+def test_same_seed_same_run_other_seed_other_run(mnist_data: MnistData) -> None:
+    config = {**TINY_CONFIG, "limit": 300}
+    first, again, other = (train({**config, "seed": s}, data=mnist_data)[0]["train_loss"] for s in (1, 1, 2))
+    assert first == again and first != other
+
+
+def test_validation_has_dropout_off_and_counts_every_sample(mnist_data: MnistData) -> None:
+    torch.manual_seed(0)
+    model = CCNet(dropout=0.9)
+    images = torch.from_numpy(np.array(mnist_data.test_images[:1001])).unsqueeze(1)
+    labels = torch.from_numpy(mnist_data.test_labels[:1001].astype(np.int64))
+    loss_a, acc_a = validate(model, images, labels, amp=False)
+    loss_b, acc_b = validate(model, images, labels, amp=False)
+    assert loss_a == loss_b and acc_a == acc_b  # with dropout on, two passes would differ
+    model.eval()
+    with torch.no_grad():
+        correct = sum(int(model(((images[i:i + 1].float() / 255) - 0.1307) / 0.3081).argmax()) == int(labels[i])
+                      for i in range(len(labels)))
+    assert acc_a == pytest.approx(correct / 1001, abs=1e-6)  # not divided by a batch size
+
+
+def test_shuffle_is_a_seeded_permutation_per_epoch() -> None:
+    first = shuffle_order(1000, seed=0, epoch=1)
+    assert sorted(first.tolist()) == list(range(1000))
+    assert not torch.equal(first, torch.arange(1000))  # the seed never shuffled
+    assert torch.equal(first, shuffle_order(1000, seed=0, epoch=1))
+    assert not torch.equal(first, shuffle_order(1000, seed=0, epoch=2))
+
+
+def test_metrics_reported_each_epoch(mnist_data: MnistData) -> None:
+    reports = []
+    train({**TINY_CONFIG, "epochs": 2, "step_size": 1, "gamma": 0.5}, data=mnist_data,
+          on_epoch=lambda metrics, state: reports.append(metrics))
+    assert [row["epoch"] for row in reports] == [1, 2]
+    assert all(set(METRIC_COLUMNS) <= set(row) for row in reports)
+    assert [row["lr"] for row in reports] == [1e-3, 5e-4]  # StepLR applied after each epoch
+    assert reports[1]["val_acc"] > 0.2  # well above chance after 26 steps
+
+
+def test_quick_run_learns(mnist_data: MnistData) -> None:
+    # The issue's quick run: -e 3 --limit 5000 -l 1e-3 -b 64 must pass 90% validation accuracy.
+    history = train({"epochs": 3, "limit": 5000, "lr": 1e-3, "batch_size": 64, "device": "cpu"}, data=mnist_data)
+    assert history[-1]["val_acc"] > 0.90
+
+
+def test_diverging_loss_stops_the_run(mnist_data: MnistData) -> None:
+    history = train({**TINY_CONFIG, "epochs": 3, "lr": 1e6}, data=mnist_data)
+    assert history[-1]["diverged"] and len(history) < 3
+
+
+@pytest.mark.parametrize("key, value", [
+    ("lr", 0), ("lr", -1e-3), ("batch_size", 0), ("dropout", 1.0), ("dropout", -0.1),
+    ("gamma", 0), ("gamma", 1.5), ("epochs", 0), ("lr_typo", 1e-3),
+])
+def test_bad_hyperparameters_are_refused(key: str, value: float) -> None:
+    with pytest.raises(UserError, match=key):
+        resolve_config({key: value})
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["-l", "0"], "lr must be > 0"), (["-b", "0"], "batch_size must be an integer >= 1"),
+    (["--dropout", "1"], "dropout must be in [0, 1)"), (["--gamma", "0"], "gamma must be in (0, 1]"),
+    (["-e", "0"], "epochs must be an integer >= 1"),
+])
+def test_cli_refuses_bad_hyperparameters_before_work(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                     flags: list[str], message: str) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(main, flags + ["--out", str(tmp_path / "run")])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_cli_run_folder(tiny_run: Path) -> None:
+    metrics = pd.read_csv(tiny_run / "metrics.csv")
+    assert list(metrics.columns[:8]) == list(METRIC_COLUMNS) and len(metrics) == 2
+    for name in ("best.pt", "last.pt", "config.json", "curves.png"):
+        assert (tiny_run / name).stat().st_size > 0, name
+    state = load_checkpoint(tiny_run / "last.pt", for_resume=True)
+    assert state["config"]["limit"] == 2000 and "git_commit" in state and state["argv"]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tiny_run / "tensorboard"))
+    events.Reload()
+    assert {"loss/train", "loss/val", "accuracy/val", "lr"} <= set(events.Tags()["scalars"])
+
+
+def test_cli_resume_extends_the_run(tmp_path: Path, tiny_run: Path) -> None:
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    main(["--resume", str(run / "last.pt"), "-e", "3"])
+    metrics = pd.read_csv(run / "metrics.csv")
+    assert metrics["epoch"].tolist() == [1, 2, 3]
+    assert load_checkpoint(run / "last.pt", for_resume=True)["epoch"] == 3
+
+
+def test_resume_from_a_non_checkpoint_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    bad = tmp_path / "last.pt"
+    bad.write_text("not a checkpoint")
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(main, ["--resume", str(bad)])
+    assert exit_info.value.code == 2 and f"{bad}: not a readable PyTorch checkpoint" in capsys.readouterr().err
