@@ -6,24 +6,28 @@ The data are read once here and shipped to the trials through Ray's object store
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 import ray
 from optuna.trial import TrialState
 from ray import tune
 from ray.tune.result import TRAINING_ITERATION
-from ray.tune.schedulers import ASHAScheduler
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
 
-from hpo.experiment import seed_point, trial_config
+from hpo.experiment import in_space, seed_point, trial_config
 from hpo.tb_logger import TrialTensorBoard
 from hpo.trainable import ccnet_trainable
 from mnist.checkpoint import run_metadata, write_json_atomic
 from mnist.data import load_mnist
 from mnist.errors import UserError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 METRIC, MODE = "val_acc", "max"
 # Concurrency beyond this makes TPE propose mostly blind (constant liar helps, but only so much).
@@ -140,13 +144,27 @@ def search_space(experiment: dict[str, Any]) -> dict[str, Any]:
     return {**trial_config(experiment, {}), **domains}
 
 
+def drop_stale_checkpoints(trials: "pd.DataFrame") -> None:
+    """A trial ASHA stopped will never resume: keep its best checkpoint only."""
+    for trial in trials[trials["status"] == "stopped early"].itertuples():
+        for checkpoint in Path(trial.path).glob("checkpoint_*"):
+            if trial.checkpoint and checkpoint != Path(trial.checkpoint):
+                shutil.rmtree(checkpoint, ignore_errors=True)
+
+
 def make_searcher(experiment: dict[str, Any], folder: Path, name: str) -> PruningAwareOptunaSearch:
-    """TPE, seeded and multivariate, its study in SQLite inside the experiment folder."""
-    sampler = optuna.samplers.TPESampler(seed=experiment["seed"], multivariate=True, constant_liar=True,
-                                         n_startup_trials=experiment["tpe_startup_trials"])
+    """TPE (seeded, multivariate) or random sampling; the study in SQLite inside the experiment folder."""
+    if experiment["searcher"] == "tpe":
+        sampler = optuna.samplers.TPESampler(seed=experiment["seed"], multivariate=True, constant_liar=True,
+                                             n_startup_trials=experiment["tpe_startup_trials"])
+    else:
+        sampler = optuna.samplers.RandomSampler(seed=experiment["seed"])
     storage = optuna.storages.RDBStorage(f"sqlite:///{(folder / 'optuna.db').resolve()}")
+    seed = seed_point(experiment["search_space"], experiment["max_epochs"])
+    if not in_space(seed, experiment["search_space"]):
+        print(f"note: the seed's configuration {seed} lies outside this search space; it is not evaluated", flush=True)
     return PruningAwareOptunaSearch(
-        points_to_evaluate=[seed_point(experiment["search_space"], experiment["max_epochs"])],
+        points_to_evaluate=[seed] if in_space(seed, experiment["search_space"]) else [],
         sampler=sampler, storage=storage, study_name=name, max_epochs=experiment["max_epochs"])
 
 
@@ -163,6 +181,8 @@ def make_tuner(experiment: dict[str, Any], folder: Path, resume: bool, resources
                                     grace_period=experiment["grace_period"],
                                     reduction_factor=experiment["reduction_factor"],
                                     baseline=seed_point(experiment["search_space"], experiment["max_epochs"]))
+    if experiment["scheduler"] == "fifo":
+        scheduler = FIFOScheduler()
     tune_config = tune.TuneConfig(metric=METRIC, mode=MODE, search_alg=make_searcher(experiment, folder, folder.name),
                                   scheduler=scheduler, num_samples=experiment["num_samples"],
                                   max_concurrent_trials=concurrent, time_budget_s=experiment["time_budget_s"],
@@ -196,6 +216,21 @@ def run_search(experiment: dict[str, Any], folder: Path, resume: bool,
     connect(address)
     try:
         resources, concurrent = trial_resources(experiment)
-        return make_tuner(experiment, folder, resume, resources, concurrent).fit(), resources
+        results = make_tuner(experiment, folder, resume, resources, concurrent).fit()
     finally:
         ray.shutdown()
+    if results.num_terminated + results.num_errors == len(results):
+        fail_orphaned_optuna_trials(folder)
+    return results, resources
+
+
+def fail_orphaned_optuna_trials(folder: Path) -> None:
+    """Mark FAIL the Optuna trials left RUNNING once every Tune trial has ended.
+
+    A driver killed between asking Optuna for a trial and saving the searcher's state leaves
+    that trial RUNNING in the study; the resumed searcher never knew it, so it never ran.
+    """
+    storage = optuna.storages.RDBStorage(f"sqlite:///{(folder / 'optuna.db').resolve()}")
+    for study in storage.get_all_studies():
+        for trial in storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.RUNNING,)):
+            storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)

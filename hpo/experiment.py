@@ -21,6 +21,10 @@ EXPERIMENT_DEFAULTS: dict[str, Any] = {
     "num_samples": 50,
     # The full epoch budget of one trial; ASHA stops most trials long before it.
     "max_epochs": 30,
+    # "asha" stops weak trials early; "fifo" trains every trial to max_epochs (for comparison).
+    "scheduler": "asha",
+    # "tpe" is Optuna's TPE; "random" samples the space uniformly (for comparison).
+    "searcher": "tpe",
     # ASHA: every trial trains at least grace_period epochs; at each rung only the best
     # 1/reduction_factor go on.
     "grace_period": 2,
@@ -101,6 +105,16 @@ def seed_point(space: dict[str, dict[str, list]], max_epochs: int) -> dict[str, 
     return point
 
 
+def in_space(point: dict[str, Any], space: dict[str, dict[str, list]]) -> bool:
+    """Whether every value of `point` lies inside its search-space range (or choices)."""
+    for key, spec in space.items():
+        kind, values = next(iter(spec.items()))
+        inside = point[key] in values if kind == "choice" else values[0] <= point[key] <= values[1]
+        if not inside:
+            return False
+    return True
+
+
 def load_experiment_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
@@ -139,6 +153,10 @@ def _check_experiment(experiment: dict[str, Any], where: str) -> None:
         positive_int(key)
     positive_int("reduction_factor", 2)
     positive_int("tpe_startup_trials", 0)
+    if experiment["scheduler"] not in ("asha", "fifo"):
+        raise UserError(f"{where}: scheduler must be asha or fifo, got {experiment['scheduler']!r}")
+    if experiment["searcher"] not in ("tpe", "random"):
+        raise UserError(f"{where}: searcher must be tpe or random, got {experiment['searcher']!r}")
     if experiment["seed"] is None or not isinstance(experiment["seed"], int) or experiment["seed"] < 0:
         raise UserError(f"{where}: seed must be an integer >= 0, got {experiment['seed']!r}")
     if experiment["grace_period"] > experiment["max_epochs"]:

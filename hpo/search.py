@@ -15,7 +15,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from hpo.driver import run_search
+from hpo.driver import drop_stale_checkpoints, run_search
 from hpo.experiment import load_experiment_file, resolve_experiment
 from hpo.summary import console_summary, disk_usage, summarize
 from mnist.errors import UserError, run_cli
@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         folder = storage / (args.name or f"{stem}-{datetime.now():%Y%m%d-%H%M%S}")
     results, resources = run_search(experiment, folder, args.resume, args.address)
     trials, best = summarize(folder, results, experiment, resources, sys.argv)
+    drop_stale_checkpoints(trials)
     print(console_summary(trials, list(experiment["search_space"])))
     print(f"winner: trial {best['trial']}, val_acc {best['val_acc']:.4f} at epoch {best['epoch']}")
     print(f"results in {folder} ({disk_usage(folder) / 2**20:.1f} MiB on disk); "

@@ -14,6 +14,7 @@ from ray import tune
 
 from hpo.experiment import seed_point
 from mnist.checkpoint import git_commit, write_json_atomic, write_text_atomic
+from mnist.errors import UserError
 
 TRIAL_COLUMNS = ["trial", "status", "epochs", "best_val_acc", "best_epoch", "last_val_acc", "time_s",
                  "device", "gpu_ids", "node", "seed_config"]
@@ -29,6 +30,21 @@ def _status(result: tune.Result, history: pd.DataFrame, max_epochs: int) -> str:
     return "completed" if int(history["epoch"].iloc[-1]) >= max_epochs else "stopped early"
 
 
+def read_progress(result: tune.Result) -> pd.DataFrame:
+    """Every epoch a trial reported, from its progress.csv (through the storage's filesystem).
+
+    Result.metrics_dataframe misses the epoch reported just before a crash that Tune retried.
+    """
+    try:
+        with result.filesystem.open_input_stream(f"{result.path}/progress.csv") as stream:
+            history = pd.read_csv(stream)
+    except (FileNotFoundError, OSError, pd.errors.EmptyDataError):
+        history = result.metrics_dataframe if result.metrics_dataframe is not None else pd.DataFrame()
+    if "epoch" not in history:
+        return pd.DataFrame(columns=["epoch", "diverged", "val_acc"])
+    return history[history["epoch"].notna()]
+
+
 def trial_tables(results: tune.ResultGrid, experiment: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(one row per trial, one row per trial and epoch), trials in the order they were created."""
     searched = list(experiment["search_space"])
@@ -37,8 +53,7 @@ def trial_tables(results: tune.ResultGrid, experiment: dict[str, Any]) -> tuple[
     for result in results:
         _, number, trial_id = Path(result.path).name.split("_", 2)  # trial_<number>_<id>, see driver.trial_name
         number = int(number)
-        history = result.metrics_dataframe if result.metrics_dataframe is not None else pd.DataFrame()
-        history = history[history["epoch"].notna()] if "epoch" in history else pd.DataFrame(columns=["epoch", "diverged"])
+        history = read_progress(result)
         history = history.drop_duplicates("epoch", keep="last").sort_values("epoch")
         params = {key: result.config[key] for key in searched}
         best = history.loc[history["val_acc"].idxmax()] if not history.empty else None
@@ -154,7 +169,11 @@ def summarize(folder: Path, results: tune.ResultGrid, experiment: dict[str, Any]
     searched = list(experiment["search_space"])
     write_text_atomic(folder / "trials.csv", trials.drop(columns=["config", "path"]).to_csv(index=False))
     write_text_atomic(folder / "history.csv", history.to_csv(index=False))
-    top = winner(trials)
+    try:
+        top = winner(trials)
+    except ValueError:
+        raise UserError(f"{folder}: no trial reported a usable validation accuracy (all diverged or failed); "
+                        "see trials.csv") from None
     best = {"selected_by": "highest val_acc at the trial's best validation epoch", "trial": int(top["trial"]),
             "trial_id": top["trial_id"], "params": {k: top[k] for k in searched}, "config": top["config"],
             "val_acc": float(top["best_val_acc"]), "epoch": int(top["best_epoch"]), "checkpoint": top["checkpoint"]}

@@ -6,6 +6,7 @@ arrive once through Ray's object store (`tune.with_parameters`), never from a dr
 """
 from __future__ import annotations
 
+import os
 import socket
 import tempfile
 from pathlib import Path
@@ -20,6 +21,18 @@ from mnist.data import MnistData
 from mnist.train import train
 
 CHECKPOINT_FILE = "checkpoint.pt"
+# Fault injection for the crash-recovery tests: with this set to N, every trial raises once,
+# right after reporting epoch N; a marker file in the trial folder makes it happen only once.
+CRASH_ONCE_AT_EPOCH = "HPO_CRASH_ONCE_AT_EPOCH"
+
+
+def _crash_once_if_asked(epoch: int) -> None:
+    if str(epoch) != os.environ.get(CRASH_ONCE_AT_EPOCH):
+        return
+    marker = Path(tune.get_context().get_trial_dir()) / "crashed_once"
+    if not marker.exists():
+        marker.touch()
+        raise RuntimeError(f"injected crash after epoch {epoch} ({CRASH_ONCE_AT_EPOCH})")
 
 
 def where_it_runs() -> dict[str, Any]:
@@ -50,5 +63,6 @@ def ccnet_trainable(config: dict[str, Any], data: MnistData | None = None) -> No
             save_checkpoint(state, Path(folder) / CHECKPOINT_FILE)
             tune.report({**metrics, **placement, "precision": state["precision"]},
                         checkpoint=tune.Checkpoint.from_directory(folder))
+        _crash_once_if_asked(metrics["epoch"])
 
     train(config, data=data, on_epoch=report, resume_from=restored_state())

@@ -1,7 +1,10 @@
 """Shared fixtures: the bundled data loaded once, small folders of user data, a tiny trained run."""
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +12,11 @@ import pytest
 
 from mnist.data import BUNDLED_DIR, MnistData, load_mnist
 
+ROOT = Path(__file__).resolve().parent.parent
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+# A search as small as it can be and still real: 3 trials, 2 epochs, 2,000 images.
+SMOKE_FLAGS = ["--experiment", str(ROOT / "experiments" / "cpu-quick.yaml"), "--num-samples", "3",
+               "--max-epochs", "2", "--limit", "2000", "--max-concurrent", "2"]
 # Small, fast, still real: the first images of the bundled MNIST.
 TINY_CONFIG = {"limit": 1000, "epochs": 1, "batch_size": 64, "lr": 1e-3, "threads": 1, "device": "cpu"}
 
@@ -54,3 +62,19 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("tiny_run")
     main(["-e", "2", "--limit", "2000", "-b", "32", "-l", "1e-3", "--threads", "1", "--out", str(folder)])
     return folder
+
+
+def run_script(script: str, args: list[str], timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run hpo/<script> as a user would, in a fresh process."""
+    return subprocess.run([sys.executable, str(ROOT / "hpo" / script), *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
+@pytest.fixture(scope="session")
+def smoke_search(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
+    storage = tmp_path_factory.mktemp("results")
+    result = run_script("search.py", [*SMOKE_FLAGS, "--storage-path", str(storage), "--name", "smoke"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    return storage / "smoke", result
+
+

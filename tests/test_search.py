@@ -14,23 +14,7 @@ import optuna
 import pandas as pd
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-SMOKE_FLAGS = ["--experiment", str(ROOT / "experiments" / "cpu-quick.yaml"), "--num-samples", "3",
-               "--max-epochs", "2", "--limit", "2000", "--max-concurrent", "2"]
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def run_script(script: str, args: list[str], timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "hpo" / script), *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})})
-
-
-@pytest.fixture(scope="module")
-def smoke_search(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
-    storage = tmp_path_factory.mktemp("results")
-    result = run_script("search.py", [*SMOKE_FLAGS, "--storage-path", str(storage), "--name", "smoke"])
-    assert result.returncode == 0, result.stderr[-3000:]
-    return storage / "smoke", result
+from tests.conftest import PNG_MAGIC, SMOKE_FLAGS, run_script
 
 
 def test_smoke_search_writes_its_results(smoke_search: tuple[Path, subprocess.CompletedProcess]) -> None:

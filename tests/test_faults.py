@@ -1,0 +1,106 @@
+"""The search under faults: a crashing trial, a diverging one, a killed driver, checkpoint retention."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+
+from hpo.driver import drop_stale_checkpoints
+from tests.conftest import ROOT, SMOKE_FLAGS, run_script
+
+
+def progress(folder: Path, trial: int) -> pd.DataFrame:
+    (trial_folder,) = folder.glob(f"trial_{trial:03d}_*")
+    return pd.read_csv(trial_folder / "progress.csv")
+
+
+def test_crashed_trial_resumes_from_its_checkpoint(tmp_path: Path, smoke_search: tuple) -> None:
+    undisturbed, _ = smoke_search
+    result = run_script("search.py", [*SMOKE_FLAGS, "--storage-path", str(tmp_path), "--name", "crash"],
+                        env={"HPO_CRASH_ONCE_AT_EPOCH": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    folder = tmp_path / "crash"
+    assert list(folder.glob("trial_001_*/crashed_once")), "the injected crash did not happen"
+    crashed, calm = progress(folder, 1), progress(undisturbed, 1)
+    # The seed's trial (same config, same seed in both searches) crashed after epoch 1, restarted from
+    # that checkpoint and ended exactly where the undisturbed one did.
+    assert crashed["epoch"].tolist() == calm["epoch"].tolist() == [1, 2]
+    assert crashed["val_acc"].tolist() == calm["val_acc"].tolist()
+    trials = pd.read_csv(folder / "trials.csv")
+    assert trials.loc[trials["trial"] == 1, "status"].item() == "completed"
+
+
+def test_diverging_trial_is_recorded_and_the_search_goes_on(tmp_path: Path) -> None:
+    experiment = tmp_path / "diverge.yaml"
+    experiment.write_text("# lr 1e6 overflows the weights within an epoch\nmax_epochs: 2\ngrace_period: 1\n"
+                          "search_space:\n  lr: {choice: [2.0e-4, 1.0e+6]}\n  batch_size: {choice: [64]}\n")
+    result = run_script("search.py", ["--experiment", str(experiment), "--num-samples", "4", "--limit", "1000",
+                                      "--storage-path", str(tmp_path), "--name", "diverge"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = pd.read_csv(tmp_path / "diverge" / "trials.csv")
+    diverged = trials[trials["lr"] == 1e6]
+    assert len(diverged) >= 1 and set(diverged["status"]) == {"diverged"}
+    assert (diverged["epochs"] == 1).all()  # stopped at once, not retried
+    assert set(trials.loc[trials["lr"] == 2e-4, "status"]) <= {"completed", "stopped early"}
+
+
+def test_killed_driver_resumes_without_rerunning(tmp_path: Path) -> None:
+    flags = [*SMOKE_FLAGS, "--num-samples", "4", "--max-concurrent", "1", "--storage-path", str(tmp_path),
+             "--name", "killed"]
+    driver = subprocess.Popen([sys.executable, str(ROOT / "hpo" / "search.py"), *flags], start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    folder = tmp_path / "killed"
+    deadline = time.monotonic() + 180
+    while not list(folder.glob("trial_002_*")) and time.monotonic() < deadline:  # trial 1 done, trial 2 started
+        time.sleep(0.5)
+    time.sleep(2)
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+    assert list(folder.glob("trial_002_*")), "the first trial never finished"
+    first_trial = progress(folder, 1)
+
+    result = run_script("search.py", ["--resume", "--name", "killed", "--storage-path", str(tmp_path)])
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = pd.read_csv(folder / "trials.csv")
+    assert sorted(trials["trial"]) == [1, 2, 3, 4]
+    assert set(trials["status"]) <= {"completed", "stopped early"}
+    pd.testing.assert_frame_equal(progress(folder, 1), first_trial)  # finished before the kill: not rerun
+    for trial in trials.itertuples():
+        epochs = progress(folder, trial.trial)["epoch"].tolist()
+        assert epochs == list(range(1, trial.epochs + 1)), (trial.trial, epochs)  # each epoch once
+    study = optuna.load_study(study_name="killed", storage=f"sqlite:///{folder / 'optuna.db'}")
+    # A suggestion made after the searcher's last save never ran: it is marked FAIL, not left RUNNING.
+    ran = [t for t in study.trials if t.state.name != "FAIL"]
+    assert sorted(t.state.name for t in ran) == sorted(
+        "PRUNED" if status == "stopped early" else "COMPLETE" for status in trials["status"])
+
+
+def test_stopped_trial_keeps_only_its_best_checkpoint(tmp_path: Path) -> None:
+    trial = tmp_path / "trial_002_x"
+    for name in ("checkpoint_000000", "checkpoint_000001", "checkpoint_000002"):
+        (trial / name).mkdir(parents=True)
+    finished = tmp_path / "trial_001_y"
+    for name in ("checkpoint_000000", "checkpoint_000001"):
+        (finished / name).mkdir(parents=True)
+    trials = pd.DataFrame([
+        {"status": "stopped early", "path": str(trial), "checkpoint": str(trial / "checkpoint_000001")},
+        {"status": "completed", "path": str(finished), "checkpoint": str(finished / "checkpoint_000000")},
+    ])
+    drop_stale_checkpoints(trials)
+    assert sorted(p.name for p in trial.iterdir()) == ["checkpoint_000001"]
+    assert len(list(finished.iterdir())) == 2  # a finished trial keeps its best and its last
+
+
+def test_smoke_search_stopped_trials_have_one_checkpoint(smoke_search: tuple) -> None:
+    folder, _ = smoke_search
+    trials = pd.read_csv(folder / "trials.csv")
+    for trial in trials[trials["status"] == "stopped early"].itertuples():
+        (trial_folder,) = folder.glob(f"trial_{trial.trial:03d}_*")
+        assert [str(p) for p in trial_folder.glob("checkpoint_*")] == [trial.checkpoint]
