@@ -40,6 +40,12 @@ def run_metadata() -> dict[str, Any]:
     return {"argv": list(sys.argv), "git_commit": git_commit()}
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(path: str | Path, write: Callable[[str], None]) -> None:
     """Call write(tmp_path), then rename over `path`: a reader never sees half a file."""
     path = Path(path)
@@ -48,6 +54,7 @@ def write_atomic(path: str | Path, write: Callable[[str], None]) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
