@@ -186,7 +186,9 @@ def make_tuner(experiment: dict[str, Any], folder: Path, resume: bool, resources
     tune_config = tune.TuneConfig(metric=METRIC, mode=MODE, search_alg=make_searcher(experiment, folder, folder.name),
                                   scheduler=scheduler, num_samples=experiment["num_samples"],
                                   max_concurrent_trials=concurrent, time_budget_s=experiment["time_budget_s"],
-                                  trial_name_creator=trial_name, trial_dirname_creator=trial_name)
+                                  trial_name_creator=trial_name, trial_dirname_creator=trial_name,
+                                  # One worker process serves trial after trial: no torch import and start-up each time.
+                                  reuse_actors=True)
     run_config = tune.RunConfig(
         name=folder.name, storage_path=str(folder.parent.resolve()),
         callbacks=[TrialTensorBoard(folder / "tensorboard", list(experiment["search_space"]))],

@@ -16,9 +16,6 @@ from hpo.experiment import seed_point
 from mnist.checkpoint import git_commit, write_json_atomic, write_text_atomic
 from mnist.errors import UserError
 
-TRIAL_COLUMNS = ["trial", "status", "epochs", "best_val_acc", "best_epoch", "last_val_acc", "time_s",
-                 "device", "gpu_ids", "node", "seed_config"]
-
 
 def _status(result: tune.Result, history: pd.DataFrame, max_epochs: int) -> str:
     if result.error is not None:
@@ -68,6 +65,7 @@ def trial_tables(results: tune.ResultGrid, experiment: dict[str, Any]) -> tuple[
             "last_val_acc": float(last["val_acc"]) if best is not None else None,
             "time_s": float(history["epoch_time_s"].sum()) if best is not None else 0.0,
             "device": last.get("device", ""), "gpu_ids": last.get("gpu_ids", ""), "node": last.get("node", ""),
+            "node_ip": last.get("node_ip", ""), "node_id": last.get("node_id", ""),
             "seed_config": all(params[k] == seed[k] for k in searched),
             "checkpoint": checkpoint.path if checkpoint else "", "path": result.path,
             "config": result.config,

@@ -41,7 +41,7 @@ def where_it_runs() -> dict[str, Any]:
     # Ray sets CUDA_VISIBLE_DEVICES to the trial's GPUs, so cuda:0 is the first of them.
     device = "cuda:0" if gpu_ids and torch.cuda.is_available() else "cpu"
     return {"device": device, "gpu_ids": ",".join(gpu_ids), "node": socket.gethostname(),
-            "node_ip": ray.util.get_node_ip_address()}
+            "node_ip": ray.util.get_node_ip_address(), "node_id": ray.get_runtime_context().get_node_id()[:12]}
 
 
 def restored_state() -> dict[str, Any] | None:
