@@ -27,15 +27,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--full", action="store_true", help="train on train+validation (all 60,000 images)")
     parser.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
                         help="also retrain the seed's configuration at the same budget (default on)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="data-parallel workers (Ray Train, DDP); the global batch stays the trial's, "
+                             "each worker takes batch/N, the learning rate is unchanged (default 1: plain)")
+    parser.add_argument("--gpus-per-worker", type=float, default=0, help="GPUs of each data-parallel worker")
     args = parser.parse_args(argv)
     if args.seeds < 1:
         raise UserError(f"--seeds must be >= 1, got {args.seeds}")
+    if args.workers < 1:
+        raise UserError(f"--workers must be >= 1, got {args.workers}")
     if args.epochs is not None and args.epochs < 1:
         raise UserError(f"--epochs must be >= 1, got {args.epochs}")
     folder = Path(args.experiment) if args.experiment else newest_experiment(Path(args.storage_path))
     if not folder.is_dir():
         raise UserError(f"{folder}: no such experiment folder")
-    summary = retrain_winner(folder, args.select, args.seeds, args.epochs, args.full, args.baseline)
+    summary = retrain_winner(folder, args.select, args.seeds, args.epochs, args.full, args.baseline,
+                             args.workers, args.gpus_per_worker)
     print_comparison(summary)
     print(f"wrote {folder / 'best'}: model.pt, metrics.json, confusion_matrix.png, misclassified.png")
     return 0

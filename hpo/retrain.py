@@ -57,28 +57,43 @@ def winner_config(experiment: dict[str, Any], trials: pd.DataFrame, select: str)
     return top, trial_config(experiment, params)
 
 
-def retrain_and_test(config: dict[str, Any], data: MnistData, seeds: list[int], out: Path,
-                     label: str) -> dict[str, Any]:
+def train_final(config: dict[str, Any], data: MnistData, workers: int, gpus_per_worker: float,
+                storage: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """(per-epoch metrics, final checkpoint state): in this process, or data-parallel on Ray Train workers."""
+    if workers > 1:
+        from hpo.data_parallel import train_data_parallel
+
+        history, state = train_data_parallel(config, data, workers, gpus_per_worker, storage)
+        for metrics in history:
+            print(f"  {format_epoch(metrics, config['epochs'])}", flush=True)
+        return history, state
+    final: dict[str, Any] = {}
+
+    def keep_final(metrics: dict[str, Any], state: dict[str, Any]) -> None:
+        print(f"  {format_epoch(metrics, config['epochs'])}", flush=True)
+        final["state"] = {**state, "model": {k: v.detach().clone() for k, v in state["model"].items()}}
+
+    history = train(config, data=data, on_epoch=keep_final)
+    return history, final["state"]
+
+
+def retrain_and_test(config: dict[str, Any], data: MnistData, seeds: list[int], out: Path, label: str,
+                     workers: int = 1, gpus_per_worker: float = 0) -> dict[str, Any]:
     """Train `config` once per seed, test each final model; outputs of the first seed go to `out`."""
     accuracies = []
     for index, seed in enumerate(seeds):
         run_config = {**config, "seed": seed}
-        print(f"{label}: training seed {seed} for {config['epochs']} epochs", flush=True)
-        final: dict[str, Any] = {}
-
-        def keep_final(metrics: dict[str, Any], state: dict[str, Any]) -> None:
-            print(f"  {format_epoch(metrics, run_config['epochs'])}", flush=True)
-            final["state"] = {**state, "model": {k: v.detach().clone() for k, v in state["model"].items()}}
-
-        history = train(run_config, data=data, on_epoch=keep_final)
+        how = f" on {workers} data-parallel workers" if workers > 1 else ""
+        print(f"{label}: training seed {seed} for {config['epochs']} epochs{how}", flush=True)
+        history, final_state = train_final(run_config, data, workers, gpus_per_worker, out / f"ray_train_seed{seed}")
         if history[-1]["diverged"]:
             raise UserError(f"{label} diverged (non-finite loss) with seed {seed}")
         device = pick_device(run_config["device"])
-        result = evaluate_model(model_from_checkpoint(final["state"], device), data, device)
+        result = evaluate_model(model_from_checkpoint(final_state, device), data, device)
         accuracies.append(result["test_accuracy"])
         print(f"  test accuracy {result['test_accuracy']:.4f}", flush=True)
         if index == 0:
-            save_checkpoint(final["state"], out / "model.pt")
+            save_checkpoint(final_state, out / "model.pt")
             plot_curves(history, out / "curves.png")
             write_evaluation(result, data, out, {"config": run_config, "seed": seed, **run_metadata()})
     return {"seeds": seeds, "test_accuracies": accuracies, "mean": statistics.fmean(accuracies),
@@ -92,7 +107,7 @@ def describe(summary: dict[str, Any]) -> str:
 
 
 def retrain_winner(folder: Path, select: str, seeds: int, epochs: int | None, full: bool,
-                   baseline: bool) -> dict[str, Any]:
+                   baseline: bool, workers: int = 1, gpus_per_worker: float = 0) -> dict[str, Any]:
     """Retrain the winner of the search in `folder` (and the seed's configuration); write folder/best/."""
     experiment, trials = load_search(folder)
     top, config = winner_config(experiment, trials, select)
@@ -107,11 +122,13 @@ def retrain_winner(folder: Path, select: str, seeds: int, epochs: int | None, fu
     summary = {"selected_by": SELECTION_RULES[select], "trial": int(top["trial"]),
                "params": {key: config[key] for key in experiment["search_space"]},
                "epochs": config["epochs"], "trained_on": "train+validation" if full else "train split",
-               "winner": retrain_and_test(config, data, seed_list, out, "winner")}
+               "workers": workers, "winner": retrain_and_test(config, data, seed_list, out, "winner", workers,
+                                                               gpus_per_worker)}
     if baseline:
         seed_config = {**config, **seed_point(experiment["search_space"], config["epochs"])}
         summary["baseline"] = {"params": seed_point(experiment["search_space"], config["epochs"]),
-                               **retrain_and_test(seed_config, data, seed_list, out / "baseline", "seed's configuration")}
+                               **retrain_and_test(seed_config, data, seed_list, out / "baseline", "seed's configuration",
+                                                  workers, gpus_per_worker)}
         summary["gain_points"] = 100 * (summary["winner"]["mean"] - summary["baseline"]["mean"])
     metrics = json.loads((out / "metrics.json").read_text())
     metrics.update({"test_accuracy": summary["winner"]["mean"], "search": summary})

@@ -23,7 +23,9 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 
 from mnist.checkpoint import load_checkpoint, run_metadata
 from mnist.config import DEFAULTS, resolve_config
@@ -72,16 +74,34 @@ def _progress(epoch: int, epochs: int, done: int, total: int) -> None:
           end="" if done < total else "\r", file=sys.stderr, flush=True)
 
 
-def train_one_epoch(model: CCNet, optimizer: torch.optim.Optimizer, images: torch.Tensor, labels: torch.Tensor,
-                    batch_size: int, order: torch.Tensor, amp: bool, show_progress: Callable | None) -> tuple[float, float]:
-    """One pass over `images` in the order given; returns (mean loss, accuracy) over every sample."""
+def data_parallel_rank() -> tuple[int, int]:
+    """(rank, world size) when a torch.distributed process group is up (Ray Train sets one), else (0, 1)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def train_one_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
+                    labels: torch.Tensor, batch_size: int, order: torch.Tensor, amp: bool,
+                    show_progress: Callable | None) -> tuple[float, float]:
+    """One pass over `images` in the order given; returns (mean loss, accuracy) over every sample.
+
+    Data-parallel (a DDP `model` in a process group of N): every worker walks the same global
+    batches of `batch_size` and trains on its 1/N share of each, so the global batch and the
+    steps per epoch are those of one process; the sums are added across workers once per epoch.
+    """
+    rank, world = data_parallel_rank()
     model.train()
     loss_sum = torch.zeros((), device=images.device)
     correct = torch.zeros((), device=images.device, dtype=torch.long)
+    seen = torch.zeros((), device=images.device, dtype=torch.long)
     order = order.to(images.device)
     batches = range(0, len(order), batch_size)
     for number, start in enumerate(batches, 1):
         index = order[start:start + batch_size]
+        if len(index) < world:  # a last global batch too small to give every worker a sample
+            break
+        index = index[rank::world]
         inputs, targets = to_model_input(images[index]), labels[index]
         with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=amp):
             outputs = model(inputs)
@@ -91,9 +111,14 @@ def train_one_epoch(model: CCNet, optimizer: torch.optim.Optimizer, images: torc
         optimizer.step()
         loss_sum += loss.detach() * len(index)
         correct += (outputs.argmax(dim=1) == targets).sum()
+        seen += len(index)
         if show_progress and (number % 50 == 0 or number == len(batches)):
             show_progress(number, len(batches))
-    return loss_sum.item() / len(order), correct.item() / len(order)
+    totals = torch.stack([loss_sum, correct.to(loss_sum.dtype), seen.to(loss_sum.dtype)])
+    if world > 1:
+        dist.all_reduce(totals)
+    loss_total, correct_total, seen_total = totals.tolist()
+    return loss_total / seen_total, correct_total / seen_total
 
 
 def validate(model: CCNet, images: torch.Tensor, labels: torch.Tensor, amp: bool) -> tuple[float, float]:
@@ -143,6 +168,8 @@ def train(config: dict[str, Any], data: MnistData | None = None, on_epoch: Epoch
     val_images, val_labels = _device_tensors(split.val_images, split.val_labels, device)
 
     model = CCNet(config["dropout"], config["head"]).to(device, memory_format=torch.channels_last)
+    # Data-parallel under Ray Train: DDP averages the gradients; `model` (saved, validated) shares its weights.
+    network = DistributedDataParallel(model) if data_parallel_rank()[1] > 1 else model
     optimizer = torch.optim.Adam(model.parameters(), lr=config["lr"])
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config["step_size"], gamma=config["gamma"])
     history: list[dict[str, Any]] = []
@@ -159,7 +186,7 @@ def train(config: dict[str, Any], data: MnistData | None = None, on_epoch: Epoch
         lr = scheduler.get_last_lr()[0]
         order = shuffle_order(len(train_images), config["seed"], epoch)
         show = (lambda done, total: _progress(epoch, config["epochs"], done, total)) if progress else None
-        train_loss, train_acc = train_one_epoch(model, optimizer, train_images, train_labels,
+        train_loss, train_acc = train_one_epoch(network, optimizer, train_images, train_labels,
                                                 config["batch_size"], order, amp, show)
         train_seconds = time.perf_counter() - started
         val_loss, val_acc = validate(model, val_images, val_labels, amp)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -78,3 +79,10 @@ def smoke_search(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subpro
     return storage / "smoke", result
 
 
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now, for a test's own Ray cluster."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

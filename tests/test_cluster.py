@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,15 +14,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import ROOT, SMOKE_FLAGS
+from tests.conftest import ROOT, SMOKE_FLAGS, free_port
 
 ENV = {**os.environ, "RAY_AUTH_MODE": "disabled"}  # the test cluster and its driver agree on no auth
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _alive_nodes(address: str) -> int:
@@ -41,7 +34,7 @@ def _start(args: list[str]) -> subprocess.Popen:
 @pytest.fixture
 def two_nodes() -> tuple[str, subprocess.Popen, subprocess.Popen]:
     """(address, head, worker): two raylets with one CPU each."""
-    port = _free_port()
+    port = free_port()
     address = f"127.0.0.1:{port}"
     head = _start(["--head", f"--port={port}", "--include-dashboard=false"])
     worker = None

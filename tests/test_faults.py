@@ -10,7 +10,6 @@ from pathlib import Path
 
 import optuna
 import pandas as pd
-import pytest
 
 from hpo.driver import drop_stale_checkpoints
 from tests.conftest import ROOT, SMOKE_FLAGS, run_script

@@ -6,7 +6,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import optuna
 import pandas as pd
 import pytest
 
-from tests.conftest import PNG_MAGIC, SMOKE_FLAGS, run_script
+from tests.conftest import PNG_MAGIC, SMOKE_FLAGS, free_port, run_script
 
 
 def test_smoke_search_writes_its_results(smoke_search: tuple[Path, subprocess.CompletedProcess]) -> None:
@@ -90,12 +89,6 @@ def test_gpus_asked_where_there_are_none_fails_fast(tmp_path: Path) -> None:
     assert time.monotonic() - started < 120
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _wait_for_port(port: int, seconds: float = 90) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -109,7 +102,7 @@ def _wait_for_port(port: int, seconds: float = 90) -> None:
 def test_fake_gpu_cluster_gives_each_trial_its_own_gpu(tmp_path: Path) -> None:
     # A cluster started with `ray start` that advertises 2 GPUs: Ray assigns them (CUDA_VISIBLE_DEVICES)
     # though torch sees none, so the trials train on CPU and record the ids they were given.
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     head = subprocess.Popen(["ray", "start", "--head", "--block", f"--port={port}", "--num-cpus=2", "--num-gpus=2",
                              "--include-dashboard=false"],

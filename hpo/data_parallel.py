@@ -1,0 +1,71 @@
+"""Data-parallel training of one configuration with Ray Train's TorchTrainer (DDP).
+
+Every worker runs mnist's `train` unchanged: Ray Train sets up the process group (gloo on
+CPU, NCCL on GPU), `train` sees it, wraps CCNet in DistributedDataParallel and trains each
+global batch of `batch_size` split across the N workers, so the batch size, the number of
+steps and the learning rate are those of one process (nothing is rescaled). Only rank 0
+writes checkpoints. The data reach the workers through Ray's object store.
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import ray
+import torch
+from ray import train as ray_train
+from ray.train import Checkpoint, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer, get_device
+
+from mnist.checkpoint import load_checkpoint, save_checkpoint
+from mnist.data import MnistData
+from mnist.train import train
+
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+def _worker_loop(loop_config: dict[str, Any]) -> None:
+    """What each Ray Train worker runs."""
+    data = ray.get(loop_config["data"])
+    rank = ray_train.get_context().get_world_rank()
+    if loop_config["config"]["device"] == "cuda":
+        torch.cuda.set_device(get_device())  # "cuda" in mnist's config = this worker's GPU
+
+    def report(metrics: dict[str, Any], state: dict[str, Any]) -> None:
+        if rank != 0:
+            ray_train.report(metrics)
+            return
+        with tempfile.TemporaryDirectory() as folder:
+            save_checkpoint(state, Path(folder) / CHECKPOINT_FILE)
+            ray_train.report(metrics, checkpoint=Checkpoint.from_directory(folder))
+
+    train(loop_config["config"], data=data, on_epoch=report)
+
+
+def train_data_parallel(config: dict[str, Any], data: MnistData, workers: int, gpus_per_worker: float,
+                        storage: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Train `config` on `workers` Ray Train workers; returns (per-epoch metrics, final checkpoint state)."""
+    use_gpu = gpus_per_worker > 0
+    config = {**config, "device": "cuda" if use_gpu else "cpu", "threads": 1}
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(include_dashboard=False, logging_level="WARNING")
+    try:
+        trainer = TorchTrainer(
+            _worker_loop,
+            train_loop_config={"config": config, "data": ray.put(data)},
+            scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu,
+                                         resources_per_worker={"CPU": 1, "GPU": gpus_per_worker} if use_gpu
+                                         else {"CPU": 1}),
+            run_config=RunConfig(name="data_parallel", storage_path=str(storage.resolve())),
+        )
+        result = trainer.fit()
+    finally:
+        if started_here:
+            ray.shutdown()
+    if result.checkpoint is None:
+        raise RuntimeError(f"data-parallel training ended without a checkpoint ({result.error})")
+    with result.checkpoint.as_directory() as folder:
+        state = load_checkpoint(Path(folder) / CHECKPOINT_FILE, for_resume=True)
+    return state["history"], state
