@@ -31,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="data-parallel workers (Ray Train, DDP); the global batch stays the trial's, "
                              "each worker takes batch/N, the learning rate is unchanged (default 1: plain)")
     parser.add_argument("--gpus-per-worker", type=float, default=0, help="GPUs of each data-parallel worker")
+    parser.add_argument("--address", default=None,
+                        help="Ray cluster for --workers > 1 (default: RAY_ADDRESS, else a local one)")
     args = parser.parse_args(argv)
     if args.seeds < 1:
         raise UserError(f"--seeds must be >= 1, got {args.seeds}")
@@ -42,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     if not folder.is_dir():
         raise UserError(f"{folder}: no such experiment folder")
     summary = retrain_winner(folder, args.select, args.seeds, args.epochs, args.full, args.baseline,
-                             args.workers, args.gpus_per_worker)
+                             args.workers, args.gpus_per_worker, args.address)
     print_comparison(summary)
     print(f"wrote {folder / 'best'}: model.pt, metrics.json, confusion_matrix.png, misclassified.png")
     return 0

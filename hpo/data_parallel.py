@@ -18,6 +18,7 @@ from ray import train as ray_train
 from ray.train import Checkpoint, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer, get_device
 
+from hpo.driver import connect
 from mnist.checkpoint import load_checkpoint, save_checkpoint
 from mnist.data import MnistData
 from mnist.train import train
@@ -44,13 +45,13 @@ def _worker_loop(loop_config: dict[str, Any]) -> None:
 
 
 def train_data_parallel(config: dict[str, Any], data: MnistData, workers: int, gpus_per_worker: float,
-                        storage: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+                        storage: Path, address: str | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Train `config` on `workers` Ray Train workers; returns (per-epoch metrics, final checkpoint state)."""
     use_gpu = gpus_per_worker > 0
     config = {**config, "device": "cuda" if use_gpu else "cpu", "threads": 1}
     started_here = not ray.is_initialized()
     if started_here:
-        ray.init(include_dashboard=False, logging_level="WARNING")
+        connect(address)
     try:
         trainer = TorchTrainer(
             _worker_loop,

@@ -58,12 +58,12 @@ def winner_config(experiment: dict[str, Any], trials: pd.DataFrame, select: str)
 
 
 def train_final(config: dict[str, Any], data: MnistData, workers: int, gpus_per_worker: float,
-                storage: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+                storage: Path, address: str | None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """(per-epoch metrics, final checkpoint state): in this process, or data-parallel on Ray Train workers."""
     if workers > 1:
         from hpo.data_parallel import train_data_parallel
 
-        history, state = train_data_parallel(config, data, workers, gpus_per_worker, storage)
+        history, state = train_data_parallel(config, data, workers, gpus_per_worker, storage, address)
         for metrics in history:
             print(f"  {format_epoch(metrics, config['epochs'])}", flush=True)
         return history, state
@@ -78,14 +78,15 @@ def train_final(config: dict[str, Any], data: MnistData, workers: int, gpus_per_
 
 
 def retrain_and_test(config: dict[str, Any], data: MnistData, seeds: list[int], out: Path, label: str,
-                     workers: int = 1, gpus_per_worker: float = 0) -> dict[str, Any]:
+                     workers: int = 1, gpus_per_worker: float = 0, address: str | None = None) -> dict[str, Any]:
     """Train `config` once per seed, test each final model; outputs of the first seed go to `out`."""
     accuracies = []
     for index, seed in enumerate(seeds):
         run_config = {**config, "seed": seed}
         how = f" on {workers} data-parallel workers" if workers > 1 else ""
         print(f"{label}: training seed {seed} for {config['epochs']} epochs{how}", flush=True)
-        history, final_state = train_final(run_config, data, workers, gpus_per_worker, out / f"ray_train_seed{seed}")
+        history, final_state = train_final(run_config, data, workers, gpus_per_worker, out / f"ray_train_seed{seed}",
+                                           address)
         if history[-1]["diverged"]:
             raise UserError(f"{label} diverged (non-finite loss) with seed {seed}")
         device = pick_device(run_config["device"])
@@ -107,7 +108,8 @@ def describe(summary: dict[str, Any]) -> str:
 
 
 def retrain_winner(folder: Path, select: str, seeds: int, epochs: int | None, full: bool,
-                   baseline: bool, workers: int = 1, gpus_per_worker: float = 0) -> dict[str, Any]:
+                   baseline: bool, workers: int = 1, gpus_per_worker: float = 0,
+                   address: str | None = None) -> dict[str, Any]:
     """Retrain the winner of the search in `folder` (and the seed's configuration); write folder/best/."""
     experiment, trials = load_search(folder)
     top, config = winner_config(experiment, trials, select)
@@ -123,12 +125,12 @@ def retrain_winner(folder: Path, select: str, seeds: int, epochs: int | None, fu
                "params": {key: config[key] for key in experiment["search_space"]},
                "epochs": config["epochs"], "trained_on": "train+validation" if full else "train split",
                "workers": workers, "winner": retrain_and_test(config, data, seed_list, out, "winner", workers,
-                                                               gpus_per_worker)}
+                                                               gpus_per_worker, address)}
     if baseline:
         seed_config = {**config, **seed_point(experiment["search_space"], config["epochs"])}
         summary["baseline"] = {"params": seed_point(experiment["search_space"], config["epochs"]),
                                **retrain_and_test(seed_config, data, seed_list, out / "baseline", "seed's configuration",
-                                                  workers, gpus_per_worker)}
+                                                  workers, gpus_per_worker, address)}
         summary["gain_points"] = 100 * (summary["winner"]["mean"] - summary["baseline"]["mean"])
     metrics = json.loads((out / "metrics.json").read_text())
     metrics.update({"test_accuracy": summary["winner"]["mean"], "search": summary})
