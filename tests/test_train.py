@@ -139,3 +139,15 @@ def test_resume_from_a_non_checkpoint_is_refused(tmp_path: Path, capsys: pytest.
     with pytest.raises(SystemExit) as exit_info:
         run_cli(main, ["--resume", str(bad)])
     assert exit_info.value.code == 2 and f"{bad}: not a readable PyTorch checkpoint" in capsys.readouterr().err
+
+
+def test_benchmark_runs_and_reports_its_ratio(capsys: pytest.CaptureFixture) -> None:
+    from mnist.bench import main as bench_main
+
+    bench_main(["--batches", "8", "--threads", "1", "--skip-csv"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    seed = float(lines[-4].split()[2])
+    ours = float(lines[-2].split()[-2])
+    assert seed > 0 and ours > 0
+    assert lines[-1].startswith("speedup_vs_seed: ")
+    assert float(lines[-1].split()[1]) == pytest.approx(ours / seed, abs=0.02)  # figures printed rounded
