@@ -148,7 +148,7 @@ def drop_stale_checkpoints(trials: "pd.DataFrame") -> None:
     """A trial ASHA stopped will never resume: keep its best checkpoint only."""
     for trial in trials[trials["status"] == "stopped early"].itertuples():
         for checkpoint in Path(trial.path).glob("checkpoint_*"):
-            if trial.checkpoint and checkpoint != Path(trial.checkpoint):
+            if trial.checkpoint and checkpoint.name != Path(trial.checkpoint).name:
                 shutil.rmtree(checkpoint, ignore_errors=True)
 
 

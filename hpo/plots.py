@@ -12,18 +12,21 @@ from mnist.plots import plt, save_figure
 
 
 def plot_search_history(trials: pd.DataFrame, path: Path) -> None:
-    """Each trial's best val_acc in the order trials were created, and the best so far."""
+    """Each trial's best validation error in the order trials were created, and the best so far.
+
+    Error (1 - val_acc) on a log axis: the differences that matter, 0.7% vs 0.8%, stay visible
+    beside a diverged trial's 90%.
+    """
     figure, axis = plt.subplots(figsize=(8, 4.5))
     scored = trials[trials["best_val_acc"].notna()]
-    axis.scatter(scored["trial"], scored["best_val_acc"], c="tab:blue", s=18, label="trial's best val_acc")
-    axis.step(scored["trial"], scored["best_val_acc"].cummax(), where="post", color="tab:orange", label="best so far")
-    seed = scored[scored["seed_config"]]
-    axis.scatter(seed["trial"], seed["best_val_acc"], marker="*", s=160, c="tab:red", label="seed's configuration")
-    axis.set(xlabel="trial", ylabel="validation accuracy", title="Search history")
-    if len(scored):
-        axis.set_ylim(max(0.0, scored["best_val_acc"].min() - 0.02), 1.0)
-    axis.grid(alpha=0.3)
-    axis.legend(loc="lower right")
+    error = 1 - scored["best_val_acc"]
+    axis.scatter(scored["trial"], error, c="tab:blue", s=18, label="trial's best val error")
+    axis.step(scored["trial"], error.cummin(), where="post", color="tab:orange", label="best so far")
+    seed = scored["seed_config"].astype(bool)
+    axis.scatter(scored["trial"][seed], error[seed], marker="*", s=160, c="tab:red", label="seed's configuration")
+    axis.set(xlabel="trial", ylabel="validation error (1 - val_acc)", title="Search history", yscale="log")
+    axis.grid(alpha=0.3, which="both")
+    axis.legend(loc="upper right")
     save_figure(figure, path)
 
 
@@ -67,21 +70,19 @@ def plot_parallel_coordinates(trials: pd.DataFrame, space: dict[str, dict], path
 
 
 def plot_learning_curves(history: pd.DataFrame, trials: pd.DataFrame, max_epochs: int, path: Path) -> None:
-    """val_acc per epoch of every trial; an x where ASHA stopped a trial before the budget."""
+    """Validation error per epoch of every trial (log axis); an x where ASHA stopped a trial early."""
     figure, axis = plt.subplots(figsize=(8, 5))
     for number, curve in history.groupby("trial") if not history.empty else []:
         status = trials.loc[trials["trial"] == number, "status"].iloc[0]
-        line, = axis.plot(curve["epoch"], curve["val_acc"], alpha=0.7, lw=1.2)
+        line, = axis.plot(curve["epoch"], 1 - curve["val_acc"], alpha=0.7, lw=1.2)
         if status == "stopped early":
-            axis.plot(curve["epoch"].iloc[-1], curve["val_acc"].iloc[-1], "x", color=line.get_color(), ms=8)
+            axis.plot(curve["epoch"].iloc[-1], 1 - curve["val_acc"].iloc[-1], "x", color=line.get_color(), ms=8)
     axis.plot([], [], "kx", label="stopped early by ASHA")
-    axis.set(xlabel="epoch", ylabel="validation accuracy", title="Learning curves of all trials",
-             xlim=(0.8, max_epochs + 0.2))
-    if not history.empty:
-        axis.set_ylim(max(0.0, history["val_acc"].min() - 0.02), 1.0)
+    axis.set(xlabel="epoch", ylabel="validation error (1 - val_acc)", title="Learning curves of all trials",
+             xlim=(0.8, max_epochs + 0.2), yscale="log")
     axis.xaxis.get_major_locator().set_params(integer=True)
-    axis.grid(alpha=0.3)
-    axis.legend(loc="lower right")
+    axis.grid(alpha=0.3, which="both")
+    axis.legend(loc="upper right")
     save_figure(figure, path)
 
 

@@ -67,7 +67,9 @@ def trial_tables(results: tune.ResultGrid, experiment: dict[str, Any]) -> tuple[
             "device": last.get("device", ""), "gpu_ids": last.get("gpu_ids", ""), "node": last.get("node", ""),
             "node_ip": last.get("node_ip", ""), "node_id": last.get("node_id", ""),
             "seed_config": all(params[k] == seed[k] for k in searched),
-            "checkpoint": checkpoint.path if checkpoint else "", "path": result.path,
+            # Relative to the experiment folder, so that the folder can be moved or shared.
+            "checkpoint": str(Path(checkpoint.path).relative_to(Path(result.path).parent)) if checkpoint else "",
+            "path": result.path,
             "config": result.config,
         })
         if not history.empty:

@@ -102,4 +102,4 @@ def test_smoke_search_stopped_trials_have_one_checkpoint(smoke_search: tuple) ->
     trials = pd.read_csv(folder / "trials.csv")
     for trial in trials[trials["status"] == "stopped early"].itertuples():
         (trial_folder,) = folder.glob(f"trial_{trial.trial:03d}_*")
-        assert [str(p) for p in trial_folder.glob("checkpoint_*")] == [trial.checkpoint]
+        assert [p.relative_to(folder) for p in trial_folder.glob("checkpoint_*")] == [Path(trial.checkpoint)]

@@ -30,7 +30,7 @@ def test_smoke_search_writes_its_results(smoke_search: tuple[Path, subprocess.Co
     assert set(trials["device"]) == {"cpu"}
     best = json.loads((folder / "best.json").read_text())
     assert best["val_acc"] == pytest.approx(trials["best_val_acc"].max())
-    assert Path(best["checkpoint"]).is_dir() and best["config"]["limit"] == 2000
+    assert (folder / best["checkpoint"] / "checkpoint.pt").is_file() and best["config"]["limit"] == 2000
     for name in ("search_history.png", "parallel_coordinates.png", "learning_curves.png", "importance.png"):
         assert (folder / name).read_bytes()[:8] == PNG_MAGIC, name
     report = (folder / "report.md").read_text()
