@@ -8,6 +8,7 @@ import numpy as np
 import optuna
 import pandas as pd
 
+from hpo.summary import plain
 from mnist.plots import plt, save_figure
 
 
@@ -100,7 +101,7 @@ def hyperparameter_importance(trials: pd.DataFrame, space: dict[str, dict]) -> d
     study = optuna.create_study(direction="maximize")
     distributions = {key: _optuna_distribution(spec) for key, spec in space.items()}
     for _, row in trials[trials["best_val_acc"].notna()].iterrows():
-        params = {key: row[key].item() if hasattr(row[key], "item") else row[key] for key in space}
+        params = {key: plain(row[key]) for key in space}
         study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions,
                                                   value=float(row["best_val_acc"])))
     if len(study.trials) < 2:

@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from hpo.experiment import seed_point, trial_config
-from hpo.summary import winner
+from hpo.summary import plain, winner
 from mnist.checkpoint import run_metadata, save_checkpoint, write_json_atomic
 from mnist.data import MnistData, load_mnist
 from mnist.errors import UserError
@@ -53,7 +53,7 @@ def winner_config(experiment: dict[str, Any], trials: pd.DataFrame, select: str)
         top = winner(trials, select)
     except ValueError as error:
         raise UserError(f"no winner to retrain: {error}") from None
-    params = {key: top[key].item() if hasattr(top[key], "item") else top[key] for key in experiment["search_space"]}
+    params = {key: plain(top[key]) for key in experiment["search_space"]}
     return top, trial_config(experiment, params)
 
 
@@ -133,7 +133,9 @@ def retrain_winner(folder: Path, select: str, seeds: int, epochs: int | None, fu
                                                   workers, gpus_per_worker, address)}
         summary["gain_points"] = 100 * (summary["winner"]["mean"] - summary["baseline"]["mean"])
     metrics = json.loads((out / "metrics.json").read_text())
-    metrics.update({"test_accuracy": summary["winner"]["mean"], "search": summary})
+    # test_accuracy (like the confusion matrix) is model.pt's, the first seed's; the mean over seeds beside it.
+    metrics.update({"test_accuracy_mean": summary["winner"]["mean"], "test_accuracy_std": summary["winner"]["std"],
+                    "search": summary})
     write_json_atomic(out / "metrics.json", metrics)
     return summary
 

@@ -27,6 +27,11 @@ def _status(result: tune.Result, history: pd.DataFrame, max_epochs: int) -> str:
     return "completed" if int(history["epoch"].iloc[-1]) >= max_epochs else "stopped early"
 
 
+def plain(value: Any) -> Any:
+    """A numpy scalar (from a DataFrame row) as the Python number JSON expects."""
+    return value.item() if hasattr(value, "item") else value
+
+
 def read_progress(result: tune.Result) -> pd.DataFrame:
     """Every epoch a trial reported, from its progress.csv (through the storage's filesystem).
 
@@ -175,7 +180,7 @@ def summarize(folder: Path, results: tune.ResultGrid, experiment: dict[str, Any]
         raise UserError(f"{folder}: no trial reported a usable validation accuracy (all diverged or failed); "
                         "see trials.csv") from None
     best = {"selected_by": "highest val_acc at the trial's best validation epoch", "trial": int(top["trial"]),
-            "trial_id": top["trial_id"], "params": {k: top[k] for k in searched}, "config": top["config"],
+            "trial_id": top["trial_id"], "params": {k: plain(top[k]) for k in searched}, "config": top["config"],
             "val_acc": float(top["best_val_acc"]), "epoch": int(top["best_epoch"]), "checkpoint": top["checkpoint"]}
     write_json_atomic(folder / "best.json", best)
     plot_search_history(trials, folder / "search_history.png")
