@@ -19,11 +19,12 @@ from tests.conftest import ROOT, SMOKE_FLAGS, free_port
 ENV = {**os.environ, "RAY_AUTH_MODE": "disabled"}  # the test cluster and its driver agree on no auth
 
 
-def _alive_nodes(address: str) -> int:
+def _alive_nodes(address: str) -> list[str]:
+    """Ids (12 characters, as trials record them) of the cluster's live nodes."""
     probe = ("import ray; ray.init(address='%s', logging_level='ERROR'); "
-             "print(sum(n['Alive'] for n in ray.nodes()))" % address)
+             "print(' '.join(n['NodeID'][:12] for n in ray.nodes() if n['Alive']))" % address)
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=ENV, timeout=120)
-    return int(result.stdout.strip().splitlines()[-1]) if result.returncode == 0 and result.stdout.strip() else 0
+    return result.stdout.strip().splitlines()[-1].split() if result.returncode == 0 and result.stdout.strip() else []
 
 
 def _start(args: list[str]) -> subprocess.Popen:
@@ -32,26 +33,31 @@ def _start(args: list[str]) -> subprocess.Popen:
 
 
 @pytest.fixture
-def two_nodes() -> tuple[str, subprocess.Popen, subprocess.Popen]:
-    """(address, head, worker): two raylets with one CPU each."""
+def two_nodes() -> tuple[str, subprocess.Popen, subprocess.Popen, str]:
+    """(address, head, worker, head node id): two raylets with one CPU each."""
     port = free_port()
     address = f"127.0.0.1:{port}"
     head = _start(["--head", f"--port={port}", "--include-dashboard=false"])
     worker = None
     try:
         deadline = time.monotonic() + 120
-        while _alive_nodes(address) < 1 and time.monotonic() < deadline:
+        while len(_alive_nodes(address)) < 1 and time.monotonic() < deadline:
             time.sleep(1)
+        (head_id,) = _alive_nodes(address)
         worker = _start([f"--address={address}"])
-        while _alive_nodes(address) < 2 and time.monotonic() < deadline:
+        while len(_alive_nodes(address)) < 2 and time.monotonic() < deadline:
             time.sleep(1)
-        assert _alive_nodes(address) == 2, "the two-node cluster did not come up"
-        yield address, head, worker
+        assert len(_alive_nodes(address)) == 2, "the two-node cluster did not come up"
+        yield address, head, worker, head_id
     finally:
         for process in (worker, head):
             if process is not None and process.poll() is None:
                 os.killpg(process.pid, signal.SIGTERM)
-                process.wait(timeout=60)
+                try:
+                    process.wait(timeout=10)
+                except subprocess.TimeoutExpired:  # Ray's processes are all in this group: end them
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait(timeout=30)
 
 
 def _search(address: str, storage: Path, name: str, extra: list[str]) -> subprocess.Popen:
@@ -61,40 +67,44 @@ def _search(address: str, storage: Path, name: str, extra: list[str]) -> subproc
 
 
 def test_trials_spread_over_both_nodes(tmp_path: Path, two_nodes: tuple) -> None:
-    address, _, _ = two_nodes
+    address, _, _, _ = two_nodes
     search = _search(address, tmp_path, "spread", ["--num-samples", "2"])
     out, err = search.communicate(timeout=300)
     assert search.returncode == 0, err[-3000:]
-    trials = pd.read_csv(tmp_path / "spread" / "trials.csv")
+    trials = pd.read_csv(tmp_path / "spread" / "trials.csv", dtype={"node_id": str})
     assert trials["node_id"].nunique() == 2  # two trials at once, one CPU per node: one on each
 
 
-def _node_of_running_trials(folder: Path) -> dict[str, str]:
-    """trial folder -> node_id of its latest reported epoch."""
-    nodes = {}
+def _latest_results(folder: Path) -> dict[int, dict]:
+    """trial number -> its latest reported result."""
+    latest = {}
     for result_file in folder.glob("trial_*/result.json"):
         lines = result_file.read_text().splitlines()
         if lines:
-            nodes[result_file.parent.name] = json.loads(lines[-1])["node_id"]
-    return nodes
+            latest[int(result_file.parent.name.split("_")[1])] = json.loads(lines[-1])
+    return latest
 
 
 def test_a_dead_node_costs_only_progress_since_the_last_checkpoint(tmp_path: Path, two_nodes: tuple) -> None:
-    address, head, worker = two_nodes
+    address, _, worker, head_id = two_nodes
     folder = tmp_path / "nodekill"
-    search = _search(address, tmp_path, "nodekill", ["--num-samples", "2", "--max-epochs", "4", "--limit", "4000"])
+    # No early stopping (grace = budget): both trials run 6 epochs, one on each node.
+    search = _search(address, tmp_path, "nodekill", ["--num-samples", "2", "--max-epochs", "6", "--grace-period", "6",
+                                                     "--limit", "8000"])
     deadline = time.monotonic() + 180
-    nodes = {}
-    while len(set(nodes.values())) < 2 and time.monotonic() < deadline:  # both trials have reported an epoch
-        time.sleep(0.5)
-        nodes = _node_of_running_trials(folder)
-    assert len(set(nodes.values())) == 2, nodes
+    latest: dict[int, dict] = {}
+    while len({r["node_id"] for r in latest.values()}) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+        latest = _latest_results(folder)
+    assert len({r["node_id"] for r in latest.values()}) == 2, latest  # both trials have reported an epoch
     os.killpg(worker.pid, signal.SIGKILL)  # the worker node dies with its raylet and its trial
     out, err = search.communicate(timeout=420)
     assert search.returncode == 0, err[-3000:]
-    trials = pd.read_csv(folder / "trials.csv")
-    assert set(trials["status"]) <= {"completed", "stopped early"}
-    assert trials["node_id"].nunique() == 1  # every trial ended on the surviving head node
+    trials = pd.read_csv(folder / "trials.csv", dtype={"node_id": str})
+    assert list(trials["status"]) == ["completed", "completed"]
+    killed = [number for number, r in latest.items() if r["node_id"] != head_id and not r.get("done")]
+    assert killed, "the worker's trial finished before its node was killed"
+    assert (trials.set_index("trial").loc[killed, "node_id"] == head_id).all()  # it ended on the surviving head
     for trial in trials.itertuples():
         (trial_folder,) = folder.glob(f"trial_{trial.trial:03d}_*")
         epochs = pd.read_csv(trial_folder / "progress.csv")["epoch"].tolist()
