@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -86,3 +87,15 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def stop_ray_start(process: subprocess.Popen) -> None:
+    """End a `ray start --block` started in its own session, and every Ray process it started."""
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:  # Ray's processes are all in this group: end them
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import ROOT, SMOKE_FLAGS, free_port
+from tests.conftest import ROOT, SMOKE_FLAGS, free_port, stop_ray_start
 
 ENV = {**os.environ, "RAY_AUTH_MODE": "disabled"}  # the test cluster and its driver agree on no auth
 
@@ -51,13 +51,8 @@ def two_nodes() -> tuple[str, subprocess.Popen, subprocess.Popen, str]:
         yield address, head, worker, head_id
     finally:
         for process in (worker, head):
-            if process is not None and process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-                try:
-                    process.wait(timeout=10)
-                except subprocess.TimeoutExpired:  # Ray's processes are all in this group: end them
-                    os.killpg(process.pid, signal.SIGKILL)
-                    process.wait(timeout=30)
+            if process is not None:
+                stop_ray_start(process)
 
 
 def _search(address: str, storage: Path, name: str, extra: list[str]) -> subprocess.Popen:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import time
@@ -13,7 +12,7 @@ import optuna
 import pandas as pd
 import pytest
 
-from tests.conftest import PNG_MAGIC, SMOKE_FLAGS, free_port, run_script
+from tests.conftest import PNG_MAGIC, SMOKE_FLAGS, free_port, run_script, stop_ray_start
 
 
 def test_smoke_search_writes_its_results(smoke_search: tuple[Path, subprocess.CompletedProcess]) -> None:
@@ -117,9 +116,4 @@ def test_fake_gpu_cluster_gives_each_trial_its_own_gpu(tmp_path: Path) -> None:
         trials = pd.read_csv(tmp_path / "gpus" / "trials.csv", dtype={"gpu_ids": str})
         assert sorted(trials["gpu_ids"]) == ["0", "1"]
     finally:
-        os.killpg(head.pid, signal.SIGTERM)
-        try:
-            head.wait(timeout=10)
-        except subprocess.TimeoutExpired:  # Ray's processes are all in this group: end them
-            os.killpg(head.pid, signal.SIGKILL)
-            head.wait(timeout=30)
+        stop_ray_start(head)
