@@ -201,8 +201,9 @@ def load_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
         row, column, value = _first_bad_cell(frame)
         raise UserError(f"{path}: line {line_of(row)}, column {column + 1}: non-numeric cell {value!r}")
     values = frame.to_numpy()
-    if np.isnan(values).any() if values.dtype.kind == "f" else False:
-        row = int(np.flatnonzero(np.isnan(values).any(axis=1))[0])
+    missing_rows = np.flatnonzero(np.isnan(values).any(axis=1)) if values.dtype.kind == "f" else []
+    if len(missing_rows):
+        row = int(missing_rows[0])
         raise UserError(f"{path}: line {line_of(row)}: wrong column count (missing cells)")
     if values.dtype.kind == "f" and not np.all(values == np.round(values)):
         row = int(np.flatnonzero((values != np.round(values)).any(axis=1))[0])
