@@ -19,13 +19,15 @@ from typing import Any
 
 from hpo.driver import run_search
 from hpo.experiment import resolve_experiment
+from hpo.storage import ExperimentStore
 from hpo.summary import trial_tables
 from mnist.errors import run_cli
 
 
 def timed_search(experiment: dict[str, Any], folder: Path) -> dict[str, float]:
     started = time.perf_counter()
-    results, resources = run_search(experiment, folder, resume=False, address=None)
+    results, resources = run_search(experiment, ExperimentStore(str(folder.parent), folder.name), resume=False,
+                                    address=None)
     wall = time.perf_counter() - started
     trials, _ = trial_tables(results, experiment)
     slots = experiment["max_concurrent"]

@@ -23,6 +23,7 @@ from ray.cluster_utils import Cluster
 from hpo.data_parallel import train_data_parallel
 from hpo.driver import run_search
 from hpo.experiment import resolve_experiment, trial_config
+from hpo.storage import ExperimentStore
 from mnist.data import load_mnist
 from mnist.errors import run_cli
 from mnist.train import train
@@ -35,7 +36,7 @@ def trials_per_minute(nodes: int, experiment: dict, storage: Path) -> float:
     cluster.wait_for_nodes()
     try:
         started = time.perf_counter()
-        run_search(experiment, storage / f"{nodes}_nodes", resume=False, address=cluster.address)
+        run_search(experiment, ExperimentStore(str(storage), f"{nodes}_nodes"), resume=False, address=cluster.address)
         return experiment["num_samples"] / ((time.perf_counter() - started) / 60)
     finally:
         ray.shutdown()

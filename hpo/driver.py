@@ -6,7 +6,6 @@ The data are read once here and shipped to the trials through Ray's object store
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,6 +19,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from hpo.experiment import in_space, seed_point, trial_config
+from hpo.storage import ExperimentStore
 from hpo.tb_logger import TrialTensorBoard
 from hpo.trainable import ccnet_trainable
 from mnist.checkpoint import run_metadata, write_json_atomic
@@ -144,12 +144,13 @@ def search_space(experiment: dict[str, Any]) -> dict[str, Any]:
     return {**trial_config(experiment, {}), **domains}
 
 
-def drop_stale_checkpoints(trials: "pd.DataFrame") -> None:
-    """A trial ASHA stopped will never resume: keep its best checkpoint only."""
-    for trial in trials[trials["status"] == "stopped early"].itertuples():
-        for checkpoint in Path(trial.path).glob("checkpoint_*"):
-            if trial.checkpoint and checkpoint.name != Path(trial.checkpoint).name:
-                shutil.rmtree(checkpoint, ignore_errors=True)
+def drop_stale_checkpoints(trials: "pd.DataFrame", store: ExperimentStore) -> None:
+    """A trial ASHA stopped will never resume: keep its best checkpoint only (on any storage)."""
+    for trial in trials[(trials["status"] == "stopped early") & (trials["checkpoint"] != "")].itertuples():
+        trial_folder, best = trial.checkpoint.split("/")  # trial_NNN_<id>/checkpoint_NNNNNN
+        for checkpoint in store.folders(trial_folder):
+            if checkpoint.startswith("checkpoint_") and checkpoint != best:
+                store.delete(f"{trial_folder}/{checkpoint}")
 
 
 def make_searcher(experiment: dict[str, Any], folder: Path, name: str) -> PruningAwareOptunaSearch:
@@ -168,7 +169,7 @@ def make_searcher(experiment: dict[str, Any], folder: Path, name: str) -> Prunin
         sampler=sampler, storage=storage, study_name=name, max_epochs=experiment["max_epochs"])
 
 
-def make_tuner(experiment: dict[str, Any], folder: Path, resume: bool, resources: dict[str, float],
+def make_tuner(experiment: dict[str, Any], store: ExperimentStore, resume: bool, resources: dict[str, float],
                concurrent: int) -> tune.Tuner:
     data = load_mnist(experiment["train"].get("data"))
     print(f"each trial: {resources['cpu']:g} CPU, {resources['gpu']:g} GPU; up to {concurrent} at once", flush=True)
@@ -176,22 +177,23 @@ def make_tuner(experiment: dict[str, Any], folder: Path, resume: bool, resources
     trainable = tune.with_resources(tune.with_parameters(ccnet_trainable, data=data), resources)
     if resume:
         # The searcher (its Optuna study and sampler state) and the scheduler come back from the saved state.
-        return tune.Tuner.restore(str(folder), trainable=trainable, resume_errored=True)
+        return tune.Tuner.restore(store.tune_path, trainable=trainable, resume_errored=True)
     scheduler = BaselineKeepingASHA(time_attr="epoch", max_t=experiment["max_epochs"],
                                     grace_period=experiment["grace_period"],
                                     reduction_factor=experiment["reduction_factor"],
                                     baseline=seed_point(experiment["search_space"], experiment["max_epochs"]))
     if experiment["scheduler"] == "fifo":
         scheduler = FIFOScheduler()
-    tune_config = tune.TuneConfig(metric=METRIC, mode=MODE, search_alg=make_searcher(experiment, folder, folder.name),
+    tune_config = tune.TuneConfig(metric=METRIC, mode=MODE, search_alg=make_searcher(experiment, store.local, store.name),
                                   scheduler=scheduler, num_samples=experiment["num_samples"],
                                   max_concurrent_trials=concurrent, time_budget_s=experiment["time_budget_s"],
                                   trial_name_creator=trial_name, trial_dirname_creator=trial_name,
                                   # One worker process serves trial after trial: no torch import and start-up each time.
                                   reuse_actors=True)
     run_config = tune.RunConfig(
-        name=folder.name, storage_path=str(folder.parent.resolve()),
-        callbacks=[TrialTensorBoard(folder / "tensorboard", list(experiment["search_space"]))],
+        # Trials write results and checkpoints here from every node: a shared folder or a URI.
+        name=store.name, storage_path=store.tune_storage_path,
+        callbacks=[TrialTensorBoard(store.local / "tensorboard", list(experiment["search_space"]))],
         # Keep each trial's best checkpoint by val_acc and its latest (to resume from).
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=METRIC,
                                                 checkpoint_score_order=MODE),
@@ -202,27 +204,28 @@ def make_tuner(experiment: dict[str, Any], folder: Path, resume: bool, resources
     return tune.Tuner(trainable, param_space=search_space(experiment), tune_config=tune_config, run_config=run_config)
 
 
-def run_search(experiment: dict[str, Any], folder: Path, resume: bool,
+def run_search(experiment: dict[str, Any], store: ExperimentStore, resume: bool,
                address: str | None) -> tuple[tune.ResultGrid, dict[str, float]]:
-    """Run (or resume) the search whose results go to `folder`; returns Tune's ResultGrid and a trial's resources."""
-    exists = tune.Tuner.can_restore(str(folder.resolve())) if folder.exists() else False
+    """Run (or resume) the search kept in `store`; returns Tune's ResultGrid and a trial's resources."""
+    exists = store.exists() and tune.Tuner.can_restore(store.tune_path)
     if exists and not resume:
-        raise UserError(f"{folder}: an experiment is already there; --resume to continue it, or choose another --name")
+        raise UserError(f"{store}: an experiment is already there; --resume to continue it, or choose another --name")
     if resume and not exists:
-        raise UserError(f"{folder}: no experiment to resume there")
-    folder.mkdir(parents=True, exist_ok=True)
+        raise UserError(f"{store}: no experiment to resume there")
+    store.local.mkdir(parents=True, exist_ok=True)
     if not resume:
-        write_json_atomic(folder / "experiment.json", {"experiment": experiment, **run_metadata()})
+        write_json_atomic(store.local / "experiment.json", {"experiment": experiment, **run_metadata()})
+        store.push("experiment.json")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     connect(address)
     try:
         resources, concurrent = trial_resources(experiment)
-        results = make_tuner(experiment, folder, resume, resources, concurrent).fit()
+        results = make_tuner(experiment, store, resume, resources, concurrent).fit()
     finally:
         ray.shutdown()
     if results.num_terminated + results.num_errors == len(results):
-        fail_orphaned_optuna_trials(folder)
+        fail_orphaned_optuna_trials(store.local)
     return results, resources
 
 

@@ -6,6 +6,8 @@
     python hpo/search.py --resume --name NAME                  # continue an interrupted search
 
 Results go to <storage-path>/<name>/: trials.csv, best.json, plots, report.md, TensorBoard events.
+--storage-path may be a URI (s3://bucket/dir, gs://..., any that pyarrow takes): trials write their
+checkpoints there from every node, and the driver's files are mirrored in <local-dir>/<name>/.
 """
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ from pathlib import Path
 
 from hpo.driver import drop_stale_checkpoints, run_search
 from hpo.experiment import load_experiment_file, resolve_experiment
-from hpo.summary import console_summary, disk_usage, summarize
+from hpo.storage import ExperimentStore, is_uri
+from hpo.summary import console_summary, summarize
 from mnist.errors import UserError, run_cli
 
 
@@ -25,7 +28,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--experiment", default=None, help="experiment YAML (default: built-in = experiments/default.yaml)")
     parser.add_argument("--name", default=None, help="experiment folder name (default: <experiment>-<time>)")
-    parser.add_argument("--storage-path", default="results", help="where experiment folders go (default results/)")
+    parser.add_argument("--storage-path", default="results",
+                        help="where experiment folders go: a folder every node reaches, or a URI such as "
+                             "s3://bucket/dir (default results/)")
+    parser.add_argument("--local-dir", default="results",
+                        help="with a URI --storage-path: where the driver keeps its own copy of the summaries, "
+                             "optuna.db and TensorBoard events (default results/)")
     parser.add_argument("--num-samples", type=int, default=None, help="trials to run (default 50)")
     parser.add_argument("--max-epochs", type=int, default=None, help="epoch budget of one trial")
     parser.add_argument("--grace-period", type=int, default=None, help="ASHA: epochs every trial gets")
@@ -42,23 +50,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def newest_experiment(storage: Path) -> Path:
-    folders = sorted((p.parent for p in storage.glob("*/experiment.json")), key=lambda p: p.stat().st_mtime)
+def newest_experiment(storage: str) -> str:
+    """The name of the newest experiment under a local `storage` folder."""
+    if is_uri(storage):
+        raise UserError(f"{storage}: --resume with a URI storage needs --name")
+    folders = sorted((p.parent for p in Path(storage).glob("*/experiment.json")), key=lambda p: p.stat().st_mtime)
     if not folders:
         raise UserError(f"{storage}: no experiment found to resume")
-    return folders[-1]
+    return folders[-1].name
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    storage = Path(args.storage_path)
     if args.resume:
-        folder = storage / args.name if args.name else newest_experiment(storage)
-        saved = folder / "experiment.json"
+        store = ExperimentStore(args.storage_path, args.name or newest_experiment(args.storage_path), args.local_dir)
+        store.pull()
+        saved = store.local / "experiment.json"
         if not saved.exists():
-            raise UserError(f"{folder}: no experiment to resume there (no experiment.json)")
+            raise UserError(f"{store}: no experiment to resume there (no experiment.json)")
         experiment = json.loads(saved.read_text())["experiment"]
-        print(f"resuming {folder} with its saved experiment settings", flush=True)
+        print(f"resuming {store} with its saved experiment settings", flush=True)
     else:
         file_values = load_experiment_file(args.experiment) if args.experiment else {}
         overrides = {"num_samples": args.num_samples, "max_epochs": args.max_epochs, "grace_period": args.grace_period,
@@ -69,14 +80,16 @@ def main(argv: list[str] | None = None) -> int:
             file_values = {**file_values, "train": {**file_values.get("train", {}), "limit": args.limit}}
         experiment = resolve_experiment(file_values, overrides, args.experiment or "built-in experiment")
         stem = Path(args.experiment).stem if args.experiment else "default"
-        folder = storage / (args.name or f"{stem}-{datetime.now():%Y%m%d-%H%M%S}")
-    results, resources = run_search(experiment, folder, args.resume, args.address)
-    trials, best = summarize(folder, results, experiment, resources, sys.argv)
-    drop_stale_checkpoints(trials)
+        store = ExperimentStore(args.storage_path, args.name or f"{stem}-{datetime.now():%Y%m%d-%H%M%S}", args.local_dir)
+    results, resources = run_search(experiment, store, args.resume, args.address)
+    trials, best = summarize(store.local, results, experiment, resources, sys.argv)
+    drop_stale_checkpoints(trials, store)
+    store.push()
     print(console_summary(trials, list(experiment["search_space"])))
     print(f"winner: trial {best['trial']}, val_acc {best['val_acc']:.4f} at epoch {best['epoch']}")
-    print(f"results in {folder} ({disk_usage(folder) / 2**20:.1f} MiB on disk); "
-          f"next: python hpo/best.py --experiment {folder}")
+    mirror = f", summaries also in {store.local}" if store.remote else ""
+    print(f"results in {store} ({store.disk_usage() / 2**20:.1f} MiB on disk{mirror}); "
+          f"next: python hpo/best.py --experiment {store}")
     return 0
 
 

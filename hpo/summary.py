@@ -127,10 +127,6 @@ def console_summary(trials: pd.DataFrame, searched: list[str], top: int = 5) -> 
     return "\n".join(lines)
 
 
-def disk_usage(folder: Path) -> int:
-    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
-
-
 def environment() -> dict[str, str]:
     import optuna
     import ray

@@ -24,6 +24,10 @@ DEFAULTS: dict[str, Any] = {
     # StepLR: multiply lr by gamma every step_size epochs (seed: 0.8 every 20).
     "step_size": 20,
     "gamma": 0.8,
+    # Random translation of each training image by up to `shift` pixels per axis, drawn anew
+    # every epoch (0 = none, the seed's). MNIST digits are centred by their centre of mass, so
+    # small shifts are the cheapest honest augmentation; validation and test images are never shifted.
+    "shift": 0,
     # Seeds weights, dropout and the per-epoch shuffle: same seed + config = same run.
     "seed": 0,
     # None = the MNIST copy bundled in the package; else a folder of IDX or Kaggle CSV files.
@@ -78,6 +82,8 @@ def validate_config(config: dict[str, Any]) -> None:
            f"step_size must be an integer >= 1, got {config['step_size']!r}")
     _check(_is_number(config["gamma"]) and 0 < config["gamma"] <= 1,
            f"gamma must be in (0, 1], got {config['gamma']!r}")
+    _check(_is_int(config["shift"]) and 0 <= config["shift"] <= 8,
+           f"shift must be an integer number of pixels in [0, 8], got {config['shift']!r}")
     _check(_is_int(config["seed"]) and config["seed"] >= 0, f"seed must be an integer >= 0, got {config['seed']!r}")
     _check(config["data"] is None or isinstance(config["data"], str), f"data must be a folder path, got {config['data']!r}")
     _check(config["limit"] is None or (_is_int(config["limit"]) and config["limit"] >= 10),

@@ -269,6 +269,27 @@ def to_model_input(images: torch.Tensor) -> torch.Tensor:
     return images.float().div_(255).sub_(PIXEL_MEAN).div_(PIXEL_STD).contiguous(memory_format=torch.channels_last)
 
 
+def random_shifts(count: int, max_shift: int, seed: int, epoch: int) -> torch.Tensor:
+    """(count, 2) integer (dy, dx) in [-max_shift, max_shift], fixed by (seed, epoch) so a resumed run draws the same."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch + 500_009)
+    return torch.randint(-max_shift, max_shift + 1, (count, 2), generator=generator)
+
+
+def shift_images(images: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
+    """Translate each (B, 1, H, W) image by its own (dy, dx) pixels; what moves in is background (0)."""
+    margin = int(shifts.abs().max()) if len(shifts) else 0
+    if margin == 0:
+        return images
+    height, width = images.shape[-2:]
+    padded = torch.nn.functional.pad(images, (margin, margin, margin, margin))
+    shifts = shifts.to(images.device)
+    # Output pixel (r, c) of image b reads padded pixel (r + margin - dy, c + margin - dx).
+    rows = torch.arange(height, device=images.device) + margin - shifts[:, :1]
+    cols = torch.arange(width, device=images.device) + margin - shifts[:, 1:]
+    batch = torch.arange(len(images), device=images.device)[:, None, None]
+    return padded[batch, 0, rows[:, :, None], cols[:, None, :]].unsqueeze(1)
+
+
 def summarize(data: MnistData, val_fraction: float = 0.2, limit: int | None = None) -> dict:
     split = split_train_val(data, val_fraction, limit)
     pixels = split.train_images.astype(np.float32) / 255

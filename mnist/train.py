@@ -29,7 +29,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from mnist.checkpoint import load_checkpoint, run_metadata
 from mnist.config import DEFAULTS, resolve_config
-from mnist.data import MnistData, load_mnist, split_train_val, to_model_input
+from mnist.data import MnistData, load_mnist, random_shifts, shift_images, split_train_val, to_model_input
 from mnist.errors import UserError, run_cli
 from mnist.evaluate import predict_logits
 from mnist.model import CCNet
@@ -83,8 +83,10 @@ def data_parallel_rank() -> tuple[int, int]:
 
 def train_one_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
                     labels: torch.Tensor, batch_size: int, order: torch.Tensor, amp: bool,
-                    show_progress: Callable | None) -> tuple[float, float]:
+                    show_progress: Callable | None, shifts: torch.Tensor | None = None) -> tuple[float, float]:
     """One pass over `images` in the order given; returns (mean loss, accuracy) over every sample.
+
+    `shifts` (one (dy, dx) per image, or None) translates each image before it is seen.
 
     Data-parallel (a DDP `model` in a process group of N): every worker walks the same global
     batches of `batch_size` and trains on its 1/N share of each, so the global batch and the
@@ -96,13 +98,15 @@ def train_one_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, im
     correct = torch.zeros((), device=images.device, dtype=torch.long)
     seen = torch.zeros((), device=images.device, dtype=torch.long)
     order = order.to(images.device)
+    shifts = None if shifts is None else shifts.to(images.device)
     batches = range(0, len(order), batch_size)
     for number, start in enumerate(batches, 1):
         index = order[start:start + batch_size]
         if len(index) < world:  # a last global batch too small to give every worker a sample
             break
         index = index[rank::world]
-        inputs, targets = to_model_input(images[index]), labels[index]
+        batch_images = images[index] if shifts is None else shift_images(images[index], shifts[index])
+        inputs, targets = to_model_input(batch_images), labels[index]
         with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=amp):
             outputs = model(inputs)
             loss = F.cross_entropy(outputs, targets)
@@ -185,9 +189,10 @@ def train(config: dict[str, Any], data: MnistData | None = None, on_epoch: Epoch
         started = time.perf_counter()
         lr = scheduler.get_last_lr()[0]
         order = shuffle_order(len(train_images), config["seed"], epoch)
+        shifts = random_shifts(len(train_images), config["shift"], config["seed"], epoch) if config["shift"] else None
         show = (lambda done, total: _progress(epoch, config["epochs"], done, total)) if progress else None
         train_loss, train_acc = train_one_epoch(network, optimizer, train_images, train_labels,
-                                                config["batch_size"], order, amp, show)
+                                                config["batch_size"], order, amp, show, shifts)
         train_seconds = time.perf_counter() - started
         val_loss, val_acc = validate(model, val_images, val_labels, amp)
         scheduler.step()
@@ -220,6 +225,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--dropout", type=float, default=None, help=f"dropout before the classifier (default {DEFAULTS['dropout']})")
     parser.add_argument("--step-size", type=int, default=None, help=f"StepLR step in epochs (default {DEFAULTS['step_size']})")
     parser.add_argument("--gamma", type=float, default=None, help=f"StepLR factor (default {DEFAULTS['gamma']})")
+    parser.add_argument("--shift", type=int, default=None, help="augment: shift training images up to N pixels (default 0)")
     parser.add_argument("--head", choices=("logits", "seed"), default=None, help="'seed' = the tutorial's ReLU+Softmax head")
     parser.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     parser.add_argument("--data", default=None, help="folder of IDX or Kaggle CSV files (default: bundled MNIST)")
@@ -237,7 +243,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def config_from_args(args: argparse.Namespace, base: dict[str, Any]) -> dict[str, Any]:
     """`base` (defaults or a resumed run's config) with every flag the user gave on top."""
     flags = {"model": args.model, "lr": args.init_lr, "batch_size": args.batch_size, "epochs": args.epochs,
-             "dropout": args.dropout, "step_size": args.step_size, "gamma": args.gamma, "head": args.head,
+             "dropout": args.dropout, "step_size": args.step_size, "gamma": args.gamma, "shift": args.shift, "head": args.head,
              "seed": args.seed, "data": args.data, "limit": args.limit, "val_fraction": args.val_fraction,
              "device": args.device, "threads": args.threads, "amp": args.amp}
     config = dict(base)

@@ -12,6 +12,7 @@ import optuna
 import pandas as pd
 
 from hpo.driver import drop_stale_checkpoints
+from hpo.storage import ExperimentStore
 from tests.conftest import ROOT, SMOKE_FLAGS, run_script
 
 
@@ -89,10 +90,10 @@ def test_stopped_trial_keeps_only_its_best_checkpoint(tmp_path: Path) -> None:
     for name in ("checkpoint_000000", "checkpoint_000001"):
         (finished / name).mkdir(parents=True)
     trials = pd.DataFrame([
-        {"status": "stopped early", "path": str(trial), "checkpoint": str(trial / "checkpoint_000001")},
-        {"status": "completed", "path": str(finished), "checkpoint": str(finished / "checkpoint_000000")},
+        {"status": "stopped early", "checkpoint": "trial_002_x/checkpoint_000001"},
+        {"status": "completed", "checkpoint": "trial_001_y/checkpoint_000000"},
     ])
-    drop_stale_checkpoints(trials)
+    drop_stale_checkpoints(trials, ExperimentStore(str(tmp_path.parent), tmp_path.name))
     assert sorted(p.name for p in trial.iterdir()) == ["checkpoint_000001"]
     assert len(list(finished.iterdir())) == 2  # a finished trial keeps its best and its last
 

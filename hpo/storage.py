@@ -1,0 +1,116 @@
+"""Where an experiment lives: a local folder, or any URI pyarrow's filesystems take (s3://, gs://, file://, ...).
+
+Ray Tune writes trial results and checkpoints straight to the storage, from whichever node
+ran the trial. The driver's own files (experiment.json, optuna.db, trials.csv, plots,
+TensorBoard events) are written to a local folder first, because SQLite and atomic renames
+need a real filesystem; for a URI that folder is a mirror, copied to the storage when the
+search (or best.py) ends and copied back from it to resume.
+"""
+from __future__ import annotations
+
+import posixpath
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pyarrow.fs
+
+from mnist.errors import UserError
+
+# The driver's small files that a resume or best.py needs back from a URI storage.
+DRIVER_FILES = ("experiment.json", "optuna.db", "trials.csv", "history.csv", "best.json")
+
+
+def is_uri(storage: str) -> bool:
+    return "://" in storage
+
+
+def join_uri(base: str, name: str) -> str:
+    """`base`/`name`, keeping a query (s3://bucket/dir?region=x) after the path."""
+    parts = urlsplit(base)
+    return urlunsplit(parts._replace(path=posixpath.join(parts.path, name)))
+
+
+def split_experiment(location: str) -> tuple[str, str]:
+    """(storage, name) of an experiment folder or URI: its parent and its last path element."""
+    if is_uri(location):
+        parts = urlsplit(location)
+        parent, name = posixpath.split(parts.path.rstrip("/"))
+        return urlunsplit(parts._replace(path=parent)), name
+    path = Path(location)
+    return str(path.parent), path.name
+
+
+class ExperimentStore:
+    """One experiment's folder: `local` for the driver's files, `fs`/`fs_path` for what Tune writes."""
+
+    def __init__(self, storage: str, name: str, local_root: str | Path = "results") -> None:
+        self.remote = is_uri(storage)
+        self.name = name
+        if self.remote:
+            self.location = join_uri(storage, name)
+            # Tune appends the experiment name to storage_path itself.
+            self.tune_storage_path = storage
+            self.local = Path(local_root) / name
+            try:
+                self.fs, self.fs_path = pyarrow.fs.FileSystem.from_uri(self.location)
+            except (pyarrow.ArrowInvalid, OSError) as error:
+                raise UserError(f"{storage}: not a storage pyarrow can open ({str(error).splitlines()[0]})") from None
+        else:
+            self.local = Path(storage) / name
+            self.location = str(self.local)
+            self.tune_storage_path = str(Path(storage).resolve())
+            self.fs, self.fs_path = pyarrow.fs.LocalFileSystem(), str(self.local.resolve())
+
+    def __str__(self) -> str:
+        return self.location
+
+    @property
+    def tune_path(self) -> str:
+        """The experiment as Tune's restore wants it: the URI, or the folder's absolute path."""
+        return self.location if self.remote else self.fs_path
+
+    def exists(self, relative: str = "") -> bool:
+        """Whether `relative` (a file or folder inside the experiment; "" = the experiment) is on the storage."""
+        path = posixpath.join(self.fs_path, relative) if relative else self.fs_path
+        try:
+            return self.fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound
+        except OSError as error:
+            raise UserError(f"{self.location}: cannot read the storage ({str(error).splitlines()[0]})") from None
+
+    def push(self, relative: str = "") -> None:
+        """Copy the local mirror (or `relative` inside it) to the storage; nothing to do for a local folder."""
+        if not self.remote or not (self.local / relative).exists():
+            return
+        source = (self.local / relative).resolve()
+        target = posixpath.join(self.fs_path, relative) if relative else self.fs_path
+        if source.is_dir():
+            self.fs.create_dir(target, recursive=True)
+        pyarrow.fs.copy_files(str(source), target, source_filesystem=pyarrow.fs.LocalFileSystem(),
+                              destination_filesystem=self.fs)
+
+    def pull(self, names: tuple[str, ...] = DRIVER_FILES) -> None:
+        """Copy the driver's files that the storage has and the local mirror lacks into the mirror."""
+        if not self.remote:
+            return
+        self.local.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            if not (self.local / name).exists() and self.exists(name):
+                pyarrow.fs.copy_files(posixpath.join(self.fs_path, name), str((self.local / name).resolve()),
+                                      source_filesystem=self.fs, destination_filesystem=pyarrow.fs.LocalFileSystem())
+
+    def folders(self, relative: str) -> list[str]:
+        """Names of the sub-folders of `relative` on the storage (checkpoint_000003, ...)."""
+        selector = pyarrow.fs.FileSelector(posixpath.join(self.fs_path, relative), allow_not_found=True)
+        return sorted(info.base_name for info in self.fs.get_file_info(selector)
+                      if info.type == pyarrow.fs.FileType.Directory)
+
+    def delete(self, relative: str) -> None:
+        self.fs.delete_dir(posixpath.join(self.fs_path, relative))
+
+    def disk_usage(self) -> int:
+        """Bytes the experiment takes on its storage (and in the local mirror, for a URI)."""
+        selector = pyarrow.fs.FileSelector(self.fs_path, recursive=True, allow_not_found=True)
+        stored = sum(info.size or 0 for info in self.fs.get_file_info(selector)
+                     if info.type == pyarrow.fs.FileType.File)
+        mirror = sum(path.stat().st_size for path in self.local.rglob("*") if path.is_file()) if self.remote else 0
+        return stored + mirror
