@@ -3,6 +3,7 @@
     python hpo/best.py                                  # the newest search under results/
     python hpo/best.py --experiment results/NAME --seeds 3 --epochs 20
     python hpo/best.py --select last --full --no-baseline
+    python hpo/best.py --experiment s3://bucket/dir/NAME        # a search kept on a URI storage
 
 Writes <experiment>/best/: model.pt (with its config), metrics.json, confusion_matrix.png,
 misclassified.png, curves.png, and baseline/ with the seed configuration's test results.
@@ -13,13 +14,18 @@ import argparse
 from pathlib import Path
 
 from hpo.retrain import newest_experiment, print_comparison, retrain_winner
+from hpo.storage import ExperimentStore, split_experiment
 from mnist.errors import UserError, run_cli
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--experiment", default=None, help="a search folder (default: the newest under --storage-path)")
+    parser.add_argument("--experiment", default=None,
+                        help="a search folder or URI (default: the newest under --storage-path)")
     parser.add_argument("--storage-path", default="results", help="where searches are (default results/)")
+    parser.add_argument("--local-dir", default="results",
+                        help="with a URI --experiment: the local folder its files are copied to and best/ is "
+                             "written in before it is copied back (default results/)")
     parser.add_argument("--select", choices=("best", "last"), default="best",
                         help="rank trials by val_acc at their best epoch (default) or at their last epoch")
     parser.add_argument("--seeds", type=int, default=1, help="retrain with K seeds; report mean ± std (default 1)")
@@ -40,13 +46,16 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--workers must be >= 1, got {args.workers}")
     if args.epochs is not None and args.epochs < 1:
         raise UserError(f"--epochs must be >= 1, got {args.epochs}")
-    folder = Path(args.experiment) if args.experiment else newest_experiment(Path(args.storage_path))
-    if not folder.is_dir():
-        raise UserError(f"{folder}: no such experiment folder")
-    summary = retrain_winner(folder, args.select, args.seeds, args.epochs, args.full, args.baseline,
+    location = args.experiment or str(newest_experiment(Path(args.storage_path)))
+    store = ExperimentStore(*split_experiment(location), local_root=args.local_dir)
+    if not store.exists():
+        raise UserError(f"{location}: no such experiment folder")
+    store.pull()
+    summary = retrain_winner(store.local, args.select, args.seeds, args.epochs, args.full, args.baseline,
                              args.workers, args.gpus_per_worker, args.address)
+    store.push("best")
     print_comparison(summary)
-    print(f"wrote {folder / 'best'}: model.pt, metrics.json, confusion_matrix.png, misclassified.png")
+    print(f"wrote {store}/best: model.pt, metrics.json, confusion_matrix.png, misclassified.png")
     return 0
 
 
