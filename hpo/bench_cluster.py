@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
                                               "gamma": 0.8}), "epochs": 3, "threads": 1}
         data = load_mnist()
         single = mean_epoch_time(train(config, data=data))
-        parallel = mean_epoch_time(train_data_parallel(config, data, 2, 0, Path(folder) / "ddp")[0])
+        parallel = mean_epoch_time(train_data_parallel(config, data, 2, 0, str(Path(folder) / "ddp"))[0])
     print(f"search of {args.num_samples} trials x {args.max_epochs} epochs on {args.limit} images, 2 CPUs in all")
     print(f"one node (2 CPUs):        {one:.2f} trials/min")
     print(f"two nodes (1 CPU each):   {two:.2f} trials/min")

@@ -52,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"{location}: no such experiment folder")
     store.pull()
     summary = retrain_winner(store.local, args.select, args.seeds, args.epochs, args.full, args.baseline,
-                             args.workers, args.gpus_per_worker, args.address)
+                             args.workers, args.gpus_per_worker, args.address,
+                             store.location if store.remote else None)
     store.push("best")
     print_comparison(summary)
     print(f"wrote {store}/best: model.pt, metrics.json, confusion_matrix.png, misclassified.png")

@@ -45,8 +45,11 @@ def _worker_loop(loop_config: dict[str, Any]) -> None:
 
 
 def train_data_parallel(config: dict[str, Any], data: MnistData, workers: int, gpus_per_worker: float,
-                        storage: Path, address: str | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Train `config` on `workers` Ray Train workers; returns (per-epoch metrics, final checkpoint state)."""
+                        storage: str, address: str | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Train `config` on `workers` Ray Train workers; returns (per-epoch metrics, final checkpoint state).
+
+    `storage` (a folder every node reaches, or a URI) receives rank 0's checkpoints.
+    """
     use_gpu = gpus_per_worker > 0
     config = {**config, "device": "cuda" if use_gpu else "cpu", "threads": 1}
     started_here = not ray.is_initialized()
@@ -59,7 +62,7 @@ def train_data_parallel(config: dict[str, Any], data: MnistData, workers: int, g
             scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu,
                                          resources_per_worker={"CPU": 1, "GPU": gpus_per_worker} if use_gpu
                                          else {"CPU": 1}),
-            run_config=RunConfig(name="data_parallel", storage_path=str(storage.resolve())),
+            run_config=RunConfig(name="data_parallel", storage_path=storage),
         )
         result = trainer.fit()
     finally:

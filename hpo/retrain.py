@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from hpo.experiment import seed_point, trial_config
+from hpo.storage import join_uri
 from hpo.summary import plain, winner
 from mnist.checkpoint import run_metadata, save_checkpoint, write_json_atomic
 from mnist.data import MnistData, load_mnist
@@ -58,7 +59,7 @@ def winner_config(experiment: dict[str, Any], trials: pd.DataFrame, select: str)
 
 
 def train_final(config: dict[str, Any], data: MnistData, workers: int, gpus_per_worker: float,
-                storage: Path, address: str | None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+                storage: str, address: str | None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """(per-epoch metrics, final checkpoint state): in this process, or data-parallel on Ray Train workers."""
     if workers > 1:
         from hpo.data_parallel import train_data_parallel
@@ -78,15 +79,21 @@ def train_final(config: dict[str, Any], data: MnistData, workers: int, gpus_per_
 
 
 def retrain_and_test(config: dict[str, Any], data: MnistData, seeds: list[int], out: Path, label: str,
-                     workers: int = 1, gpus_per_worker: float = 0, address: str | None = None) -> dict[str, Any]:
-    """Train `config` once per seed, test each final model; outputs of the first seed go to `out`."""
+                     workers: int = 1, gpus_per_worker: float = 0, address: str | None = None,
+                     train_storage: str | None = None) -> dict[str, Any]:
+    """Train `config` once per seed, test each final model; outputs of the first seed go to `out`.
+
+    `train_storage` (a folder or URI every node reaches; default `out`) keeps Ray Train's runs
+    when workers > 1: rank 0 may run on another node and writes its checkpoints there.
+    """
+    train_storage = train_storage or str(out.resolve())
     accuracies = []
     for index, seed in enumerate(seeds):
         run_config = {**config, "seed": seed}
         how = f" on {workers} data-parallel workers" if workers > 1 else ""
         print(f"{label}: training seed {seed} for {config['epochs']} epochs{how}", flush=True)
-        history, final_state = train_final(run_config, data, workers, gpus_per_worker, out / f"ray_train_seed{seed}",
-                                           address)
+        history, final_state = train_final(run_config, data, workers, gpus_per_worker,
+                                           join_uri(train_storage, f"ray_train_seed{seed}"), address)
         if history[-1]["diverged"]:
             raise UserError(f"{label} diverged (non-finite loss) with seed {seed}")
         device = pick_device(run_config["device"])
@@ -109,8 +116,11 @@ def describe(summary: dict[str, Any]) -> str:
 
 def retrain_winner(folder: Path, select: str, seeds: int, epochs: int | None, full: bool,
                    baseline: bool, workers: int = 1, gpus_per_worker: float = 0,
-                   address: str | None = None) -> dict[str, Any]:
-    """Retrain the winner of the search in `folder` (and the seed's configuration); write folder/best/."""
+                   address: str | None = None, storage: str | None = None) -> dict[str, Any]:
+    """Retrain the winner of the search in `folder` (and the seed's configuration); write folder/best/.
+
+    `storage`: where the experiment lives when that is not `folder` (a URI): Ray Train's runs go there.
+    """
     experiment, trials = load_search(folder)
     top, config = winner_config(experiment, trials, select)
     config.update({"epochs": epochs or experiment["max_epochs"], "device": "auto", "threads": None})
@@ -119,18 +129,20 @@ def retrain_winner(folder: Path, select: str, seeds: int, epochs: int | None, fu
     seed_list = [experiment["seed"] + i for i in range(seeds)]
     data = load_mnist(config["data"])
     out = folder / "best"
+    train_storage = join_uri(storage, "best") if storage else None
     print(f"winner: trial {int(top['trial'])}, selected by {SELECTION_RULES[select]} "
           f"(val_acc {top['best_val_acc' if select == 'best' else 'last_val_acc']:.4f})", flush=True)
     summary = {"selected_by": SELECTION_RULES[select], "trial": int(top["trial"]),
                "params": {key: config[key] for key in experiment["search_space"]},
                "epochs": config["epochs"], "trained_on": "train+validation" if full else "train split",
                "workers": workers, "winner": retrain_and_test(config, data, seed_list, out, "winner", workers,
-                                                               gpus_per_worker, address)}
+                                                               gpus_per_worker, address, train_storage)}
     if baseline:
         seed_config = {**config, **seed_point(experiment["search_space"], config["epochs"])}
         summary["baseline"] = {"params": seed_point(experiment["search_space"], config["epochs"]),
                                **retrain_and_test(seed_config, data, seed_list, out / "baseline", "seed's configuration",
-                                                  workers, gpus_per_worker, address)}
+                                                  workers, gpus_per_worker, address,
+                                                  train_storage and join_uri(train_storage, "baseline"))}
         summary["gain_points"] = 100 * (summary["winner"]["mean"] - summary["baseline"]["mean"])
     metrics = json.loads((out / "metrics.json").read_text())
     # test_accuracy (like the confusion matrix) is model.pt's, the first seed's; the mean over seeds beside it.

@@ -98,12 +98,14 @@ def test_search_resume_and_best_on_an_s3_storage(tmp_path: Path, s3_bucket: tupl
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert pd.read_csv(mirror / "s3smoke" / "trials.csv")[["trial", "epochs"]].equals(trials[["trial", "epochs"]])
 
-    # best.py from the URI alone, with a mirror that does not exist yet: it pulls what it needs.
+    # best.py from the URI alone, with a mirror that does not exist yet: it pulls what it needs. On 2
+    # data-parallel workers, so rank 0 writes its Ray Train checkpoints to the bucket too.
     best = run_script("best.py", ["--experiment", f"{storage}/s3smoke", "--epochs", "1", "--no-baseline",
-                                  "--local-dir", str(tmp_path / "elsewhere")], env=env)
+                                  "--workers", "2", "--local-dir", str(tmp_path / "elsewhere")], env=env)
     assert best.returncode == 0, best.stderr[-3000:]
     files = bucket_files(s3, "searches/mnist/s3smoke")
     assert "best/model.pt" in files and "best/metrics.json" in files
+    assert any(name.startswith("best/ray_train_seed0/") and name.endswith("/checkpoint.pt") for name in files)
 
 
 def test_unreachable_storage_is_one_clear_line(tmp_path: Path) -> None:
