@@ -10,15 +10,16 @@ import torch
 
 from mnist.checkpoint import load_checkpoint, save_checkpoint
 from mnist.config import resolve_config
-from mnist.data import MnistData
+from mnist.data import MnistData, random_shifts, shift_images
 from mnist.errors import UserError, run_cli
 from mnist.model import CCNet
 from mnist.train import METRIC_COLUMNS, main, shuffle_order, train, validate
 from tests.conftest import TINY_CONFIG
 
 
-def test_resume_continues_exactly(tmp_path: Path, mnist_data: MnistData) -> None:
-    config = {**TINY_CONFIG, "limit": 600, "epochs": 2, "seed": 3}
+@pytest.mark.parametrize("shift", [0, 2])
+def test_resume_continues_exactly(tmp_path: Path, mnist_data: MnistData, shift: int) -> None:
+    config = {**TINY_CONFIG, "limit": 600, "epochs": 2, "seed": 3, "shift": shift}
     straight: dict = {}
     train(config, data=mnist_data, on_epoch=lambda metrics, state: straight.update(state))
 
@@ -62,6 +63,30 @@ def test_shuffle_is_a_seeded_permutation_per_epoch() -> None:
     assert not torch.equal(first, torch.arange(1000))  # the seed never shuffled
     assert torch.equal(first, shuffle_order(1000, seed=0, epoch=1))
     assert not torch.equal(first, shuffle_order(1000, seed=0, epoch=2))
+
+
+def test_shift_moves_each_image_by_its_own_offset() -> None:
+    images = torch.zeros(3, 1, 6, 6, dtype=torch.uint8)
+    images[:, 0, 2, 3] = 200
+    moved = shift_images(images, torch.tensor([[1, 0], [0, -2], [-2, 2]]))
+    assert moved.dtype == torch.uint8 and moved.shape == images.shape
+    assert [tuple((moved[i, 0] == 200).nonzero()[0].tolist()) for i in range(3)] == [(3, 3), (2, 1), (0, 5)]
+    assert int((moved > 0).sum()) == 3  # nothing else drawn: what moves in is background
+    assert torch.equal(shift_images(images, torch.zeros(3, 2, dtype=torch.long)), images)
+
+
+def test_random_shifts_are_bounded_and_seeded_per_epoch() -> None:
+    shifts = random_shifts(5000, 2, seed=0, epoch=1)
+    assert set(shifts.flatten().tolist()) == {-2, -1, 0, 1, 2}
+    assert torch.equal(shifts, random_shifts(5000, 2, seed=0, epoch=1))
+    assert not torch.equal(shifts, random_shifts(5000, 2, seed=0, epoch=2))
+
+
+def test_shift_changes_training_and_is_checked(mnist_data: MnistData) -> None:
+    plain, shifted = (train({**TINY_CONFIG, "limit": 300, "shift": s}, data=mnist_data)[0] for s in (0, 2))
+    assert plain["train_loss"] != shifted["train_loss"]
+    with pytest.raises(UserError, match="shift"):
+        resolve_config({"shift": 9})
 
 
 def test_metrics_reported_each_epoch(mnist_data: MnistData) -> None:
