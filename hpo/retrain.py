@@ -79,14 +79,13 @@ def train_final(config: dict[str, Any], data: MnistData, workers: int, gpus_per_
 
 
 def retrain_and_test(config: dict[str, Any], data: MnistData, seeds: list[int], out: Path, label: str,
-                     workers: int = 1, gpus_per_worker: float = 0, address: str | None = None,
-                     train_storage: str | None = None) -> dict[str, Any]:
+                     train_storage: str, workers: int = 1, gpus_per_worker: float = 0,
+                     address: str | None = None) -> dict[str, Any]:
     """Train `config` once per seed, test each final model; outputs of the first seed go to `out`.
 
-    `train_storage` (a folder or URI every node reaches; default `out`) keeps Ray Train's runs
-    when workers > 1: rank 0 may run on another node and writes its checkpoints there.
+    `train_storage` (a folder or URI every node reaches) keeps Ray Train's runs when workers > 1:
+    rank 0 may run on another node and writes its checkpoints there.
     """
-    train_storage = train_storage or str(out.resolve())
     accuracies = []
     for index, seed in enumerate(seeds):
         run_config = {**config, "seed": seed}
@@ -129,20 +128,20 @@ def retrain_winner(folder: Path, select: str, seeds: int, epochs: int | None, fu
     seed_list = [experiment["seed"] + i for i in range(seeds)]
     data = load_mnist(config["data"])
     out = folder / "best"
-    train_storage = join_uri(storage, "best") if storage else None
+    train_storage = join_uri(storage, "best") if storage else str(out.resolve())
     print(f"winner: trial {int(top['trial'])}, selected by {SELECTION_RULES[select]} "
           f"(val_acc {top['best_val_acc' if select == 'best' else 'last_val_acc']:.4f})", flush=True)
     summary = {"selected_by": SELECTION_RULES[select], "trial": int(top["trial"]),
                "params": {key: config[key] for key in experiment["search_space"]},
                "epochs": config["epochs"], "trained_on": "train+validation" if full else "train split",
-               "workers": workers, "winner": retrain_and_test(config, data, seed_list, out, "winner", workers,
-                                                               gpus_per_worker, address, train_storage)}
+               "workers": workers, "winner": retrain_and_test(config, data, seed_list, out, "winner", train_storage,
+                                                               workers, gpus_per_worker, address)}
     if baseline:
         seed_config = {**config, **seed_point(experiment["search_space"], config["epochs"])}
         summary["baseline"] = {"params": seed_point(experiment["search_space"], config["epochs"]),
                                **retrain_and_test(seed_config, data, seed_list, out / "baseline", "seed's configuration",
-                                                  workers, gpus_per_worker, address,
-                                                  train_storage and join_uri(train_storage, "baseline"))}
+                                                  join_uri(train_storage, "baseline"), workers, gpus_per_worker,
+                                                  address)}
         summary["gain_points"] = 100 * (summary["winner"]["mean"] - summary["baseline"]["mean"])
     metrics = json.loads((out / "metrics.json").read_text())
     # test_accuracy (like the confusion matrix) is model.pt's, the first seed's; the mean over seeds beside it.

@@ -98,6 +98,7 @@ def train_one_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, im
     correct = torch.zeros((), device=images.device, dtype=torch.long)
     seen = torch.zeros((), device=images.device, dtype=torch.long)
     order = order.to(images.device)
+    max_shift = 0 if shifts is None else int(shifts.abs().max())  # read on the host, once per epoch
     shifts = None if shifts is None else shifts.to(images.device)
     batches = range(0, len(order), batch_size)
     for number, start in enumerate(batches, 1):
@@ -105,7 +106,7 @@ def train_one_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, im
         if len(index) < world:  # a last global batch too small to give every worker a sample
             break
         index = index[rank::world]
-        batch_images = images[index] if shifts is None else shift_images(images[index], shifts[index])
+        batch_images = images[index] if shifts is None else shift_images(images[index], shifts[index], max_shift)
         inputs, targets = to_model_input(batch_images), labels[index]
         with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=amp):
             outputs = model(inputs)

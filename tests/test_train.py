@@ -68,11 +68,11 @@ def test_shuffle_is_a_seeded_permutation_per_epoch() -> None:
 def test_shift_moves_each_image_by_its_own_offset() -> None:
     images = torch.zeros(3, 1, 6, 6, dtype=torch.uint8)
     images[:, 0, 2, 3] = 200
-    moved = shift_images(images, torch.tensor([[1, 0], [0, -2], [-2, 2]]))
+    moved = shift_images(images, torch.tensor([[1, 0], [0, -2], [-2, 2]]), 2)
     assert moved.dtype == torch.uint8 and moved.shape == images.shape
     assert [tuple((moved[i, 0] == 200).nonzero()[0].tolist()) for i in range(3)] == [(3, 3), (2, 1), (0, 5)]
     assert int((moved > 0).sum()) == 3  # nothing else drawn: what moves in is background
-    assert torch.equal(shift_images(images, torch.zeros(3, 2, dtype=torch.long)), images)
+    assert torch.equal(shift_images(images, torch.zeros(3, 2, dtype=torch.long), 2), images)
 
 
 def test_random_shifts_are_bounded_and_seeded_per_epoch() -> None:
