@@ -18,7 +18,7 @@ from ray.tune.result import TRAINING_ITERATION
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
 
-from hpo.experiment import in_space, seed_point, trial_config
+from hpo.experiment import baseline_point, trial_config
 from hpo.storage import ExperimentStore
 from hpo.tb_logger import TrialTensorBoard
 from hpo.trainable import ccnet_trainable
@@ -161,12 +161,10 @@ def make_searcher(experiment: dict[str, Any], folder: Path, name: str) -> Prunin
     else:
         sampler = optuna.samplers.RandomSampler(seed=experiment["seed"])
     storage = optuna.storages.RDBStorage(f"sqlite:///{(folder / 'optuna.db').resolve()}")
-    seed = seed_point(experiment["search_space"], experiment["max_epochs"])
-    if not in_space(seed, experiment["search_space"]):
-        print(f"note: the seed's configuration {seed} lies outside this search space; it is not evaluated", flush=True)
+    # The tutorial's setting is trial 1; resolve_experiment refused spaces that cannot hold it.
+    baseline = baseline_point(experiment["search_space"], experiment["max_epochs"])
     return PruningAwareOptunaSearch(
-        points_to_evaluate=[seed] if in_space(seed, experiment["search_space"]) else [],
-        sampler=sampler, storage=storage, study_name=name, max_epochs=experiment["max_epochs"])
+        points_to_evaluate=[baseline], sampler=sampler, storage=storage, study_name=name, max_epochs=experiment["max_epochs"])
 
 
 def make_tuner(experiment: dict[str, Any], store: ExperimentStore, resume: bool, resources: dict[str, float],
@@ -178,12 +176,13 @@ def make_tuner(experiment: dict[str, Any], store: ExperimentStore, resume: bool,
     if resume:
         # The searcher (its Optuna study and sampler state) and the scheduler come back from the saved state.
         return tune.Tuner.restore(store.tune_path, trainable=trainable, resume_errored=True)
-    scheduler = BaselineKeepingASHA(time_attr="epoch", max_t=experiment["max_epochs"],
-                                    grace_period=experiment["grace_period"],
-                                    reduction_factor=experiment["reduction_factor"],
-                                    baseline=seed_point(experiment["search_space"], experiment["max_epochs"]))
     if experiment["scheduler"] == "fifo":
         scheduler = FIFOScheduler()
+    else:
+        scheduler = BaselineKeepingASHA(time_attr="epoch", max_t=experiment["max_epochs"],
+                                        grace_period=experiment["grace_period"],
+                                        reduction_factor=experiment["reduction_factor"],
+                                        baseline=baseline_point(experiment["search_space"], experiment["max_epochs"]))
     tune_config = tune.TuneConfig(metric=METRIC, mode=MODE, search_alg=make_searcher(experiment, store.local, store.name),
                                   scheduler=scheduler, num_samples=experiment["num_samples"],
                                   max_concurrent_trials=concurrent, time_budget_s=experiment["time_budget_s"],

@@ -26,9 +26,11 @@ EXPERIMENT_DEFAULTS: dict[str, Any] = {
     # "tpe" is Optuna's TPE; "random" samples the space uniformly (for comparison).
     "searcher": "tpe",
     # ASHA: every trial trains at least grace_period epochs; at each rung only the best
-    # 1/reduction_factor go on.
-    "grace_period": 2,
-    "reduction_factor": 3,
+    # 1/reduction_factor go on. None = max_epochs // reduction_factor: tied to the budget, so
+    # that slow starters (augmented, one-cycle) are not judged on their first epochs; measured
+    # against a 1-epoch grace period by hpo/bench.py (README, "Benchmarks").
+    "grace_period": None,
+    "reduction_factor": 4,
     # Trials at once; None = as many as the cluster's GPUs (or CPUs) hold, capped at 8 so that
     # TPE proposes from results instead of sampling blind.
     "max_concurrent": None,
@@ -44,19 +46,28 @@ EXPERIMENT_DEFAULTS: dict[str, Any] = {
     # Fixed settings of every trial's mnist config (data, limit, val_fraction, amp, ...).
     "train": {},
     # What is searched: key -> {distribution: [low, high]} or {choice: [values]}.
-    # A bound may be the string "max_epochs". randint bounds are inclusive.
+    # A bound may be the string "max_epochs". randint bounds are inclusive. Every range holds
+    # the tutorial's value (the baseline, trial 1): weight decay is a choice because a
+    # log-uniform range cannot hold its 0. The one default search space: experiment files
+    # only state how they differ from it.
     "search_space": {
+        # The design card's four: Adam's step size, batch, dropout, StepLR.
         "lr": {"loguniform": [1e-5, 1e-2]},
         "batch_size": {"choice": [32, 64, 128, 256, 512]},
         "dropout": {"uniform": [0.0, 0.7]},
         "step_size": {"randint": [1, "max_epochs"]},
         "gamma": {"uniform": [0.1, 1.0]},
+        # Where the headroom is on MNIST: schedules tied to the budget, regularisation, augmentation.
+        "schedule": {"choice": ["step", "cosine", "onecycle"]},
+        "weight_decay": {"choice": [0.0, 1e-4, 1e-3, 1e-2, 5e-2]},
+        "label_smoothing": {"uniform": [0.0, 0.2]},
+        "rotate": {"uniform": [0.0, 20.0]},
+        "scale": {"uniform": [0.0, 0.2]},
+        "shift": {"randint": [0, 3]},
     },
 }
 
 DISTRIBUTIONS = ("loguniform", "uniform", "randint", "choice")
-# The seed tutorial's hand-picked setting: evaluated first, the baseline the search must beat.
-SEED_HYPERPARAMETERS = {"lr": 2e-4, "batch_size": 32, "dropout": 0.5, "step_size": 20, "gamma": 0.8}
 
 
 def _number(value: Any, where: str) -> float:
@@ -97,9 +108,12 @@ def _resolve_space(space: dict[str, Any], max_epochs: int, where: str) -> dict[s
     return resolved
 
 
-def seed_point(space: dict[str, dict[str, list]], max_epochs: int) -> dict[str, Any]:
-    """The seed's setting for the searched keys, its StepLR step capped to the budget."""
-    point = {key: SEED_HYPERPARAMETERS.get(key, TRAIN_DEFAULTS[key]) for key in space}
+def baseline_point(space: dict[str, dict[str, list]], max_epochs: int) -> dict[str, Any]:
+    """The tutorial's setting (mnist's defaults) for the searched keys, its StepLR step capped to the budget.
+
+    It is trial 1 of every search and the baseline every summary compares against.
+    """
+    point = {key: TRAIN_DEFAULTS[key] for key in space}
     if "step_size" in point:
         point["step_size"] = min(point["step_size"], max_epochs)
     return point
@@ -138,9 +152,22 @@ def resolve_experiment(file_values: dict[str, Any], overrides: dict[str, Any], w
         raise UserError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(experiment)})")
     experiment.update(copy.deepcopy(file_values))
     experiment.update({key: value for key, value in overrides.items() if value is not None})
+    if experiment["grace_period"] is None:
+        experiment["grace_period"] = max(1, experiment["max_epochs"] // experiment["reduction_factor"])
     _check_experiment(experiment, where)
     experiment["search_space"] = _resolve_space(experiment["search_space"], experiment["max_epochs"], where)
+    _check_baseline_inside(experiment, where)
     return experiment
+
+
+def _check_baseline_inside(experiment: dict[str, Any], where: str) -> None:
+    """Refuse a space that cannot hold the tutorial's setting: the baseline trial, its protection
+    from early stopping and every comparison in the reports would silently vanish."""
+    baseline = baseline_point(experiment["search_space"], experiment["max_epochs"])
+    for key, spec in experiment["search_space"].items():
+        if not in_space({key: baseline[key]}, {key: spec}):
+            raise UserError(f"{where}: search_space.{key} {spec} does not hold the tutorial's value {baseline[key]!r}, "
+                            "the baseline of every comparison; widen it (a choice can list it)")
 
 
 def _check_experiment(experiment: dict[str, Any], where: str) -> None:
@@ -149,9 +176,10 @@ def _check_experiment(experiment: dict[str, Any], where: str) -> None:
         if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
             raise UserError(f"{where}: {key} must be an integer >= {minimum}, got {value!r}")
 
-    for key in ("num_samples", "max_epochs", "grace_period", "cpus_per_trial"):
+    for key in ("num_samples", "max_epochs", "reduction_factor", "cpus_per_trial"):
         positive_int(key)
     positive_int("reduction_factor", 2)
+    positive_int("grace_period")
     positive_int("tpe_startup_trials", 0)
     if experiment["scheduler"] not in ("asha", "fifo"):
         raise UserError(f"{where}: scheduler must be asha or fifo, got {experiment['scheduler']!r}")

@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from hpo.experiment import seed_point, trial_config
+from hpo.experiment import baseline_point, trial_config
 from hpo.storage import join_uri
 from hpo.summary import plain, winner
 from mnist.checkpoint import run_metadata, save_checkpoint, write_json_atomic
@@ -137,8 +137,8 @@ def retrain_winner(folder: Path, select: str, seeds: int, epochs: int | None, fu
                "workers": workers, "winner": retrain_and_test(config, data, seed_list, out, "winner", train_storage,
                                                                workers, gpus_per_worker, address)}
     if baseline:
-        seed_config = {**config, **seed_point(experiment["search_space"], config["epochs"])}
-        summary["baseline"] = {"params": seed_point(experiment["search_space"], config["epochs"]),
+        seed_config = {**config, **baseline_point(experiment["search_space"], config["epochs"])}
+        summary["baseline"] = {"params": baseline_point(experiment["search_space"], config["epochs"]),
                                **retrain_and_test(seed_config, data, seed_list, out / "baseline", "seed's configuration",
                                                   join_uri(train_storage, "baseline"), workers, gpus_per_worker,
                                                   address)}

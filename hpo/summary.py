@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 from ray import tune
 
-from hpo.experiment import seed_point
+from hpo.experiment import baseline_point
 from mnist.checkpoint import git_commit, write_json_atomic, write_text_atomic
 from mnist.errors import UserError
 
@@ -50,7 +50,7 @@ def read_progress(result: tune.Result) -> pd.DataFrame:
 def trial_tables(results: tune.ResultGrid, experiment: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(one row per trial, one row per trial and epoch), trials in the order they were created."""
     searched = list(experiment["search_space"])
-    seed = seed_point(experiment["search_space"], experiment["max_epochs"])
+    seed = baseline_point(experiment["search_space"], experiment["max_epochs"])
     rows, histories = [], []
     for result in results:
         _, number, trial_id = Path(result.path).name.split("_", 2)  # trial_<number>_<id>, see driver.trial_name

@@ -1,58 +1,30 @@
 """The training config: one plain dict of plain values, checked before any work starts.
 
+Every knob is ONE entry of `KNOBS` below: its default (the seed tutorial's behaviour, so an
+old config or checkpoint means what it meant), a why-comment, its rule, and its help text.
+`DEFAULTS`, `validate_config` and the flags of `python -m mnist.train` are all derived from it,
+so adding a knob is one entry here plus its use in the training loop.
+
 Config flows one way: DEFAULTS -> experiment file -> CLI flags -> `resolve_config` -> the
-trainable. A key that is not in DEFAULTS is an error, so a typo never silently falls back
-to a default.
+trainable. A key that is not in KNOBS is an error, so a typo never silently falls back to a default.
 """
 from __future__ import annotations
 
+import argparse
 import math
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
 from mnist.errors import UserError
 
-DEFAULTS: dict[str, Any] = {
-    # The seed tutorial's model; the only one there is, kept as a flag for its CLI.
-    "model": "CCNet",
-    # "logits" is the fixed head; "seed" reproduces the tutorial's ReLU+Softmax head.
-    "head": "logits",
-    # The seed's hand-picked hyperparameters are the baseline every search must beat.
-    "lr": 2e-4,
-    "batch_size": 32,
-    "epochs": 100,
-    "dropout": 0.5,
-    # StepLR: multiply lr by gamma every step_size epochs (seed: 0.8 every 20).
-    "step_size": 20,
-    "gamma": 0.8,
-    # Random translation of each training image by up to `shift` pixels per axis, drawn anew
-    # every epoch (0 = none, the seed's). MNIST digits are centred by their centre of mass, so
-    # small shifts are the cheapest honest augmentation; validation and test images are never shifted.
-    "shift": 0,
-    # Seeds weights, dropout and the per-epoch shuffle: same seed + config = same run.
-    "seed": 0,
-    # None = the MNIST copy bundled in the package; else a folder of IDX or Kaggle CSV files.
-    "data": None,
-    # Use only the first `limit` of the 60,000 training images (quick runs); None = all.
-    "limit": None,
-    # The seed's split: the last 20% of the training images are the validation set;
-    # 0 trains on all of them (final retraining only: there is nothing left to select on).
-    "val_fraction": 0.2,
-    # "auto" takes CUDA when there is one.
-    "device": "auto",
-    # CPU threads for torch; None = every CPU this process may use (Ray sets it per trial).
-    "threads": None,
-    # bf16 autocast where the hardware runs bf16 natively (recent NVIDIA GPUs; CPUs with
-    # AVX512-BF16/AMX, where it trains ~1.5x faster); fp32 elsewhere. False = always fp32.
-    "amp": True,
-}
 
-HEADS = ("logits", "seed")
-DEVICES = ("auto", "cpu", "cuda")
-
-
-def _check(condition: bool, message: str) -> None:
-    if not condition:
-        raise UserError(message)
+@dataclass(frozen=True)
+class Rule:
+    """What values a knob takes: a check, the words for it, and how a CLI string becomes one."""
+    check: Callable[[Any], bool]
+    text: str
+    parse: Callable[[str], Any] | None = str
+    choices: tuple | None = None
 
 
 def _is_int(value: Any) -> bool:
@@ -63,37 +35,105 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def integer(low: int, high: int | None = None) -> Rule:
+    text = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
+    return Rule(lambda v: _is_int(v) and v >= low and (high is None or v <= high), text, int)
+
+
+def number(low: float, high: float, low_open: bool = False, high_open: bool = False) -> Rule:
+    """A finite float in the interval; open ends say so ("(0, 1]")."""
+    def check(value: Any) -> bool:
+        return (_is_number(value) and (value > low if low_open else value >= low)
+                and (value < high if high_open else value <= high))
+    return Rule(check, f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}", float)
+
+
+def one_of(*choices: Any) -> Rule:
+    return Rule(lambda v: v in choices, f"one of {', '.join(map(str, choices))}", str, choices)
+
+
+def optional(rule: Rule) -> Rule:
+    return Rule(lambda v: v is None or rule.check(v), f"{rule.text} or None", rule.parse, rule.choices)
+
+
+BOOLEAN = Rule(lambda v: isinstance(v, bool), "true or false", None)
+FOLDER = Rule(lambda v: v is None or isinstance(v, str), "a folder path or None", str)
+
+
+@dataclass(frozen=True)
+class Knob:
+    default: Any
+    rule: Rule
+    help: str
+    # CLI flags; empty = "--" + the key with dashes. The tutorial's short flags are kept.
+    flags: tuple[str, ...] = ()
+
+
+KNOBS: dict[str, Knob] = {
+    # The seed tutorial's model; the only one there is, kept as a flag for its CLI.
+    "model": Knob("CCNet", one_of("CCNet"), "model to train", ("-m", "--model")),
+    # "logits" is the fixed head; "seed" reproduces the tutorial's ReLU+Softmax head.
+    "head": Knob("logits", one_of("logits", "seed"), "'seed' = the tutorial's ReLU+Softmax head"),
+    # The tutorial's hand-picked optimiser settings are the baseline every search must beat.
+    "lr": Knob(2e-4, number(0, 10, low_open=True), "initial (peak, for onecycle) learning rate", ("-l", "--init_lr")),
+    "batch_size": Knob(32, integer(1), "batch size", ("-b", "--batch_size")),
+    "epochs": Knob(100, integer(1), "number of epochs", ("-e", "--epochs")),
+    "dropout": Knob(0.5, number(0, 1, high_open=True), "dropout before the classifier"),
+    # Decoupled weight decay (AdamW); 0 = plain Adam, the tutorial's optimiser.
+    "weight_decay": Knob(0.0, number(0, 1), "decoupled weight decay (AdamW); 0 = Adam"),
+    # Soft targets keep an over-confident net from memorising the few mislabelled-looking digits.
+    "label_smoothing": Knob(0.0, number(0, 0.5, high_open=True), "label smoothing of the cross-entropy loss"),
+    # "step" is the tutorial's StepLR; "cosine" and "onecycle" follow the epoch budget, stepped per batch.
+    "schedule": Knob("step", one_of("step", "cosine", "onecycle"), "learning-rate schedule"),
+    # StepLR: multiply lr by gamma every step_size epochs (tutorial: 0.8 every 20).
+    "step_size": Knob(20, integer(1), "StepLR step in epochs (schedule step)"),
+    "gamma": Knob(0.8, number(0, 1, low_open=True), "StepLR factor (schedule step)"),
+    # Augmentation, drawn per image from (seed, epoch) so a resumed run draws the same; validation
+    # and test images are never augmented. 0 everywhere = none, the tutorial's.
+    # Random translation by up to `shift` whole pixels per axis: MNIST digits sit centred by mass.
+    "shift": Knob(0, integer(0, 8), "augment: shift training images up to N pixels"),
+    # Random rotation by up to +-`rotate` degrees: handwriting slants.
+    "rotate": Knob(0.0, number(0, 45), "augment: rotate training images up to +-N degrees"),
+    # Random zoom by a factor in [1 - scale, 1 + scale]: digits come in different sizes.
+    "scale": Knob(0.0, number(0, 0.5), "augment: zoom training images by up to +-F (0.1 = 10%)"),
+    # Seeds weights, dropout, the per-epoch shuffle and augmentation: same seed + config = same run.
+    "seed": Knob(0, integer(0), "random seed"),
+    # None = the MNIST copy bundled in the package; else a folder of IDX or Kaggle CSV files.
+    "data": Knob(None, FOLDER, "folder of IDX or Kaggle CSV files (default: bundled MNIST)"),
+    # Use only the first `limit` of the 60,000 training images (quick runs); None = all.
+    "limit": Knob(None, optional(integer(10)), "train on the first N training images only"),
+    # The seed's split: the last 20% of the training images are the validation set;
+    # 0 trains on all of them (final retraining only: there is nothing left to select on).
+    "val_fraction": Knob(0.2, number(0, 1, high_open=True), "share of training images for validation"),
+    # "auto" takes CUDA when there is one.
+    "device": Knob("auto", one_of("auto", "cpu", "cuda"), "auto takes CUDA when present"),
+    # CPU threads for torch; None = every CPU this process may use (Ray sets it per trial).
+    "threads": Knob(None, optional(integer(1)), "CPU threads for torch (default: all available)"),
+    # bf16 autocast where the hardware runs bf16 natively (recent NVIDIA GPUs; CPUs with
+    # AVX512-BF16/AMX, where it trains ~1.5x faster); fp32 elsewhere. False = always fp32.
+    "amp": Knob(True, BOOLEAN, "bf16 autocast where the hardware does bf16 natively (--no-amp = fp32)"),
+}
+
+DEFAULTS: dict[str, Any] = {key: knob.default for key, knob in KNOBS.items()}
+
+
 def validate_config(config: dict[str, Any]) -> None:
     """Raise UserError naming the first bad key or value."""
-    unknown = sorted(set(config) - set(DEFAULTS))
-    _check(not unknown, f"unknown config key(s): {', '.join(unknown)} (known: {', '.join(DEFAULTS)})")
-    missing = sorted(set(DEFAULTS) - set(config))
-    _check(not missing, f"missing config key(s): {', '.join(missing)}")
-    _check(config["model"] == "CCNet", f"model must be CCNet, got {config['model']!r}")
-    _check(config["head"] in HEADS, f"head must be one of {HEADS}, got {config['head']!r}")
-    _check(_is_number(config["lr"]) and config["lr"] > 0, f"lr must be > 0, got {config['lr']!r}")
-    _check(_is_int(config["batch_size"]) and config["batch_size"] >= 1,
-           f"batch_size must be an integer >= 1, got {config['batch_size']!r}")
-    _check(_is_int(config["epochs"]) and config["epochs"] >= 1,
-           f"epochs must be an integer >= 1, got {config['epochs']!r}")
-    _check(_is_number(config["dropout"]) and 0 <= config["dropout"] < 1,
-           f"dropout must be in [0, 1), got {config['dropout']!r}")
-    _check(_is_int(config["step_size"]) and config["step_size"] >= 1,
-           f"step_size must be an integer >= 1, got {config['step_size']!r}")
-    _check(_is_number(config["gamma"]) and 0 < config["gamma"] <= 1,
-           f"gamma must be in (0, 1], got {config['gamma']!r}")
-    _check(_is_int(config["shift"]) and 0 <= config["shift"] <= 8,
-           f"shift must be an integer number of pixels in [0, 8], got {config['shift']!r}")
-    _check(_is_int(config["seed"]) and config["seed"] >= 0, f"seed must be an integer >= 0, got {config['seed']!r}")
-    _check(config["data"] is None or isinstance(config["data"], str), f"data must be a folder path, got {config['data']!r}")
-    _check(config["limit"] is None or (_is_int(config["limit"]) and config["limit"] >= 10),
-           f"limit must be an integer >= 10 or None, got {config['limit']!r}")
-    _check(_is_number(config["val_fraction"]) and 0 <= config["val_fraction"] < 1,
-           f"val_fraction must be in [0, 1), got {config['val_fraction']!r}")
-    _check(config["device"] in DEVICES, f"device must be one of {DEVICES}, got {config['device']!r}")
-    _check(config["threads"] is None or (_is_int(config["threads"]) and config["threads"] >= 1),
-           f"threads must be an integer >= 1 or None, got {config['threads']!r}")
-    _check(isinstance(config["amp"], bool), f"amp must be true or false, got {config['amp']!r}")
+    unknown = sorted(set(config) - set(KNOBS))
+    if unknown:
+        raise UserError(f"unknown config key(s): {', '.join(unknown)} (known: {', '.join(KNOBS)})")
+    missing = sorted(set(KNOBS) - set(config))
+    if missing:
+        raise UserError(f"missing config key(s): {', '.join(missing)}")
+    for key, knob in KNOBS.items():
+        check_value(key, config[key])
+
+
+def check_value(key: str, value: Any) -> None:
+    """Raise UserError when `value` breaks the rule of knob `key`."""
+    rule = KNOBS[key].rule
+    if not rule.check(value):
+        raise UserError(f"{key} must be {rule.text}, got {value!r}")
 
 
 def resolve_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -101,8 +141,26 @@ def resolve_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     config = dict(DEFAULTS)
     config.update(overrides or {})
     # YAML and JSON give ints where floats are meant (lr: 1); keep floats floats.
-    for key in ("lr", "dropout", "gamma", "val_fraction"):
-        if _is_int(config.get(key)):
+    for key, knob in KNOBS.items():
+        if knob.rule.parse is float and _is_int(config.get(key)):
             config[key] = float(config[key])
     validate_config(config)
     return config
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per knob, named by the table; every flag defaults to None (= not given)."""
+    for key, knob in KNOBS.items():
+        flags = knob.flags or (f"--{key.replace('_', '-')}",)
+        help_text = f"{knob.help} (default {knob.default})".replace("%", "%%")
+        if knob.rule is BOOLEAN:
+            parser.add_argument(*flags, dest=key, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            parser.add_argument(*flags, dest=key, type=knob.rule.parse, choices=knob.rule.choices, default=None,
+                                help=help_text)
+
+
+def config_from_flags(args: argparse.Namespace, base: dict[str, Any]) -> dict[str, Any]:
+    """`base` (defaults or a resumed run's config) with every knob flag the user gave on top."""
+    given = {key: getattr(args, key) for key in KNOBS if getattr(args, key) is not None}
+    return resolve_config({**base, **given})

@@ -262,34 +262,16 @@ def split_train_val(data: MnistData, val_fraction: float = 0.2, limit: int | Non
     return Split(images[:first_val], labels[:first_val], images[first_val:], labels[first_val:])
 
 
+def normalize(images: torch.Tensor) -> torch.Tensor:
+    """Float pixels in [0, 1], (B, 1, 28, 28) -> the model's normalised channels-last input, in place."""
+    return images.sub_(PIXEL_MEAN).div_(PIXEL_STD).contiguous(memory_format=torch.channels_last)
+
+
 def to_model_input(images: torch.Tensor) -> torch.Tensor:
     """uint8 (B, 28, 28) or (B, 1, 28, 28) -> normalised float32 (B, 1, 28, 28), on the images' device."""
     if images.dim() == 3:
         images = images.unsqueeze(1)
-    return images.float().div_(255).sub_(PIXEL_MEAN).div_(PIXEL_STD).contiguous(memory_format=torch.channels_last)
-
-
-def random_shifts(count: int, max_shift: int, seed: int, epoch: int) -> torch.Tensor:
-    """(count, 2) integer (dy, dx) in [-max_shift, max_shift], fixed by (seed, epoch) so a resumed run draws the same."""
-    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch + 500_009)
-    return torch.randint(-max_shift, max_shift + 1, (count, 2), generator=generator)
-
-
-def shift_images(images: torch.Tensor, shifts: torch.Tensor, margin: int) -> torch.Tensor:
-    """Translate each (B, 1, H, W) image by its own (dy, dx) pixels, each at most `margin`; what moves in is background (0).
-
-    `margin` is given, not read off `shifts`, so that a batch costs no device-to-host sync.
-    """
-    if margin == 0:
-        return images
-    height, width = images.shape[-2:]
-    padded = torch.nn.functional.pad(images, (margin, margin, margin, margin))
-    shifts = shifts.to(images.device)
-    # Output pixel (r, c) of image b reads padded pixel (r + margin - dy, c + margin - dx).
-    rows = torch.arange(height, device=images.device) + margin - shifts[:, :1]
-    cols = torch.arange(width, device=images.device) + margin - shifts[:, 1:]
-    batch = torch.arange(len(images), device=images.device)[:, None, None]
-    return padded[batch, 0, rows[:, :, None], cols[:, None, :]].unsqueeze(1)
+    return normalize(images.float().div_(255))
 
 
 def summarize(data: MnistData, val_fraction: float = 0.2, limit: int | None = None) -> dict:

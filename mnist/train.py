@@ -28,8 +28,10 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from mnist.checkpoint import load_checkpoint, run_metadata
-from mnist.config import DEFAULTS, resolve_config
-from mnist.data import MnistData, load_mnist, random_shifts, shift_images, split_train_val, to_model_input
+from mnist.augment import Augmentation
+from mnist.batches import EpochBatches, steps_per_epoch
+from mnist.config import DEFAULTS, add_config_flags, config_from_flags, resolve_config
+from mnist.data import MnistData, load_mnist, split_train_val
 from mnist.errors import UserError, run_cli
 from mnist.evaluate import predict_logits
 from mnist.model import CCNet
@@ -61,12 +63,6 @@ def bf16_is_native(device: torch.device) -> bool:
         return False
 
 
-def shuffle_order(count: int, seed: int, epoch: int) -> torch.Tensor:
-    """The epoch's permutation depends on (seed, epoch) alone, so a resumed run shuffles the same."""
-    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    return torch.randperm(count, generator=generator)
-
-
 def _progress(epoch: int, epochs: int, done: int, total: int) -> None:
     width = 30
     filled = width * done // total
@@ -81,49 +77,57 @@ def data_parallel_rank() -> tuple[int, int]:
     return 0, 1
 
 
-def train_one_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
-                    labels: torch.Tensor, batch_size: int, order: torch.Tensor, amp: bool,
-                    show_progress: Callable | None, shifts: torch.Tensor | None = None) -> tuple[float, float]:
-    """One pass over `images` in the order given; returns (mean loss, accuracy) over every sample.
+def train_one_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches: EpochBatches, amp: bool,
+                    label_smoothing: float = 0.0, after_step: Callable[[], None] | None = None,
+                    show_progress: Callable | None = None) -> tuple[float, float]:
+    """One pass over `batches`; returns (mean loss, accuracy) over every sample seen, summed over workers.
 
-    `shifts` (one (dy, dx) per image, or None) translates each image before it is seen.
-
-    Data-parallel (a DDP `model` in a process group of N): every worker walks the same global
-    batches of `batch_size` and trains on its 1/N share of each, so the global batch and the
-    steps per epoch are those of one process; the sums are added across workers once per epoch.
+    `after_step` runs after every optimizer step (a per-batch lr schedule). The sums stay on the
+    device and are read once at the end: no host sync per step.
     """
-    rank, world = data_parallel_rank()
     model.train()
-    loss_sum = torch.zeros((), device=images.device)
-    correct = torch.zeros((), device=images.device, dtype=torch.long)
-    seen = torch.zeros((), device=images.device, dtype=torch.long)
-    order = order.to(images.device)
-    max_shift = 0 if shifts is None else int(shifts.abs().max())  # read on the host, once per epoch
-    shifts = None if shifts is None else shifts.to(images.device)
-    batches = range(0, len(order), batch_size)
-    for number, start in enumerate(batches, 1):
-        index = order[start:start + batch_size]
-        if len(index) < world:  # a last global batch too small to give every worker a sample
-            break
-        index = index[rank::world]
-        batch_images = images[index] if shifts is None else shift_images(images[index], shifts[index], max_shift)
-        inputs, targets = to_model_input(batch_images), labels[index]
-        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=amp):
+    device = batches.images.device
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen = torch.zeros((), device=device, dtype=torch.long)
+    for number, (inputs, targets) in enumerate(batches, 1):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             outputs = model(inputs)
-            loss = F.cross_entropy(outputs, targets)
+            loss = F.cross_entropy(outputs, targets, label_smoothing=label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        loss_sum += loss.detach() * len(index)
+        if after_step is not None:
+            after_step()
+        loss_sum += loss.detach() * len(targets)
         correct += (outputs.argmax(dim=1) == targets).sum()
-        seen += len(index)
+        seen += len(targets)
         if show_progress and (number % 50 == 0 or number == len(batches)):
             show_progress(number, len(batches))
     totals = torch.stack([loss_sum, correct.to(loss_sum.dtype), seen.to(loss_sum.dtype)])
-    if world > 1:
+    if batches.world > 1:
         dist.all_reduce(totals)
     loss_total, correct_total, seen_total = totals.tolist()
     return loss_total / seen_total, correct_total / seen_total
+
+
+def make_optimizer(model: torch.nn.Module, config: dict[str, Any]) -> torch.optim.Optimizer:
+    """Adam, the tutorial's; AdamW (decoupled decay) when weight_decay > 0."""
+    if config["weight_decay"] == 0:
+        return torch.optim.Adam(model.parameters(), lr=config["lr"])
+    return torch.optim.AdamW(model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"])
+
+
+def make_lr_schedule(optimizer: torch.optim.Optimizer, config: dict[str, Any],
+                     steps: int) -> tuple[torch.optim.lr_scheduler.LRScheduler, bool]:
+    """(scheduler, stepped per batch?). StepLR steps per epoch as in the tutorial; cosine and
+    one-cycle follow the whole budget of `steps` optimizer steps, one step per batch."""
+    if config["schedule"] == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=config["step_size"], gamma=config["gamma"]), False
+    if config["schedule"] == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps), True
+    # One-cycle: warm up over the first quarter to lr, then anneal to ~0 (Adam's beta1 cycles with it).
+    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config["lr"], total_steps=steps, pct_start=0.25), True
 
 
 def validate(model: CCNet, images: torch.Tensor, labels: torch.Tensor, amp: bool) -> tuple[float, float]:
@@ -174,9 +178,12 @@ def train(config: dict[str, Any], data: MnistData | None = None, on_epoch: Epoch
 
     model = CCNet(config["dropout"], config["head"]).to(device, memory_format=torch.channels_last)
     # Data-parallel under Ray Train: DDP averages the gradients; `model` (saved, validated) shares its weights.
-    network = DistributedDataParallel(model) if data_parallel_rank()[1] > 1 else model
-    optimizer = torch.optim.Adam(model.parameters(), lr=config["lr"])
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config["step_size"], gamma=config["gamma"])
+    rank, world = data_parallel_rank()
+    network = DistributedDataParallel(model) if world > 1 else model
+    optimizer = make_optimizer(model, config)
+    scheduler, per_batch = make_lr_schedule(optimizer, config,
+                                            config["epochs"] * steps_per_epoch(len(train_images), config["batch_size"]))
+    augmentation = Augmentation.from_config(config)
     history: list[dict[str, Any]] = []
     if resume_from is not None:
         model.load_state_dict(resume_from["model"])
@@ -188,15 +195,16 @@ def train(config: dict[str, Any], data: MnistData | None = None, on_epoch: Epoch
 
     for epoch in range(len(history) + 1, config["epochs"] + 1):
         started = time.perf_counter()
-        lr = scheduler.get_last_lr()[0]
-        order = shuffle_order(len(train_images), config["seed"], epoch)
-        shifts = random_shifts(len(train_images), config["shift"], config["seed"], epoch) if config["shift"] else None
+        lr = optimizer.param_groups[0]["lr"]
+        batches = EpochBatches(train_images, train_labels, config["batch_size"], config["seed"], epoch,
+                               augmentation, rank, world)
         show = (lambda done, total: _progress(epoch, config["epochs"], done, total)) if progress else None
-        train_loss, train_acc = train_one_epoch(network, optimizer, train_images, train_labels,
-                                                config["batch_size"], order, amp, show, shifts)
+        train_loss, train_acc = train_one_epoch(network, optimizer, batches, amp, config["label_smoothing"],
+                                                scheduler.step if per_batch else None, show)
         train_seconds = time.perf_counter() - started
         val_loss, val_acc = validate(model, val_images, val_labels, amp)
-        scheduler.step()
+        if not per_batch:
+            scheduler.step()
         metrics = {
             "epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
             "val_acc": val_acc, "lr": lr, "epoch_time_s": time.perf_counter() - started,
@@ -219,37 +227,10 @@ def train(config: dict[str, Any], data: MnistData | None = None, on_epoch: Epoch
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Train CCNet on MNIST (the seed's flags and defaults, fixed).")
-    parser.add_argument("-m", "--model", default=DEFAULTS["model"], help="model to train (CCNet)")
-    parser.add_argument("-l", "--init_lr", type=float, default=None, help=f"initial learning rate (default {DEFAULTS['lr']})")
-    parser.add_argument("-b", "--batch_size", type=int, default=None, help=f"batch size (default {DEFAULTS['batch_size']})")
-    parser.add_argument("-e", "--epochs", type=int, default=None, help=f"number of epochs (default {DEFAULTS['epochs']})")
-    parser.add_argument("--dropout", type=float, default=None, help=f"dropout before the classifier (default {DEFAULTS['dropout']})")
-    parser.add_argument("--step-size", type=int, default=None, help=f"StepLR step in epochs (default {DEFAULTS['step_size']})")
-    parser.add_argument("--gamma", type=float, default=None, help=f"StepLR factor (default {DEFAULTS['gamma']})")
-    parser.add_argument("--shift", type=int, default=None, help="augment: shift training images up to N pixels (default 0)")
-    parser.add_argument("--head", choices=("logits", "seed"), default=None, help="'seed' = the tutorial's ReLU+Softmax head")
-    parser.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
-    parser.add_argument("--data", default=None, help="folder of IDX or Kaggle CSV files (default: bundled MNIST)")
-    parser.add_argument("--limit", type=int, default=None, help="train on the first N training images only")
-    parser.add_argument("--val-fraction", type=float, default=None, help="share of training images for validation (0.2)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None, help="auto takes CUDA when present")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: all available)")
-    parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
-                        help="bf16 autocast where the hardware does bf16 natively (default on; --no-amp = fp32)")
+    add_config_flags(parser)
     parser.add_argument("--out", default=None, help="run folder (default results/train/<time>)")
     parser.add_argument("--resume", default=None, metavar="CHECKPOINT", help="continue a run from its last.pt")
     return parser.parse_args(argv)
-
-
-def config_from_args(args: argparse.Namespace, base: dict[str, Any]) -> dict[str, Any]:
-    """`base` (defaults or a resumed run's config) with every flag the user gave on top."""
-    flags = {"model": args.model, "lr": args.init_lr, "batch_size": args.batch_size, "epochs": args.epochs,
-             "dropout": args.dropout, "step_size": args.step_size, "gamma": args.gamma, "shift": args.shift, "head": args.head,
-             "seed": args.seed, "data": args.data, "limit": args.limit, "val_fraction": args.val_fraction,
-             "device": args.device, "threads": args.threads, "amp": args.amp}
-    config = dict(base)
-    config.update({key: value for key, value in flags.items() if value is not None})
-    return resolve_config(config)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -257,9 +238,12 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parse_args(argv)
     resume_from = load_checkpoint(args.resume, for_resume=True) if args.resume else None
-    config = config_from_args(args, resume_from["config"] if resume_from else DEFAULTS)
+    config = config_from_flags(args, resume_from["config"] if resume_from else DEFAULTS)
     if resume_from and len(resume_from["history"]) >= config["epochs"]:
         raise UserError(f"{args.resume}: already trained {len(resume_from['history'])} epochs; pass -e N with more")
+    if resume_from and config["schedule"] != "step" and config["epochs"] != resume_from["config"]["epochs"]:
+        raise UserError(f"{args.resume}: its {config['schedule']} schedule was laid over {resume_from['config']['epochs']} "
+                        "epochs and cannot be stretched; start a new run with -e N")
     default_out = Path(args.resume).parent if args.resume else Path("results/train") / datetime.now().strftime("%Y%m%d-%H%M%S")
     outputs = RunOutputs(Path(args.out) if args.out else default_out, config)
     print(f"run folder: {outputs.folder}", flush=True)

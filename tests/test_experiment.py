@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from hpo.experiment import EXPERIMENT_DEFAULTS, load_experiment_file, resolve_experiment, seed_point, trial_config
+from hpo.experiment import EXPERIMENT_DEFAULTS, load_experiment_file, resolve_experiment, baseline_point, trial_config
 from mnist.errors import UserError
 
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
@@ -61,9 +61,9 @@ def test_yaml_exponent_without_dot_is_a_number(tmp_path: Path) -> None:
     assert experiment["search_space"]["lr"] == {"loguniform": [1e-5, 1e-2]}
 
 
-def test_seed_point_is_the_tutorials_setting_capped_to_the_budget() -> None:
+def test_baseline_point_is_the_tutorials_setting_capped_to_the_budget() -> None:
     experiment = resolve_experiment({"max_epochs": 4, "grace_period": 1}, {}, "x")
-    assert seed_point(experiment["search_space"], 4) == {"lr": 2e-4, "batch_size": 32, "dropout": 0.5,
+    assert baseline_point(experiment["search_space"], 4) == {"lr": 2e-4, "batch_size": 32, "dropout": 0.5,
                                                          "step_size": 4, "gamma": 0.8}
 
 

@@ -1,0 +1,63 @@
+"""One epoch's training batches: seeded order, this worker's share, augmentation, model-ready tensors.
+
+In the spirit of airbench: the uint8 dataset sits on the device once; a batch is an index slice
+of a per-epoch permutation (no Dataset, no DataLoader). Everything random here is drawn from
+(seed, epoch) alone, so a run resumed at any epoch sees exactly the batches it would have.
+
+Data-parallel (a process group of N): every worker walks the same global batches of
+`batch_size` and takes its 1/N share of each, so the global batch and the number of steps
+per epoch are those of one process.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+
+from mnist.augment import Augmentation, affine_images, random_affine, random_shifts, shift_images
+from mnist.data import normalize, to_model_input
+
+
+def shuffle_order(count: int, seed: int, epoch: int) -> torch.Tensor:
+    """The epoch's permutation depends on (seed, epoch) alone, so a resumed run shuffles the same."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(count, generator=generator)
+
+
+def steps_per_epoch(count: int, batch_size: int) -> int:
+    return -(-count // batch_size)
+
+
+class EpochBatches:
+    """Iterable of (inputs, targets) for one epoch; len() is the number of steps."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, seed: int, epoch: int,
+                 augmentation: Augmentation = Augmentation(), rank: int = 0, world: int = 1) -> None:
+        self.images, self.labels, self.batch_size = images, labels, batch_size
+        self.rank, self.world = rank, world
+        self.order = shuffle_order(len(images), seed, epoch).to(images.device)
+        self.augmentation = augmentation
+        # Drawn per image of the dataset (not per batch), on the host, moved once.
+        self.theta = random_affine(len(images), augmentation, seed, epoch).to(images.device) if augmentation.affine else None
+        shifts_only = augmentation.shift and not augmentation.affine
+        self.shifts = random_shifts(len(images), augmentation.shift, seed, epoch).to(images.device) if shifts_only else None
+
+    def __len__(self) -> int:
+        return steps_per_epoch(len(self.order), self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for start in range(0, len(self.order), self.batch_size):
+            index = self.order[start:start + self.batch_size]
+            if len(index) < self.world:  # a last global batch too small to give every worker a sample
+                return
+            index = index[self.rank::self.world]
+            yield self.inputs(index), self.labels[index]
+
+    def inputs(self, index: torch.Tensor) -> torch.Tensor:
+        """The model's input for the images at `index`, augmented as this epoch drew them."""
+        images = self.images[index]
+        if self.theta is not None:
+            return normalize(affine_images(images.float().div_(255), self.theta[index]))
+        if self.shifts is not None:
+            images = shift_images(images, self.shifts[index], self.augmentation.shift)
+        return to_model_input(images)
