@@ -6,15 +6,17 @@
     python hpo/best.py --experiment s3://bucket/dir/NAME        # a search kept on a URI storage
 
 Writes <experiment>/best/: model.pt (with its config), metrics.json, confusion_matrix.png,
-misclassified.png, curves.png, and baseline/ with the seed configuration's test results.
+misclassified.png, curves.png, comparison.json and comparison.png (winner vs the tutorial's
+setting, same seeds: the gain with its 95% interval, McNemar per seed, time-to-accuracy), and
+baseline/ with the tutorial setting's own model and evaluation.
 """
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from hpo.retrain import newest_experiment, print_comparison, retrain_winner
-from hpo.storage import ExperimentStore, split_experiment
+from hpo.retrain import make_fit, newest_experiment, print_comparison, retrain_winner
+from hpo.storage import ExperimentStore, join_uri, split_experiment
 from mnist.errors import UserError, run_cli
 
 
@@ -28,7 +30,8 @@ def main(argv: list[str] | None = None) -> int:
                              "written in before it is copied back (default results/)")
     parser.add_argument("--select", choices=("best", "last"), default="best",
                         help="rank trials by val_acc at their best epoch (default) or at their last epoch")
-    parser.add_argument("--seeds", type=int, default=1, help="retrain with K seeds; report mean ± std (default 1)")
+    parser.add_argument("--seeds", type=int, default=5,
+                        help="retrain winner and baseline with the same K seeds; report the paired gain (default 5)")
     parser.add_argument("--epochs", type=int, default=None, help="epochs of retraining (default: the search's budget)")
     parser.add_argument("--full", action="store_true", help="train on train+validation (all 60,000 images)")
     parser.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
@@ -51,12 +54,14 @@ def main(argv: list[str] | None = None) -> int:
     if not store.exists():
         raise UserError(f"{location}: no such experiment folder")
     store.pull()
-    summary = retrain_winner(store.local, args.select, args.seeds, args.epochs, args.full, args.baseline,
-                             args.workers, args.gpus_per_worker, args.address,
-                             store.location if store.remote else None)
+    # Ray Train's runs (workers > 1) go where every node reaches: beside the experiment.
+    train_storage = join_uri(store.location, "best") if store.remote else str((store.local / "best").resolve())
+    fit = make_fit(args.workers, args.gpus_per_worker, args.address, train_storage)
+    summary = retrain_winner(store.local, args.select, args.seeds, args.epochs, args.full, args.baseline, fit)
     store.push("best")
     print_comparison(summary)
-    print(f"wrote {store}/best: model.pt, metrics.json, confusion_matrix.png, misclassified.png")
+    print(f"wrote {store}/best: model.pt, metrics.json, comparison.json, comparison.png, confusion_matrix.png, "
+          "misclassified.png")
     return 0
 
 

@@ -120,3 +120,30 @@ def plot_importance(trials: pd.DataFrame, space: dict[str, Any], path: Path) -> 
         axis.text(0.5, 0.5, "too few trials to estimate importance", ha="center", va="center")
         axis.set_axis_off()
     save_figure(figure, path)
+
+
+def plot_comparison(comparison: dict[str, Any], winner_histories: list, baseline_histories: list, path: Path) -> None:
+    """Left: each seed's test accuracy, winner vs baseline, paired by seed. Right: both validation curves."""
+    figure, (seeds_axis, curve_axis) = plt.subplots(1, 2, figsize=(11, 4.2))
+    winner, baseline = np.array(comparison["winner_test_acc"]), np.array(comparison["baseline_test_acc"])
+    for w, b in zip(winner, baseline):
+        seeds_axis.plot([0, 1], [100 * b, 100 * w], color="grey", alpha=0.5)
+    seeds_axis.scatter(np.zeros(len(baseline)), 100 * baseline, color="tab:red", label="tutorial's setting", zorder=3)
+    seeds_axis.scatter(np.ones(len(winner)), 100 * winner, color="tab:blue", label="winner", zorder=3)
+    interval = comparison["gain_ci95_points"]
+    title = f"gain {comparison['gain_points']:+.3f} points"
+    if interval is not None:
+        title += f", 95% CI [{interval[0]:+.3f}, {interval[1]:+.3f}]"
+    seeds_axis.set(xticks=[0, 1], xticklabels=["tutorial's setting", "winner"], xlim=(-0.5, 1.5),
+                   ylabel="test accuracy (%)", title=f"per seed: {title}")
+    seeds_axis.grid(alpha=0.3)
+    for histories, colour, label in ((baseline_histories, "tab:red", "tutorial's setting"),
+                                     (winner_histories, "tab:blue", "winner")):
+        for number, history in enumerate(histories):
+            epochs = [row["epoch"] for row in history]
+            curve_axis.plot(epochs, [100 * row["val_acc"] for row in history], color=colour, alpha=0.6,
+                            label=label if number == 0 else None)
+    curve_axis.set(xlabel="epoch", ylabel="validation accuracy (%)", title="validation curves, one line per seed")
+    curve_axis.grid(alpha=0.3)
+    curve_axis.legend()
+    save_figure(figure, path)

@@ -1,20 +1,25 @@
 """Winner retraining: the search's best configuration trained from scratch, then tested once.
 
 The winner is picked on validation accuracy only; the test set is touched here, after
-training, to report. The seed tutorial's configuration is retrained beside it with the same
-budget and seeds, so the gain from the search is measured, not claimed.
+training, to report. The tutorial's setting is retrained beside it with the same budget and
+the same seeds (paired), so the gain from the search is measured with its uncertainty
+(hpo.comparison), not claimed.
 """
 from __future__ import annotations
 
 import json
 import statistics
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+import numpy as np
 import pandas as pd
 
+from hpo.comparison import compare, describe
+from hpo.data_parallel import train_data_parallel
 from hpo.experiment import baseline_point, trial_config
 from hpo.storage import join_uri
+from hpo.plots import plot_comparison
 from hpo.summary import plain, winner
 from mnist.checkpoint import run_metadata, save_checkpoint, write_json_atomic
 from mnist.data import MnistData, load_mnist
@@ -58,16 +63,12 @@ def winner_config(experiment: dict[str, Any], trials: pd.DataFrame, select: str)
     return top, trial_config(experiment, params)
 
 
-def train_final(config: dict[str, Any], data: MnistData, workers: int, gpus_per_worker: float,
-                storage: str, address: str | None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """(per-epoch metrics, final checkpoint state): in this process, or data-parallel on Ray Train workers."""
-    if workers > 1:
-        from hpo.data_parallel import train_data_parallel
+# fit(config, data, run_name) -> (per-epoch metrics, final checkpoint state); run_name names Ray Train's run.
+FitFunction = Callable[[dict[str, Any], MnistData, str], tuple[list[dict[str, Any]], dict[str, Any]]]
 
-        history, state = train_data_parallel(config, data, workers, gpus_per_worker, storage, address)
-        for metrics in history:
-            print(f"  {format_epoch(metrics, config['epochs'])}", flush=True)
-        return history, state
+
+def fit_here(config: dict[str, Any], data: MnistData, run_name: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Train in this process, printing each epoch; returns the history and the final state."""
     final: dict[str, Any] = {}
 
     def keep_final(metrics: dict[str, Any], state: dict[str, Any]) -> None:
@@ -78,48 +79,45 @@ def train_final(config: dict[str, Any], data: MnistData, workers: int, gpus_per_
     return history, final["state"]
 
 
-def retrain_and_test(config: dict[str, Any], data: MnistData, seeds: list[int], out: Path, label: str,
-                     train_storage: str, workers: int = 1, gpus_per_worker: float = 0,
-                     address: str | None = None) -> dict[str, Any]:
-    """Train `config` once per seed, test each final model; outputs of the first seed go to `out`.
+def make_fit(workers: int, gpus_per_worker: float, address: str | None, train_storage: str) -> FitFunction:
+    """The fit function of a retraining: in this process, or data-parallel on Ray Train workers.
 
-    `train_storage` (a folder or URI every node reaches) keeps Ray Train's runs when workers > 1:
-    rank 0 may run on another node and writes its checkpoints there.
+    `train_storage` (a folder or URI every node reaches) keeps Ray Train's runs: rank 0 may run
+    on another node and writes its checkpoints there.
     """
-    accuracies = []
-    for index, seed in enumerate(seeds):
-        run_config = {**config, "seed": seed}
-        how = f" on {workers} data-parallel workers" if workers > 1 else ""
-        print(f"{label}: training seed {seed} for {config['epochs']} epochs{how}", flush=True)
-        history, final_state = train_final(run_config, data, workers, gpus_per_worker,
-                                           join_uri(train_storage, f"ray_train_seed{seed}"), address)
-        if history[-1]["diverged"]:
-            raise UserError(f"{label} diverged (non-finite loss) with seed {seed}")
-        device = pick_device(run_config["device"])
-        result = evaluate_model(model_from_checkpoint(final_state, device), data, device)
-        accuracies.append(result["test_accuracy"])
-        print(f"  test accuracy {result['test_accuracy']:.4f}", flush=True)
-        if index == 0:
-            save_checkpoint(final_state, out / "model.pt")
-            plot_curves(history, out / "curves.png")
-            write_evaluation(result, data, out, {"config": run_config, "seed": seed, **run_metadata()})
-    return {"seeds": seeds, "test_accuracies": accuracies, "mean": statistics.fmean(accuracies),
+    if workers <= 1:
+        return fit_here
+    def fit_data_parallel(config: dict[str, Any], data: MnistData, run_name: str) -> tuple[list, dict]:
+        history, state = train_data_parallel(config, data, workers, gpus_per_worker,
+                                             join_uri(train_storage, run_name), address)
+        for metrics in history:
+            print(f"  {format_epoch(metrics, config['epochs'])}", flush=True)
+        return history, state
+    return fit_data_parallel
+
+
+def train_and_test(config: dict[str, Any], data: MnistData, fit: FitFunction, label: str,
+                   run_name: str) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
+    """(history, final state, test evaluation) of one seed's run of `config`."""
+    print(f"{label}: training seed {config['seed']} for {config['epochs']} epochs", flush=True)
+    history, state = fit(config, data, run_name)
+    if history[-1]["diverged"]:
+        raise UserError(f"{label} diverged (non-finite loss) with seed {config['seed']}")
+    device = pick_device(config["device"])
+    result = evaluate_model(model_from_checkpoint(state, device), data, device)
+    print(f"  test accuracy {result['test_accuracy']:.4f}", flush=True)
+    return history, state, result
+
+
+def spread(accuracies: list[float]) -> dict[str, float]:
+    return {"test_accuracies": accuracies, "mean": statistics.fmean(accuracies),
             "std": statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0}
 
 
-def describe(summary: dict[str, Any]) -> str:
-    if len(summary["seeds"]) == 1:
-        return f"{summary['mean']:.4f}"
-    return f"{summary['mean']:.4f} ± {summary['std']:.4f} (mean ± std over {len(summary['seeds'])} seeds)"
-
-
-def retrain_winner(folder: Path, select: str, seeds: int, epochs: int | None, full: bool,
-                   baseline: bool, workers: int = 1, gpus_per_worker: float = 0,
-                   address: str | None = None, storage: str | None = None) -> dict[str, Any]:
-    """Retrain the winner of the search in `folder` (and the seed's configuration); write folder/best/.
-
-    `storage`: where the experiment lives when that is not `folder` (a URI): Ray Train's runs go there.
-    """
+def retrain_winner(folder: Path, select: str, seeds: int, epochs: int | None, full: bool, baseline: bool,
+                   fit: FitFunction) -> dict[str, Any]:
+    """Retrain the winner of the search in `folder` and the tutorial's setting, paired seed by seed;
+    test each run once; write folder/best/ (and best/baseline/, best/comparison.json)."""
     experiment, trials = load_search(folder)
     top, config = winner_config(experiment, trials, select)
     config.update({"epochs": epochs or experiment["max_epochs"], "device": "auto", "threads": None})
@@ -128,32 +126,63 @@ def retrain_winner(folder: Path, select: str, seeds: int, epochs: int | None, fu
     seed_list = [experiment["seed"] + i for i in range(seeds)]
     data = load_mnist(config["data"])
     out = folder / "best"
-    train_storage = join_uri(storage, "best") if storage else str(out.resolve())
     print(f"winner: trial {int(top['trial'])}, selected by {SELECTION_RULES[select]} "
           f"(val_acc {top['best_val_acc' if select == 'best' else 'last_val_acc']:.4f})", flush=True)
-    summary = {"selected_by": SELECTION_RULES[select], "trial": int(top["trial"]),
-               "params": {key: config[key] for key in experiment["search_space"]},
-               "epochs": config["epochs"], "trained_on": "train+validation" if full else "train split",
-               "workers": workers, "winner": retrain_and_test(config, data, seed_list, out, "winner", train_storage,
-                                                               workers, gpus_per_worker, address)}
+    baseline_params = baseline_point(experiment["search_space"], config["epochs"])
+    arms = {"winner": (config, out)}
     if baseline:
-        seed_config = {**config, **baseline_point(experiment["search_space"], config["epochs"])}
-        summary["baseline"] = {"params": baseline_point(experiment["search_space"], config["epochs"]),
-                               **retrain_and_test(seed_config, data, seed_list, out / "baseline", "seed's configuration",
-                                                  join_uri(train_storage, "baseline"), workers, gpus_per_worker,
-                                                  address)}
-        summary["gain_points"] = 100 * (summary["winner"]["mean"] - summary["baseline"]["mean"])
-    metrics = json.loads((out / "metrics.json").read_text())
-    # test_accuracy (like the confusion matrix) is model.pt's, the first seed's; the mean over seeds beside it.
-    metrics.update({"test_accuracy_mean": summary["winner"]["mean"], "test_accuracy_std": summary["winner"]["std"],
-                    "search": summary})
-    write_json_atomic(out / "metrics.json", metrics)
+        arms["baseline"] = ({**config, **baseline_params}, out / "baseline")
+    runs: dict[str, list] = {name: [] for name in arms}
+    for seed in seed_list:  # paired: seed i for the winner and for the baseline
+        for name, (arm_config, _) in arms.items():
+            if name == "baseline" and arm_config == config:  # the winner is the tutorial's setting: same runs
+                runs[name].append(runs["winner"][-1])
+                continue
+            runs[name].append(train_and_test({**arm_config, "seed": seed}, data, fit,
+                                             "winner" if name == "winner" else "the tutorial's setting",
+                                             f"{name}_seed{seed}"))
+    summary = {"selected_by": SELECTION_RULES[select], "trial": int(top["trial"]),
+               "params": {key: config[key] for key in experiment["search_space"]}, "epochs": config["epochs"],
+               "trained_on": "train+validation" if full else "train split", "seeds": seed_list,
+               "winner": spread([run[2]["test_accuracy"] for run in runs["winner"]])}
+    if baseline:
+        summary["baseline"] = {"params": baseline_params,
+                               **spread([run[2]["test_accuracy"] for run in runs["baseline"]])}
+        summary["comparison"] = compare_runs(runs["winner"], runs["baseline"], data)
+        write_json_atomic(out / "comparison.json", {**summary["comparison"], "winner_params": summary["params"],
+                                                   "baseline_params": baseline_params, "seeds": seed_list,
+                                                   "epochs": config["epochs"], **run_metadata()})
+        plot_comparison(summary["comparison"], [run[0] for run in runs["winner"]],
+                        [run[0] for run in runs["baseline"]], out / "comparison.png")
+    for name, (arm_config, arm_out) in arms.items():  # the first seed's model, curves and evaluation
+        history, state, result = runs[name][0]
+        save_checkpoint(state, arm_out / "model.pt")
+        plot_curves(history, arm_out / "curves.png")
+        extra = {"config": {**arm_config, "seed": seed_list[0]}, "seed": seed_list[0], **run_metadata()}
+        if name == "winner":  # test_accuracy is model.pt's (the first seed's); the mean over seeds beside it
+            extra.update({"test_accuracy_mean": summary["winner"]["mean"],
+                          "test_accuracy_std": summary["winner"]["std"], "search": summary})
+        write_evaluation(result, data, arm_out, extra)
     return summary
 
 
-def print_comparison(summary: dict[str, Any]) -> None:
-    print(f"winner (trial {summary['trial']}) test accuracy: {describe(summary['winner'])}")
-    if "baseline" in summary:
-        print(f"seed's configuration, same {summary['epochs']} epochs: {describe(summary['baseline'])}")
-        print(f"gain from the search: {summary['gain_points']:+.2f} points of test accuracy")
+def compare_runs(winner_runs: list, baseline_runs: list, data: MnistData) -> dict[str, Any]:
+    truth = data.test_labels.astype(np.int64)
+    return compare([run[2]["test_accuracy"] for run in winner_runs], [run[2]["test_accuracy"] for run in baseline_runs],
+                   [run[2]["predicted"] == truth for run in winner_runs],
+                   [run[2]["predicted"] == truth for run in baseline_runs],
+                   [run[0] for run in winner_runs], [run[0] for run in baseline_runs])
 
+
+def describe_spread(summary: dict[str, Any]) -> str:
+    if len(summary["test_accuracies"]) == 1:
+        return f"{summary['mean']:.4f}"
+    return f"{summary['mean']:.4f} ± {summary['std']:.4f} (mean ± std over {len(summary['test_accuracies'])} seeds)"
+
+
+def print_comparison(summary: dict[str, Any]) -> None:
+    print(f"winner (trial {summary['trial']}) test accuracy: {describe_spread(summary['winner'])}")
+    if "baseline" in summary:
+        print(f"the tutorial's setting, same {summary['epochs']} epochs and seeds: {describe_spread(summary['baseline'])}")
+        for line in describe(summary["comparison"]):
+            print(line)
