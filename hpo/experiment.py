@@ -70,6 +70,11 @@ EXPERIMENT_DEFAULTS: dict[str, Any] = {
 DISTRIBUTIONS = ("loguniform", "uniform", "randint", "choice")
 
 
+def plain(value: Any) -> Any:
+    """A numpy scalar (from a DataFrame row) as the Python number JSON expects."""
+    return value.item() if hasattr(value, "item") else value
+
+
 def _number(value: Any, where: str) -> float:
     """YAML reads 1e-5 (no dot) as a string: accept it, refuse anything else."""
     try:

@@ -8,7 +8,7 @@ import numpy as np
 import optuna
 import pandas as pd
 
-from hpo.summary import plain
+from hpo.experiment import plain
 from mnist.plots import plt, save_figure
 
 
@@ -146,4 +146,20 @@ def plot_comparison(comparison: dict[str, Any], winner_histories: list, baseline
     curve_axis.set(xlabel="epoch", ylabel="validation accuracy (%)", title="validation curves, one line per seed")
     curve_axis.grid(alpha=0.3)
     curve_axis.legend()
+    save_figure(figure, path)
+
+
+def plot_anytime(anytime: dict[str, Any], path: Path) -> None:
+    """Best validation error so far against epochs trained by the whole search, with the tutorial's line."""
+    figure, axis = plt.subplots(figsize=(8, 4.5))
+    axis.step(anytime["epochs"], 1 - anytime["best_so_far"], where="post", color="tab:blue", label="search: best so far")
+    if anytime["baseline_val_acc"] is not None:
+        axis.axhline(1 - anytime["baseline_val_acc"], color="tab:red", linestyle="--",
+                     label="tutorial's setting, final")
+    if anytime["passed_at_epochs"] is not None:
+        axis.axvline(anytime["passed_at_epochs"], color="grey", linestyle=":", label="search passes it")
+    axis.set(xlabel="epochs trained by the search so far (all trials)", ylabel="validation error (1 - val_acc)",
+             title="Anytime performance of the search", yscale="log")
+    axis.grid(alpha=0.3, which="both")
+    axis.legend(loc="upper right")
     save_figure(figure, path)

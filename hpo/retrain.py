@@ -17,10 +17,10 @@ import pandas as pd
 
 from hpo.comparison import compare, describe
 from hpo.data_parallel import train_data_parallel
-from hpo.experiment import baseline_point, trial_config
+from hpo.experiment import baseline_point, plain, trial_config
 from hpo.storage import join_uri
 from hpo.plots import plot_comparison
-from hpo.summary import plain, winner
+from hpo.summary import winner
 from mnist.checkpoint import run_metadata, save_checkpoint, write_json_atomic
 from mnist.data import MnistData, load_mnist
 from mnist.errors import UserError

@@ -9,10 +9,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from ray import tune
 
-from hpo.experiment import baseline_point
+from hpo.experiment import baseline_point, plain
+from hpo.plots import (plot_anytime, plot_importance, plot_learning_curves, plot_parallel_coordinates,
+                       plot_search_history)
 from mnist.checkpoint import git_commit, write_json_atomic, write_text_atomic
 from mnist.errors import UserError
 
@@ -25,11 +28,6 @@ def _status(result: tune.Result, history: pd.DataFrame, max_epochs: int) -> str:
     if bool(history["diverged"].iloc[-1]):
         return "diverged"
     return "completed" if int(history["epoch"].iloc[-1]) >= max_epochs else "stopped early"
-
-
-def plain(value: Any) -> Any:
-    """A numpy scalar (from a DataFrame row) as the Python number JSON expects."""
-    return value.item() if hasattr(value, "item") else value
 
 
 def read_progress(result: tune.Result) -> pd.DataFrame:
@@ -78,8 +76,10 @@ def trial_tables(results: tune.ResultGrid, experiment: dict[str, Any]) -> tuple[
             "config": result.config,
         })
         if not history.empty:
-            histories.append(history.assign(trial=number)[["trial", "epoch", "train_loss", "train_acc", "val_loss",
-                                                           "val_acc", "lr", "epoch_time_s"]])
+            columns = ["trial", "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s"]
+            # When each epoch ended (Tune's wall clock): orders all trials' epochs for the anytime plot.
+            columns += ["timestamp"] if "timestamp" in history else []
+            histories.append(history.assign(trial=number)[columns])
     trials = pd.DataFrame(rows).sort_values("trial").reset_index(drop=True)
     history = pd.concat(histories, ignore_index=True) if histories else pd.DataFrame()
     return trials, history
@@ -138,8 +138,35 @@ def environment() -> dict[str, str]:
             "platform": platform.platform()}
 
 
+def anytime_curve(history: pd.DataFrame, trials: pd.DataFrame) -> dict[str, Any]:
+    """The search's best val_acc so far against epochs trained so far (all trials, in the order
+    the epochs ended), and the tutorial's final val_acc: when did the search pass it?"""
+    order = ["timestamp", "trial", "epoch"] if "timestamp" in history else ["trial", "epoch"]
+    ordered = history.sort_values(order)
+    best_so_far = ordered["val_acc"].cummax().to_numpy()
+    cumulative = np.arange(1, len(ordered) + 1)
+    baseline_rows = trials[trials["seed_config"].astype(bool)]
+    baseline = float(baseline_rows["last_val_acc"].iloc[0]) if not baseline_rows.empty else None
+    passed = None
+    if baseline is not None:
+        above = np.flatnonzero(best_so_far > baseline)
+        passed = int(cumulative[above[0]]) if above.size else None
+    return {"epochs": cumulative, "best_so_far": best_so_far, "baseline_val_acc": baseline, "passed_at_epochs": passed}
+
+
+def anytime_sentence(anytime: dict[str, Any]) -> str:
+    total = int(anytime["epochs"][-1]) if len(anytime["epochs"]) else 0
+    if anytime["baseline_val_acc"] is None:
+        return "The tutorial's setting did not finish in this search: nothing to compare against."
+    if anytime["passed_at_epochs"] is None:
+        return (f"The search never passed the tutorial's final val_acc {anytime['baseline_val_acc']:.4f} "
+                f"in {total} epochs trained.")
+    return (f"The search passed the tutorial's final val_acc {anytime['baseline_val_acc']:.4f} after "
+            f"{anytime['passed_at_epochs']} of the {total} epochs it trained (all trials together).")
+
+
 def write_report(folder: Path, trials: pd.DataFrame, experiment: dict[str, Any], best: dict[str, Any],
-                 savings: dict[str, float], argv: list[str]) -> None:
+                 savings: dict[str, float], argv: list[str], anytime: dict[str, Any]) -> None:
     searched = list(experiment["search_space"])
     env = environment()
     lines = [
@@ -156,6 +183,7 @@ def write_report(folder: Path, trials: pd.DataFrame, experiment: dict[str, Any],
         f"{savings['saved_hours']:.3f} {savings['unit']} hours saved).", "",
         "![search history](search_history.png)", "![parallel coordinates](parallel_coordinates.png)",
         "![learning curves](learning_curves.png)", "![importance](importance.png)", "",
+        anytime_sentence(anytime), "", "![anytime](anytime.png)", "",
         "Validation accuracy only: the test set is used by `hpo/best.py` on the retrained winner.", "",
     ]
     write_text_atomic(folder / "report.md", "\n".join(lines))
@@ -164,7 +192,6 @@ def write_report(folder: Path, trials: pd.DataFrame, experiment: dict[str, Any],
 def summarize(folder: Path, results: tune.ResultGrid, experiment: dict[str, Any], resources: dict[str, float],
               argv: list[str]) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Write trials.csv, history.csv, best.json, the plots and report.md; returns (trials, best)."""
-    from hpo.plots import plot_importance, plot_learning_curves, plot_parallel_coordinates, plot_search_history
 
     trials, history = trial_tables(results, experiment)
     searched = list(experiment["search_space"])
@@ -183,5 +210,8 @@ def summarize(folder: Path, results: tune.ResultGrid, experiment: dict[str, Any]
     plot_parallel_coordinates(trials, experiment["search_space"], folder / "parallel_coordinates.png")
     plot_learning_curves(history, trials, experiment["max_epochs"], folder / "learning_curves.png")
     plot_importance(trials, experiment["search_space"], folder / "importance.png")
-    write_report(folder, trials, experiment, best, hours_saved(trials, experiment["max_epochs"], resources), argv)
+    anytime = anytime_curve(history, trials)
+    plot_anytime(anytime, folder / "anytime.png")
+    write_report(folder, trials, experiment, best, hours_saved(trials, experiment["max_epochs"], resources), argv,
+                 anytime)
     return trials, best
