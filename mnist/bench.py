@@ -20,10 +20,11 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from mnist.batches import EpochBatches
 from mnist.data import MnistData, load_mnist
 from mnist.errors import run_cli
 from mnist.model import CCNet
-from mnist.train import available_cpus, bf16_is_native, shuffle_order, train_one_epoch
+from mnist.train import available_cpus, bf16_is_native, train_one_epoch
 
 BATCH_SIZE = 32  # the seed's
 
@@ -75,7 +76,7 @@ def our_pipeline(data: MnistData, batches: int, amp: bool) -> float:
     model = CCNet().to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-4)
     started = time.perf_counter()
-    train_one_epoch(model, optimizer, images, labels, BATCH_SIZE, shuffle_order(count, 0, 1), amp, show_progress=None)
+    train_one_epoch(model, optimizer, EpochBatches(images, labels, BATCH_SIZE, seed=0, epoch=1), amp)
     return count / (time.perf_counter() - started)
 
 

@@ -48,6 +48,10 @@ def number(low: float, high: float, low_open: bool = False, high_open: bool = Fa
     return Rule(check, f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}", float)
 
 
+def positive() -> Rule:
+    return Rule(lambda v: _is_number(v) and v > 0, "> 0", float)
+
+
 def one_of(*choices: Any) -> Rule:
     return Rule(lambda v: v in choices, f"one of {', '.join(map(str, choices))}", str, choices)
 
@@ -75,7 +79,7 @@ KNOBS: dict[str, Knob] = {
     # "logits" is the fixed head; "seed" reproduces the tutorial's ReLU+Softmax head.
     "head": Knob("logits", one_of("logits", "seed"), "'seed' = the tutorial's ReLU+Softmax head"),
     # The tutorial's hand-picked optimiser settings are the baseline every search must beat.
-    "lr": Knob(2e-4, number(0, 10, low_open=True), "initial (peak, for onecycle) learning rate", ("-l", "--init_lr")),
+    "lr": Knob(2e-4, positive(), "initial (peak, for onecycle) learning rate", ("-l", "--init_lr")),
     "batch_size": Knob(32, integer(1), "batch size", ("-b", "--batch_size")),
     "epochs": Knob(100, integer(1), "number of epochs", ("-e", "--epochs")),
     "dropout": Knob(0.5, number(0, 1, high_open=True), "dropout before the classifier"),

@@ -11,13 +11,43 @@ from mnist.errors import UserError
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
 
 
-def test_default_file_is_the_design_cards_search() -> None:
+def test_default_file_searches_the_design_cards_knobs_and_the_new_ones() -> None:
     experiment = resolve_experiment(load_experiment_file(EXPERIMENTS / "default.yaml"), {}, "default.yaml")
     assert experiment["num_samples"] == 50
-    assert experiment["search_space"] == {
-        "lr": {"loguniform": [1e-5, 1e-2]}, "batch_size": {"choice": [32, 64, 128, 256, 512]},
-        "dropout": {"uniform": [0.0, 0.7]}, "step_size": {"randint": [1, experiment["max_epochs"]]},
-        "gamma": {"uniform": [0.1, 1.0]}}
+    space = experiment["search_space"]
+    assert space["lr"] == {"loguniform": [1e-5, 1e-2]} and space["batch_size"] == {"choice": [32, 64, 128, 256, 512]}
+    assert space["dropout"] == {"uniform": [0.0, 0.7]} and space["gamma"] == {"uniform": [0.1, 1.0]}
+    assert space["step_size"] == {"randint": [1, experiment["max_epochs"]]}
+    assert {"schedule", "weight_decay", "label_smoothing", "rotate", "scale", "shift"} <= set(space)
+    assert space == default_space_at(experiment["max_epochs"])  # one default space, not a copy
+    # The budget-tied grace period: a quarter of the budget with reduction factor 4.
+    assert experiment["grace_period"] == experiment["max_epochs"] // 4
+
+
+def default_space_at(max_epochs: int) -> dict:
+    return resolve_experiment({"max_epochs": max_epochs}, {}, "defaults")["search_space"]
+
+
+def test_cpu_quick_searches_the_new_knobs() -> None:
+    experiment = resolve_experiment(load_experiment_file(EXPERIMENTS / "cpu-quick.yaml"), {}, "cpu-quick.yaml")
+    assert {"schedule", "weight_decay", "label_smoothing", "rotate", "scale"} <= set(experiment["search_space"])
+
+
+@pytest.mark.parametrize("space, key", [
+    ({"weight_decay": {"loguniform": [1e-5, 1e-2]}}, "weight_decay"),   # cannot hold 0
+    ({"schedule": {"choice": ["cosine", "onecycle"]}}, "schedule"),
+    ({"lr": {"loguniform": [1e-3, 1e-2]}}, "lr"),
+    ({"step_size": {"randint": [1, 5]}}, "step_size"),                    # the budget is 10: baseline step 10
+])
+def test_a_space_without_the_tutorials_setting_is_refused(space: dict, key: str) -> None:
+    with pytest.raises(UserError, match=f"exp.yaml: search_space.{key} .* does not hold the tutorial's value"):
+        resolve_experiment({"max_epochs": 10, "search_space": space}, {}, "exp.yaml")
+
+
+def test_a_space_that_holds_the_tutorials_setting_keeps_it_as_trial_one() -> None:
+    experiment = resolve_experiment({"max_epochs": 10, "search_space": {
+        "weight_decay": {"choice": [0, 1e-3]}, "rotate": {"uniform": [0, 10]}}}, {}, "exp.yaml")
+    assert baseline_point(experiment["search_space"], 10) == {"weight_decay": 0.0, "rotate": 0.0}
 
 
 def test_cli_overrides_file_and_file_overrides_defaults() -> None:
@@ -63,8 +93,9 @@ def test_yaml_exponent_without_dot_is_a_number(tmp_path: Path) -> None:
 
 def test_baseline_point_is_the_tutorials_setting_capped_to_the_budget() -> None:
     experiment = resolve_experiment({"max_epochs": 4, "grace_period": 1}, {}, "x")
-    assert baseline_point(experiment["search_space"], 4) == {"lr": 2e-4, "batch_size": 32, "dropout": 0.5,
-                                                         "step_size": 4, "gamma": 0.8}
+    assert baseline_point(experiment["search_space"], 4) == {
+        "lr": 2e-4, "batch_size": 32, "dropout": 0.5, "step_size": 4, "gamma": 0.8, "schedule": "step",
+        "weight_decay": 0.0, "label_smoothing": 0.0, "rotate": 0.0, "scale": 0.0, "shift": 0}
 
 
 def test_trial_config_is_a_full_mnist_config() -> None:

@@ -10,10 +10,12 @@ import torch
 
 from mnist.checkpoint import load_checkpoint, save_checkpoint
 from mnist.config import resolve_config
-from mnist.data import MnistData, random_shifts, shift_images
+from mnist.augment import random_shifts, shift_images
+from mnist.batches import shuffle_order
+from mnist.data import MnistData
 from mnist.errors import UserError, run_cli
 from mnist.model import CCNet
-from mnist.train import METRIC_COLUMNS, main, shuffle_order, train, validate
+from mnist.train import METRIC_COLUMNS, main, train, validate
 from tests.conftest import TINY_CONFIG
 
 

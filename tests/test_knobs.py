@@ -1,0 +1,170 @@
+"""The knobs where tuning matters: each changes what it should and nothing else."""
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mnist.augment import Augmentation, affine_images
+from mnist.batches import EpochBatches
+from mnist.config import DEFAULTS, KNOBS, add_config_flags, config_from_flags, resolve_config
+from mnist.data import MnistData, to_model_input
+from mnist.errors import UserError
+from mnist.model import CCNet
+from mnist.train import make_lr_schedule, make_optimizer, train, train_one_epoch
+
+AUGMENTATION = Augmentation(shift=2, rotate=15.0, scale=0.1)
+
+
+@pytest.fixture(scope="module")
+def digits(mnist_data: MnistData) -> tuple[torch.Tensor, torch.Tensor]:
+    return (torch.from_numpy(np.array(mnist_data.train_images[:512])).unsqueeze(1),
+            torch.from_numpy(mnist_data.train_labels[:512].astype(np.int64)))
+
+
+def one_batch(images: torch.Tensor, labels: torch.Tensor, augmentation: Augmentation, seed: int = 0,
+              epoch: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    batches = EpochBatches(images, labels, len(images), seed, epoch, augmentation)
+    inputs, targets = next(iter(batches))
+    return inputs, targets, batches.order
+
+
+def test_no_augmentation_is_the_plain_shuffled_data(digits: tuple) -> None:
+    images, labels = digits
+    inputs, targets, order = one_batch(images, labels, Augmentation())
+    assert torch.equal(inputs, to_model_input(images[order])) and torch.equal(targets, labels[order])
+
+
+def test_augmented_images_keep_their_label_and_stay_in_the_frame(digits: tuple) -> None:
+    images, labels = digits
+    batches = EpochBatches(images, labels, len(images), 0, 1, AUGMENTATION)
+    inputs, targets = next(iter(batches))
+    order = batches.order
+    assert torch.equal(targets, labels[order])
+    pixels = inputs * 0.3081 + 0.1307
+    assert not torch.allclose(inputs, to_model_input(images[order]))
+    # The same digit, moved: undoing each image's own transform gives back its source image,
+    # and it matches that source better than any other image of the batch.
+    theta = batches.theta[order]
+    inverse = torch.linalg.inv(torch.cat([theta, torch.tensor([[[0.0, 0.0, 1.0]]]).expand(len(theta), 1, 3)], 1))
+    restored = affine_images(pixels, inverse[:, :2]).flatten(1)
+    source = (images[order].float() / 255).flatten(1)
+    similarity = F.normalize(restored - restored.mean(1, keepdim=True), dim=1) @ \
+        F.normalize(source - source.mean(1, keepdim=True), dim=1).T
+    assert torch.equal(similarity.argmax(dim=1), torch.arange(len(order)))
+    assert float(similarity.diag().min()) > 0.8
+    # Still inside the frame: each image keeps its ink, up to its zoom's change of area (1 / det):
+    # what would be pushed out of the 28x28 frame is lost, and nearly nothing is.
+    ink_ratio = pixels.sum(dim=(1, 2, 3)) / (images[order].float() / 255).sum(dim=(1, 2, 3))
+    lost = (1 - ink_ratio * torch.linalg.det(theta[:, :, :2])).abs()
+    assert float(lost.max()) < 0.15 and float((lost < 0.03).float().mean()) > 0.95
+
+
+def test_augmentation_differs_per_epoch_and_repeats_for_the_same_seed_and_epoch(digits: tuple) -> None:
+    images, labels = digits
+    first, _, _ = one_batch(images, labels, AUGMENTATION, seed=0, epoch=1)
+    again, _, _ = one_batch(images, labels, AUGMENTATION, seed=0, epoch=1)
+    later, _, order2 = one_batch(images, labels, AUGMENTATION, seed=0, epoch=2)
+    other, _, _ = one_batch(images, labels, AUGMENTATION, seed=1, epoch=1)
+    assert torch.equal(first, again)
+    _, _, order1 = one_batch(images, labels, Augmentation(), seed=0, epoch=1)
+    assert not torch.allclose(first, later[torch.argsort(order2)][order1])  # same images, other transforms
+    assert not torch.allclose(first, other)
+
+
+def test_whole_pixel_shift_through_the_affine_path_equals_the_exact_shift(digits: tuple) -> None:
+    images, labels = digits
+    exact, _, _ = one_batch(images, labels, Augmentation(shift=2))
+    # rotate and scale so small that they change nothing visible: the shifts alone remain.
+    resampled, _, _ = one_batch(images, labels, Augmentation(shift=2, rotate=1e-9, scale=1e-9))
+    assert torch.allclose(exact, resampled, atol=1e-4)
+
+
+def test_resume_with_augmentation_and_a_per_batch_schedule_is_exact(mnist_data: MnistData, tmp_path) -> None:
+    from mnist.checkpoint import load_checkpoint, save_checkpoint
+
+    config = {"limit": 600, "epochs": 2, "batch_size": 64, "lr": 2e-3, "threads": 1, "device": "cpu", "seed": 3,
+              "rotate": 10.0, "scale": 0.1, "shift": 1, "schedule": "onecycle", "weight_decay": 1e-2,
+              "label_smoothing": 0.1}
+    straight: dict = {}
+    train(config, data=mnist_data, on_epoch=lambda metrics, state: straight.update(state))
+    saved = tmp_path / "epoch1.pt"
+    train(config, data=mnist_data,
+          on_epoch=lambda metrics, state: save_checkpoint(state, saved) if metrics["epoch"] == 1 else None)
+    resumed: dict = {}
+    train(config, data=mnist_data, on_epoch=lambda metrics, state: resumed.update(state),
+          resume_from=load_checkpoint(saved, for_resume=True))
+    for name, tensor in straight["model"].items():
+        assert torch.equal(tensor, resumed["model"][name]), name
+    assert straight["history"][1] == {**resumed["history"][1], "epoch_time_s": straight["history"][1]["epoch_time_s"],
+                                      "images_per_s": straight["history"][1]["images_per_s"]}
+
+
+def test_weight_decay_reaches_the_optimizer_and_zero_keeps_adam() -> None:
+    model = CCNet(0.5)
+    plain = make_optimizer(model, resolve_config({}))
+    decayed = make_optimizer(model, resolve_config({"weight_decay": 0.01}))
+    assert type(plain) is torch.optim.Adam and plain.param_groups[0]["weight_decay"] == 0
+    assert isinstance(decayed, torch.optim.AdamW) and decayed.param_groups[0]["weight_decay"] == 0.01
+
+
+def test_label_smoothing_reaches_the_loss(digits: tuple) -> None:
+    images, labels = digits
+    torch.manual_seed(0)
+    model = CCNet(dropout=0.0)
+    frozen = torch.optim.SGD(model.parameters(), lr=0.0)  # the model stays as it is
+    batches = EpochBatches(images, labels, len(images), 0, 1)
+    smoothed, _ = train_one_epoch(model, frozen, batches, amp=False, label_smoothing=0.2)
+    plain, _ = train_one_epoch(model, frozen, batches, amp=False)
+    inputs, targets = next(iter(batches))
+    with torch.no_grad():
+        expected = F.cross_entropy(model(inputs), targets, label_smoothing=0.2).item()
+    assert smoothed == pytest.approx(expected, rel=1e-5) and smoothed != pytest.approx(plain, rel=1e-3)
+
+
+@pytest.mark.parametrize("schedule", ["step", "cosine", "onecycle"])
+def test_lr_schedules_follow_the_budget(schedule: str) -> None:
+    config = resolve_config({"schedule": schedule, "lr": 1e-3, "epochs": 4, "step_size": 2, "gamma": 0.5})
+    optimizer = make_optimizer(CCNet(0.5), config)
+    scheduler, per_batch = make_lr_schedule(optimizer, config, steps=4 * 10)
+    rates = []
+    for _ in range(4):
+        for _ in range(10):
+            rates.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            if per_batch:
+                scheduler.step()
+        if not per_batch:
+            scheduler.step()
+    if schedule == "step":  # the tutorial's: per epoch, x gamma every step_size epochs
+        assert not per_batch and rates[0] == rates[19] == 1e-3 and rates[20] == rates[39] == 5e-4
+    elif schedule == "cosine":
+        assert rates[0] == 1e-3 and rates[-1] < 1e-5 and all(a >= b for a, b in zip(rates, rates[1:]))
+    else:  # warm up to lr in the first quarter, then down to ~0
+        assert max(rates) == pytest.approx(1e-3) and int(np.argmax(rates)) in (9, 10)
+        assert rates[0] < 1e-4 and rates[-1] < 1e-6
+
+
+def test_every_knob_has_a_flag_and_the_tutorials_short_flags_stay() -> None:
+    parser = argparse.ArgumentParser()
+    add_config_flags(parser)
+    args = parser.parse_args(["-m", "CCNet", "-l", "0.001", "-b", "64", "-e", "3", "--rotate", "10",
+                              "--weight-decay", "0.01", "--label-smoothing", "0.1", "--schedule", "cosine",
+                              "--no-amp"])
+    config = config_from_flags(args, DEFAULTS)
+    assert (config["lr"], config["batch_size"], config["epochs"], config["rotate"]) == (0.001, 64, 3, 10.0)
+    assert (config["weight_decay"], config["label_smoothing"], config["schedule"], config["amp"]) == \
+        (0.01, 0.1, "cosine", False)
+    assert {action.dest for action in parser._actions} >= set(KNOBS)
+
+
+@pytest.mark.parametrize("key, value", [
+    ("rotate", 46), ("rotate", -1), ("scale", 0.6), ("weight_decay", -0.1), ("label_smoothing", 0.5),
+    ("schedule", "linear"), ("shift", 1.5), ("amp", "yes"),
+])
+def test_new_knobs_refuse_out_of_range_values_naming_the_key(key: str, value: object) -> None:
+    with pytest.raises(UserError, match=f"^{key} must be"):
+        resolve_config({key: value})
