@@ -27,7 +27,8 @@ from mnist.errors import UserError
 from mnist.evaluate import evaluate_model, model_from_checkpoint, write_evaluation
 from mnist.outputs import format_epoch
 from mnist.plots import plot_curves
-from mnist.train import pick_device, train
+from mnist.device import pick_device
+from mnist.train import train
 
 SELECTION_RULES = {"best": "highest val_acc at the trial's best validation epoch",
                    "last": "highest val_acc at the trial's last epoch"}

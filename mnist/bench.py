@@ -24,7 +24,8 @@ from mnist.batches import EpochBatches
 from mnist.data import MnistData, load_mnist
 from mnist.errors import run_cli
 from mnist.model import CCNet
-from mnist.train import available_cpus, bf16_is_native, train_one_epoch
+from mnist.device import available_cpus, bf16_is_native
+from mnist.train import train_one_epoch
 
 BATCH_SIZE = 32  # the seed's
 

@@ -15,21 +15,12 @@ import torch
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix
 
 from mnist.checkpoint import load_checkpoint, write_json_atomic
-from mnist.data import MnistData, load_mnist, to_model_input
+from mnist.data import MnistData, load_mnist
+from mnist.device import pick_device
 from mnist.errors import UserError, run_cli
-from mnist.model import CCNet
+from mnist.model import CCNet, predict_logits
 
 DIGITS = list(range(10))
-
-
-def predict_logits(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 2000, amp: bool = False) -> torch.Tensor:
-    """Model outputs for uint8 images already on the model's device: eval mode, no gradients."""
-    model.eval()
-    outputs = []
-    with torch.inference_mode(), torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=amp):
-        for start in range(0, len(images), batch_size):
-            outputs.append(model(to_model_input(images[start:start + batch_size])).float())
-    return torch.cat(outputs)
 
 
 def model_from_checkpoint(state: dict[str, Any], device: torch.device) -> CCNet:
@@ -90,8 +81,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default=None, help="data folder (default: the checkpoint's, else bundled MNIST)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     args = parser.parse_args(argv)
-    from mnist.train import pick_device
-
     state = load_checkpoint(args.checkpoint)
     device = pick_device(args.device)
     model = model_from_checkpoint(state, device)

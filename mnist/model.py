@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mnist.data import to_model_input
+
 
 class CCNet(nn.Module):
     def __init__(self, dropout: float = 0.5, head: str = "logits") -> None:
@@ -43,3 +45,13 @@ class CCNet(nn.Module):
         if self.head == "seed":
             return torch.softmax(torch.relu(logits), dim=1)
         return logits
+
+
+def predict_logits(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 2000, amp: bool = False) -> torch.Tensor:
+    """Model outputs for uint8 images already on the model's device: eval mode, no gradients."""
+    model.eval()
+    outputs = []
+    with torch.inference_mode(), torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=amp):
+        for start in range(0, len(images), batch_size):
+            outputs.append(model(to_model_input(images[start:start + batch_size])).float())
+    return torch.cat(outputs)

@@ -22,7 +22,8 @@ from PIL import Image, ImageFilter, UnidentifiedImageError
 
 from mnist.checkpoint import load_checkpoint
 from mnist.errors import UserError, run_cli
-from mnist.evaluate import model_from_checkpoint, predict_logits
+from mnist.evaluate import model_from_checkpoint
+from mnist.model import predict_logits
 
 DIGIT_BOX = 20  # MNIST: the digit's longer side is 20 px...
 CANVAS = 28  # ...inside a 28x28 image, centred by its centre of mass

@@ -14,7 +14,6 @@ step); validation runs in eval mode without gradients and divides by the true co
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from datetime import datetime
@@ -33,34 +32,11 @@ from mnist.batches import EpochBatches, steps_per_epoch
 from mnist.config import DEFAULTS, add_config_flags, config_from_flags, resolve_config
 from mnist.data import MnistData, load_mnist, split_train_val
 from mnist.errors import UserError, run_cli
-from mnist.evaluate import predict_logits
-from mnist.model import CCNet
+from mnist.device import available_cpus, bf16_is_native, pick_device
+from mnist.model import CCNet, predict_logits
 
 EpochHook = Callable[[dict[str, Any], dict[str, Any]], None]
 METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s", "images_per_s")
-
-
-def available_cpus() -> int:
-    """CPUs this process may run on (Ray and containers narrow it below os.cpu_count())."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("device cuda was asked for, but torch sees no CUDA GPU")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
-
-
-def bf16_is_native(device: torch.device) -> bool:
-    """Whether bf16 matmuls and convolutions run in hardware here (else autocast would be slower)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def _progress(epoch: int, epochs: int, done: int, total: int) -> None:

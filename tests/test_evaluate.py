@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from mnist.errors import run_cli
-from mnist.evaluate import main, predict_logits
+from mnist.evaluate import main
+from mnist.model import predict_logits
 from mnist.model import CCNet
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

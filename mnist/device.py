@@ -1,0 +1,31 @@
+"""Where training runs: the device, whether bf16 is native there, how many CPUs this process may use."""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from mnist.errors import UserError
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (Ray and containers narrow it below os.cpu_count())."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("device cuda was asked for, but torch sees no CUDA GPU")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def bf16_is_native(device: torch.device) -> bool:
+    """Whether bf16 matmuls and convolutions run in hardware here (else autocast would be slower)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
