@@ -1,4 +1,4 @@
-"""Retrain the search's winner from scratch, test it once, and compare with the seed's configuration.
+"""Retrain the search's winner from scratch, test it once, and compare with the tutorial's setting.
 
     python hpo/best.py                                  # the newest search under results/
     python hpo/best.py --experiment results/NAME --seeds 3 --epochs 20
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=None, help="epochs of retraining (default: the search's budget)")
     parser.add_argument("--full", action="store_true", help="train on train+validation (all 60,000 images)")
     parser.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
-                        help="also retrain the seed's configuration at the same budget (default on)")
+                        help="also retrain the tutorial's setting at the same budget (default on)")
     parser.add_argument("--workers", type=int, default=1,
                         help="data-parallel workers (Ray Train, DDP); the global batch stays the trial's, "
                              "each worker takes batch/N, the learning rate is unchanged (default 1: plain)")

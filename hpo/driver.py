@@ -63,10 +63,10 @@ class PruningAwareOptunaSearch(OptunaSearch):
 
 
 class BaselineKeepingASHA(ASHAScheduler):
-    """ASHA that never stops the seed tutorial's configuration.
+    """ASHA that never stops the tutorial's setting.
 
-    The seed's trial is the baseline: trained to the full budget, it makes "the search beat
-    the seed's setting by X points" a comparison at the same epochs. It still counts in
+    The tutorial's trial is the baseline: trained to the full budget, it makes "the search beat
+    the tutorial's setting by X points" a comparison at the same epochs. It still counts in
     ASHA's rungs, so the other trials are judged against it as usual.
     """
 
@@ -82,7 +82,7 @@ class BaselineKeepingASHA(ASHAScheduler):
 
 
 def trial_number(trial: Any) -> int:
-    """Tune's creation counter of a trial (1 = the first proposed, the seed's configuration)."""
+    """Tune's creation counter of a trial (1 = the first proposed, the tutorial's setting)."""
     return int(trial.experiment_tag.split("_", 1)[0])
 
 

@@ -17,7 +17,7 @@ from mnist.config import resolve_config
 from mnist.errors import UserError
 
 EXPERIMENT_DEFAULTS: dict[str, Any] = {
-    # Trials Optuna proposes (the seed's configuration is the first of them).
+    # Trials Optuna proposes (the tutorial's setting is the first of them).
     "num_samples": 50,
     # The full epoch budget of one trial; ASHA stops most trials long before it.
     "max_epochs": 30,
@@ -214,7 +214,7 @@ def _check_experiment(experiment: dict[str, Any], where: str) -> None:
 
 
 def trial_config(experiment: dict[str, Any], sampled: dict[str, Any]) -> dict[str, Any]:
-    """The full mnist config of one trial: the seed's defaults, the fixed `train` settings, the sample."""
+    """The full mnist config of one trial: the tutorial's defaults, the fixed `train` settings, the sample."""
     fixed = {"epochs": experiment["max_epochs"], "seed": experiment["seed"],
              "threads": int(math.ceil(experiment["cpus_per_trial"])),
              "step_size": min(TRAIN_DEFAULTS["step_size"], experiment["max_epochs"])}

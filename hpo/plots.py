@@ -23,8 +23,8 @@ def plot_search_history(trials: pd.DataFrame, path: Path) -> None:
     error = 1 - scored["best_val_acc"]
     axis.scatter(scored["trial"], error, c="tab:blue", s=18, label="trial's best val error")
     axis.step(scored["trial"], error.cummin(), where="post", color="tab:orange", label="best so far")
-    seed = scored["seed_config"].astype(bool)
-    axis.scatter(scored["trial"][seed], error[seed], marker="*", s=160, c="tab:red", label="seed's configuration")
+    baseline = scored["baseline"].astype(bool)
+    axis.scatter(scored["trial"][baseline], error[baseline], marker="*", s=160, c="tab:red", label="tutorial's setting")
     axis.set(xlabel="trial", ylabel="validation error (1 - val_acc)", title="Search history", yscale="log")
     axis.grid(alpha=0.3, which="both")
     axis.legend(loc="upper right")

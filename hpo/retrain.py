@@ -49,9 +49,17 @@ def load_search(folder: Path) -> tuple[dict[str, Any], pd.DataFrame]:
             raise UserError(f"{folder / name}: missing; is {folder} a finished hpo/search.py experiment?")
     try:
         experiment = json.loads((folder / "experiment.json").read_text())["experiment"]
+    except (json.JSONDecodeError, KeyError, UnicodeDecodeError) as error:
+        raise UserError(f"{folder / 'experiment.json'}: unreadable ({error})") from None
+    try:
         trials = pd.read_csv(folder / "trials.csv")
-    except (json.JSONDecodeError, KeyError, pd.errors.ParserError) as error:
-        raise UserError(f"{folder}: unreadable search results ({error})") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise UserError(f"{folder / 'trials.csv'}: unreadable ({str(error).splitlines()[0]})") from None
+    trials = trials.rename(columns={"seed_config": "baseline"})  # its name in searches before 2026-11
+    needed = {"trial", "best_val_acc", "last_val_acc", *experiment.get("search_space", {})}
+    missing = sorted(needed - set(trials.columns))
+    if missing:
+        raise UserError(f"{folder / 'trials.csv'}: not a trials table of this search (no column {', '.join(missing)})")
     return experiment, trials
 
 

@@ -48,7 +48,7 @@ def read_progress(result: tune.Result) -> pd.DataFrame:
 def trial_tables(results: tune.ResultGrid, experiment: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(one row per trial, one row per trial and epoch), trials in the order they were created."""
     searched = list(experiment["search_space"])
-    seed = baseline_point(experiment["search_space"], experiment["max_epochs"])
+    baseline = baseline_point(experiment["search_space"], experiment["max_epochs"])
     rows, histories = [], []
     for result in results:
         _, number, trial_id = Path(result.path).name.split("_", 2)  # trial_<number>_<id>, see driver.trial_name
@@ -69,7 +69,7 @@ def trial_tables(results: tune.ResultGrid, experiment: dict[str, Any]) -> tuple[
             "time_s": float(history["epoch_time_s"].sum()) if best is not None else 0.0,
             "device": last.get("device", ""), "gpu_ids": last.get("gpu_ids", ""), "node": last.get("node", ""),
             "node_ip": last.get("node_ip", ""), "node_id": last.get("node_id", ""),
-            "seed_config": all(params[k] == seed[k] for k in searched),
+            "baseline": all(params[k] == baseline[k] for k in searched),
             # Relative to the experiment folder, so that the folder can be moved or shared.
             "checkpoint": str(Path(checkpoint.path).relative_to(Path(result.path).parent)) if checkpoint else "",
             "path": result.path,
@@ -118,12 +118,12 @@ def console_summary(trials: pd.DataFrame, searched: list[str], top: int = 5) -> 
     ranked = trials.sort_values("best_val_acc", ascending=False)
     lines = [f"top {min(top, len(ranked))} of {len(trials)} trials by best validation accuracy:",
              format_table(ranked.head(top), searched)]
-    seed_rows = trials[trials["seed_config"]]
-    if not seed_rows.empty and ranked["best_val_acc"].notna().any():
-        seed_acc, best_acc = seed_rows["best_val_acc"].iloc[0], ranked["best_val_acc"].iloc[0]
-        lines += ["the seed tutorial's configuration:", format_table(seed_rows, searched),
-                  f"search beat the seed's configuration by {100 * (best_acc - seed_acc):+.2f} points of val_acc "
-                  f"({best_acc:.4f} vs {seed_acc:.4f}) at the same budget"]
+    baseline_rows = trials[trials["baseline"]]
+    if not baseline_rows.empty and ranked["best_val_acc"].notna().any():
+        baseline_acc, best_acc = baseline_rows["best_val_acc"].iloc[0], ranked["best_val_acc"].iloc[0]
+        lines += ["the tutorial's setting:", format_table(baseline_rows, searched),
+                  f"search beat the tutorial's setting by {100 * (best_acc - baseline_acc):+.2f} points of val_acc "
+                  f"({best_acc:.4f} vs {baseline_acc:.4f}) at the same budget"]
     return "\n".join(lines)
 
 
@@ -145,7 +145,7 @@ def anytime_curve(history: pd.DataFrame, trials: pd.DataFrame) -> dict[str, Any]
     ordered = history.sort_values(order)
     best_so_far = ordered["val_acc"].cummax().to_numpy()
     cumulative = np.arange(1, len(ordered) + 1)
-    baseline_rows = trials[trials["seed_config"].astype(bool)]
+    baseline_rows = trials[trials["baseline"].astype(bool)]
     baseline = float(baseline_rows["last_val_acc"].iloc[0]) if not baseline_rows.empty else None
     passed = None
     if baseline is not None:

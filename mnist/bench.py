@@ -1,12 +1,12 @@
-"""Benchmark: the seed tutorial's training pipeline vs ours, same CCNet, same batches, one run.
+"""Benchmark: the tutorial's training pipeline vs ours, same CCNet, same batches, one run.
 
-(a) the seed's: a Dataset returning float64 images and one-hot labels item by item, a
+(a) the tutorial's: a Dataset returning float64 images and one-hot labels item by item, a
     DataLoader, the ReLU+Softmax head, `.item()` after every step;
 (b) ours: uint8 data in one tensor, randperm index slices, logits head, one sync per epoch.
-Also the time to load the data: the bundled IDX files vs the seed's pandas CSV route.
+Also the time to load the data: the bundled IDX files vs the tutorial's pandas CSV route.
 
     python -m mnist.bench [--batches 300] [--threads N]
-The last line is `speedup_vs_seed: X.XX` (images/s of ours over the seed's).
+The last line is `speedup_vs_tutorial: X.XX` (images/s of ours over the tutorial's).
 """
 from __future__ import annotations
 
@@ -27,14 +27,14 @@ from mnist.model import CCNet
 from mnist.device import available_cpus, bf16_is_native
 from mnist.train import train_one_epoch
 
-BATCH_SIZE = 32  # the seed's
+BATCH_SIZE = 32  # the tutorial's
 
 
 class SeedDataset(Dataset):
-    """A faithful copy of the seed's NumberDataset.__getitem__: float64 pixels, one-hot float64 labels."""
+    """A faithful copy of the tutorial's NumberDataset.__getitem__: float64 pixels, one-hot float64 labels."""
 
     def __init__(self, images: np.ndarray, labels: np.ndarray) -> None:
-        self.images = images[:, None, :, :].astype(np.int64)  # the seed's CSV gave int64 arrays
+        self.images = images[:, None, :, :].astype(np.int64)  # the tutorial's CSV gave int64 arrays
         self.labels = labels.astype(np.int64)
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
@@ -46,12 +46,12 @@ class SeedDataset(Dataset):
         return len(self.labels)
 
 
-def seed_pipeline(data: MnistData, batches: int) -> float:
-    """Images per second of the seed's training loop for `batches` batches."""
+def tutorial_pipeline(data: MnistData, batches: int) -> float:
+    """Images per second of the tutorial's training loop for `batches` batches."""
     torch.manual_seed(0)
     count = batches * BATCH_SIZE
     loader = DataLoader(SeedDataset(data.train_images[:count], data.train_labels[:count]), batch_size=BATCH_SIZE, shuffle=False)
-    model = CCNet(head="seed")
+    model = CCNet(head="tutorial")
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-4)
     criterion = torch.nn.CrossEntropyLoss()
     model.train()
@@ -82,7 +82,7 @@ def our_pipeline(data: MnistData, batches: int, amp: bool) -> float:
 
 
 def load_times(data: MnistData) -> tuple[float, float]:
-    """Seconds to load the bundled IDX files, and to read the seed's mnist_train.csv with pandas."""
+    """Seconds to load the bundled IDX files, and to read the tutorial's mnist_train.csv with pandas."""
     started = time.perf_counter()
     load_mnist()
     bundled = time.perf_counter() - started
@@ -91,7 +91,7 @@ def load_times(data: MnistData) -> tuple[float, float]:
         pixels = data.train_images.reshape(len(data.train_images), -1)
         pd.DataFrame(np.column_stack([data.train_labels, pixels])).to_csv(path, index=False, header=False)
         started = time.perf_counter()
-        frame = pd.read_csv(path)  # the seed's call (which also took the first image for a header)
+        frame = pd.read_csv(path)  # the tutorial's call (which also took the first image for a header)
         np.array(frame.iloc[:, 1:]).reshape(-1, 1, 28, 28)
         csv = time.perf_counter() - started
     return bundled, csv
@@ -112,13 +112,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"data load: bundled IDX {bundled:.2f} s, seed's pandas CSV {csv:.2f} s ({csv / bundled:.1f}x)")
     amp = bf16_is_native(torch.device("cpu"))  # what mnist.train does by default here
     our_pipeline(data, min(20, args.batches), amp)  # warm-up: first-call kernel selection
-    seed = seed_pipeline(data, args.batches)
+    seed = tutorial_pipeline(data, args.batches)
     ours_fp32 = our_pipeline(data, args.batches, amp=False)
     ours = our_pipeline(data, args.batches, amp) if amp else ours_fp32
-    print(f"seed pipeline:        {seed:.0f} images/s")
+    print(f"tutorial pipeline:        {seed:.0f} images/s")
     print(f"our pipeline, fp32:   {ours_fp32:.0f} images/s ({ours_fp32 / seed:.2f}x)")
     print(f"our pipeline, {'bf16' if amp else 'fp32'} (default here): {ours:.0f} images/s")
-    print(f"speedup_vs_seed: {ours / seed:.2f}")
+    print(f"speedup_vs_tutorial: {ours / seed:.2f}")
     return 0
 
 

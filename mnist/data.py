@@ -1,7 +1,7 @@
-"""MNIST on disk -> uint8 arrays in memory: the bundled IDX files, a user's IDX folder, or the seed's Kaggle CSVs.
+"""MNIST on disk -> uint8 arrays in memory: the bundled IDX files, a user's IDX folder, or the tutorial's Kaggle CSVs.
 
 Images stay uint8 (the 60,000 training images are 47 MB) and are normalised batch by batch
-on the device (`to_model_input`). The split is the seed's: the last `val_fraction` of the
+on the device (`to_model_input`). The split is the tutorial's: the last `val_fraction` of the
 60,000 training images are the validation set; the 10,000 t10k images are the test set, used
 only to evaluate a finished model.
 
@@ -163,7 +163,7 @@ def load_idx_folder(folder: Path, files: dict[str, Path]) -> MnistData:
 # ---------------------------------------------------------------- Kaggle CSV files
 
 def _has_header(path: Path) -> bool:
-    """The seed's reader lost one image by taking the first data row as a header: look instead."""
+    """The tutorial's reader lost one image by taking the first data row as a header: look instead."""
     with open(path) as file:
         first_cell = file.readline().split(",")[0].strip().strip('"')
     return not first_cell.lstrip("-").isdigit()
@@ -253,7 +253,7 @@ def load_mnist(data_dir: str | None = None) -> MnistData:
 
 
 def split_train_val(data: MnistData, val_fraction: float = 0.2, limit: int | None = None) -> Split:
-    """The seed's deterministic split: the last `val_fraction` of the (first `limit`) training images."""
+    """The tutorial's deterministic split: the last `val_fraction` of the (first `limit`) training images."""
     count = len(data.train_images) if limit is None else min(limit, len(data.train_images))
     first_val = int(round(count * (1 - val_fraction)))
     if first_val < 1 or (val_fraction > 0 and first_val >= count):

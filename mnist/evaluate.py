@@ -15,6 +15,7 @@ import torch
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix
 
 from mnist.checkpoint import load_checkpoint, write_json_atomic
+from mnist.config import upgrade_config
 from mnist.data import MnistData, load_mnist
 from mnist.device import pick_device
 from mnist.errors import UserError, run_cli
@@ -24,7 +25,7 @@ DIGITS = list(range(10))
 
 
 def model_from_checkpoint(state: dict[str, Any], device: torch.device) -> CCNet:
-    config = state["config"]
+    config = upgrade_config(state["config"])
     model = CCNet(config.get("dropout", 0.5), config.get("head", "logits"))
     try:
         model.load_state_dict(state["model"])

@@ -1,8 +1,8 @@
-"""CCNet: the seed tutorial's CNN, layer for layer, returning logits.
+"""CCNet: the tutorial's CNN, layer for layer, returning logits.
 
-The seed ended with ReLU + Softmax before CrossEntropyLoss, which applies log-softmax
+The tutorial ended with ReLU + Softmax before CrossEntropyLoss, which applies log-softmax
 itself: softmax twice and a ReLU that zeroes negative logits, so gradients vanish.
-`head="seed"` keeps that head so the fix can be shown side by side.
+`head="tutorial"` keeps that head so the fix can be shown side by side.
 """
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ from mnist.data import to_model_input
 class CCNet(nn.Module):
     def __init__(self, dropout: float = 0.5, head: str = "logits") -> None:
         super().__init__()
-        if head not in ("logits", "seed"):
-            raise ValueError(f"head must be 'logits' or 'seed', got {head!r}")
+        if head not in ("logits", "tutorial"):
+            raise ValueError(f"head must be 'logits' or 'tutorial', got {head!r}")
         self.head = head
-        # The seed's stack: 28x28 -> 14x14 -> 7x7 -> 4x4, 18 channels -> 288 features.
+        # The tutorial's stack: 28x28 -> 14x14 -> 7x7 -> 4x4, 18 channels -> 288 features.
         self.features = nn.Sequential(
             nn.Conv2d(1, 32, kernel_size=3, padding=1),
             nn.MaxPool2d(kernel_size=3, padding=1, stride=2),
@@ -34,7 +34,7 @@ class CCNet(nn.Module):
         )
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(288, 10)
-        # The seed initialises every conv and linear weight with Xavier-normal (biases left as PyTorch's).
+        # The tutorial initialises every conv and linear weight with Xavier-normal (biases left as PyTorch's).
         for module in self.modules():
             if isinstance(module, (nn.Conv2d, nn.Linear)):
                 nn.init.xavier_normal_(module.weight)
@@ -42,7 +42,7 @@ class CCNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.dropout(self.features(x))
         logits = self.fc(torch.flatten(x, 1))
-        if self.head == "seed":
+        if self.head == "tutorial":
             return torch.softmax(torch.relu(logits), dim=1)
         return logits
 

@@ -19,7 +19,7 @@ def save_figure(figure: plt.Figure, path: Path) -> None:
 
 
 def plot_curves(history: Sequence[dict[str, Any]], path: Path) -> None:
-    """Loss and accuracy per epoch, train vs validation (the seed's loss.png, split in two panels)."""
+    """Loss and accuracy per epoch, train vs validation (the tutorial's loss.png, split in two panels)."""
     epochs = [row["epoch"] for row in history]
     figure, (loss_axis, acc_axis) = plt.subplots(1, 2, figsize=(10, 4))
     for split in ("train", "val"):

@@ -202,7 +202,7 @@ def train(config: dict[str, Any], data: MnistData | None = None, on_epoch: Epoch
 # ---------------------------------------------------------------- CLI
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Train CCNet on MNIST (the seed's flags and defaults, fixed).")
+    parser = argparse.ArgumentParser(description="Train CCNet on MNIST (the tutorial's flags and defaults, fixed).")
     add_config_flags(parser)
     parser.add_argument("--out", default=None, help="run folder (default results/train/<time>)")
     parser.add_argument("--resume", default=None, metavar="CHECKPOINT", help="continue a run from its last.pt")

@@ -38,7 +38,7 @@ def write_csv(path: Path, images: np.ndarray, labels: np.ndarray, header: bool) 
 
 @pytest.fixture
 def csv_folder(tmp_path: Path, mnist_data: MnistData) -> Path:
-    """The seed's Kaggle layout, headerless like the seed's file: 120 train and 30 test rows."""
+    """The tutorial's Kaggle layout, headerless like the tutorial's file: 120 train and 30 test rows."""
     write_csv(tmp_path / "mnist_train.csv", mnist_data.train_images[:120], mnist_data.train_labels[:120], header=False)
     write_csv(tmp_path / "mnist_test.csv", mnist_data.test_images[:30], mnist_data.test_labels[:30], header=False)
     return tmp_path

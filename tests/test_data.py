@@ -24,7 +24,7 @@ def run_data_cli(args: list[str], capsys: pytest.CaptureFixture) -> tuple[int, s
 
 
 def test_bundled_data_has_all_images_verified(mnist_data: MnistData) -> None:
-    # The seed's CSV route lost the first image of each file (59,999 / 9,999).
+    # The tutorial's CSV route lost the first image of each file (59,999 / 9,999).
     assert mnist_data.train_images.shape == (60000, 28, 28)
     assert mnist_data.test_images.shape == (10000, 28, 28)
     assert mnist_data.train_images.dtype == np.uint8

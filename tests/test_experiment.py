@@ -1,4 +1,4 @@
-"""Experiment files: defaults <- YAML <- flags, unknown keys refused, the seed's point always in."""
+"""Experiment files: defaults <- YAML <- flags, unknown keys refused, the tutorial's point always in."""
 from __future__ import annotations
 
 from pathlib import Path

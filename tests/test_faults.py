@@ -29,7 +29,7 @@ def test_crashed_trial_resumes_from_its_checkpoint(tmp_path: Path, smoke_search:
     folder = tmp_path / "crash"
     assert list(folder.glob("trial_001_*/crashed_once")), "the injected crash did not happen"
     crashed, calm = progress(folder, 1), progress(undisturbed, 1)
-    # The seed's trial (same config, same seed in both searches) crashed after epoch 1, restarted from
+    # The tutorial's trial (same config, same seed in both searches) crashed after epoch 1, restarted from
     # that checkpoint and ended exactly where the undisturbed one did.
     assert crashed["epoch"].tolist() == calm["epoch"].tolist() == [1, 2]
     assert crashed["val_acc"].tolist() == calm["val_acc"].tolist()

@@ -1,4 +1,4 @@
-"""CCNet: the seed's layer stack, logits out (the seed's ReLU+Softmax head only on request)."""
+"""CCNet: the tutorial's layer stack, logits out (the tutorial's ReLU+Softmax head only on request)."""
 from __future__ import annotations
 
 import torch
@@ -24,7 +24,7 @@ def test_xavier_normal_init() -> None:
 
 
 def test_default_head_returns_logits_not_probabilities() -> None:
-    # The seed's ReLU + Softmax before CrossEntropyLoss applied softmax twice and killed negative logits.
+    # The tutorial's ReLU + Softmax before CrossEntropyLoss applied softmax twice and killed negative logits.
     torch.manual_seed(0)
     x = torch.randn(16, 1, 28, 28)
     model = CCNet(dropout=0.0).eval()
@@ -33,20 +33,20 @@ def test_default_head_returns_logits_not_probabilities() -> None:
     assert not torch.allclose(logits.sum(dim=1), torch.ones(16))
 
 
-def test_seed_head_reproduces_the_defect() -> None:
+def test_tutorial_head_reproduces_the_defect() -> None:
     torch.manual_seed(0)
     x, y = torch.randn(64, 1, 28, 28), torch.randint(0, 10, (64,))
-    fixed, seed = CCNet(dropout=0.0, head="logits"), CCNet(dropout=0.0, head="seed")
-    seed.load_state_dict(fixed.state_dict())
-    probabilities = seed(x)
+    fixed, tutorial = CCNet(dropout=0.0, head="logits"), CCNet(dropout=0.0, head="tutorial")
+    tutorial.load_state_dict(fixed.state_dict())
+    probabilities = tutorial(x)
     assert torch.allclose(probabilities.sum(dim=1), torch.ones(64), atol=1e-5)
     # CE over probabilities squashes the loss into a narrow range, so its gradient is far smaller
-    # than the fixed head's for the same weights: the vanishing gradient of the seed.
+    # than the fixed head's for the same weights: the vanishing gradient of the tutorial's head.
     F.cross_entropy(fixed(x), y).backward()
-    F.cross_entropy(seed(x), y).backward()
+    F.cross_entropy(tutorial(x), y).backward()
     fixed_grad = fixed.fc.weight.grad.norm().item()
-    seed_grad = seed.fc.weight.grad.norm().item()
-    assert seed_grad < fixed_grad / 3
+    tutorial_grad = tutorial.fc.weight.grad.norm().item()
+    assert tutorial_grad < fixed_grad / 3
 
 
 def test_dropout_is_a_parameter() -> None:

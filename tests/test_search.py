@@ -21,7 +21,7 @@ def test_smoke_search_writes_its_results(smoke_search: tuple[Path, subprocess.Co
     assert len(trials) == 3
     assert {"lr", "batch_size", "dropout", "step_size", "gamma", "status", "epochs", "best_val_acc",
             "last_val_acc", "time_s", "device", "gpu_ids"} <= set(trials.columns)
-    seed_rows = trials[trials["seed_config"]]
+    seed_rows = trials[trials["baseline"]]
     assert len(seed_rows) == 1
     seed = seed_rows.iloc[0]
     assert (seed["lr"], seed["batch_size"], seed["dropout"], seed["step_size"], seed["gamma"]) == (2e-4, 32, 0.5, 2, 0.8)
@@ -33,8 +33,8 @@ def test_smoke_search_writes_its_results(smoke_search: tuple[Path, subprocess.Co
     for name in ("search_history.png", "parallel_coordinates.png", "learning_curves.png", "importance.png"):
         assert (folder / name).read_bytes()[:8] == PNG_MAGIC, name
     report = (folder / "report.md").read_text()
-    assert "git_commit" in report and "hours saved" in report and "seed tutorial's configuration" in report
-    assert "top 3 of 3 trials" in result.stdout and "search beat the seed's configuration by" in result.stdout
+    assert "git_commit" in report and "hours saved" in report and "tutorial's configuration" in report
+    assert "top 3 of 3 trials" in result.stdout and "search beat the tutorial's setting by" in result.stdout
 
 
 def test_stopped_trials_reach_optuna_as_pruned(smoke_search: tuple[Path, subprocess.CompletedProcess]) -> None:
@@ -76,7 +76,7 @@ def test_best_retrains_and_compares_with_the_seed(smoke_search: tuple[Path, subp
     assert search["gain_points"] == pytest.approx(100 * (search["winner"]["mean"] - search["baseline"]["mean"]))
     assert (folder / "best" / "model.pt").exists() and (folder / "best" / "confusion_matrix.png").exists()
     assert (folder / "best" / "baseline" / "metrics.json").exists()
-    assert "gain from the search:" in result.stdout and "seed's configuration, same 1 epochs" in result.stdout
+    assert "gain from the search:" in result.stdout and "tutorial's setting, same 1 epochs" in result.stdout
 
 
 def test_gpus_asked_where_there_are_none_fails_fast(tmp_path: Path) -> None:

@@ -176,5 +176,5 @@ def test_benchmark_runs_and_reports_its_ratio(capsys: pytest.CaptureFixture) -> 
     seed = float(lines[-4].split()[2])
     ours = float(lines[-2].split()[-2])
     assert seed > 0 and ours > 0
-    assert lines[-1].startswith("speedup_vs_seed: ")
+    assert lines[-1].startswith("speedup_vs_tutorial: ")
     assert float(lines[-1].split()[1]) == pytest.approx(ours / seed, abs=0.02)  # figures printed rounded
