@@ -19,6 +19,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from hpo.experiment import baseline_point, trial_config
+from hpo.space import dimensions
 from hpo.storage import ExperimentStore
 from hpo.tb_logger import TrialTensorBoard
 from hpo.trainable import ccnet_trainable
@@ -130,17 +131,7 @@ def trial_resources(experiment: dict[str, Any]) -> tuple[dict[str, float], int]:
 
 def search_space(experiment: dict[str, Any]) -> dict[str, Any]:
     """Tune domains for the searched keys; every other key is the trial's fixed mnist config."""
-    domains = {}
-    for key, spec in experiment["search_space"].items():
-        kind, values = next(iter(spec.items()))
-        if kind == "loguniform":
-            domains[key] = tune.loguniform(*values)
-        elif kind == "uniform":
-            domains[key] = tune.uniform(*values)
-        elif kind == "randint":
-            domains[key] = tune.randint(values[0], values[1] + 1)  # Tune's upper bound is exclusive
-        else:
-            domains[key] = tune.choice(values)
+    domains = {key: dimension.domain() for key, dimension in dimensions(experiment["search_space"]).items()}
     return {**trial_config(experiment, {}), **domains}
 
 
@@ -192,7 +183,7 @@ def make_tuner(experiment: dict[str, Any], store: ExperimentStore, resume: bool,
     run_config = tune.RunConfig(
         # Trials write results and checkpoints here from every node: a shared folder or a URI.
         name=store.name, storage_path=store.tune_storage_path,
-        callbacks=[TrialTensorBoard(store.local / "tensorboard", list(experiment["search_space"]))],
+        callbacks=[TrialTensorBoard(store.local / "tensorboard", experiment["search_space"])],
         # Keep each trial's best checkpoint by val_acc and its latest (to resume from).
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=METRIC,
                                                 checkpoint_score_order=MODE),

@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from hpo.space import Dimension, dimensions
 from mnist.config import DEFAULTS as TRAIN_DEFAULTS
 from mnist.config import resolve_config
 from mnist.errors import UserError
@@ -67,23 +68,11 @@ EXPERIMENT_DEFAULTS: dict[str, Any] = {
     },
 }
 
-DISTRIBUTIONS = ("loguniform", "uniform", "randint", "choice")
 
 
 def plain(value: Any) -> Any:
     """A numpy scalar (from a DataFrame row) as the Python number JSON expects."""
     return value.item() if hasattr(value, "item") else value
-
-
-def _number(value: Any, where: str) -> float:
-    """YAML reads 1e-5 (no dot) as a string: accept it, refuse anything else."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise UserError(f"{where}: {value!r} is not a number") from None
-    if not math.isfinite(number):
-        raise UserError(f"{where}: {value!r} is not a finite number")
-    return number
 
 
 def _resolve_space(space: dict[str, Any], max_epochs: int, where: str) -> dict[str, dict[str, list]]:
@@ -94,22 +83,7 @@ def _resolve_space(space: dict[str, Any], max_epochs: int, where: str) -> dict[s
     for key, spec in space.items():
         if key not in TRAIN_DEFAULTS or key in ("epochs", "seed", "data", "device", "threads"):
             raise UserError(f"{where}: search_space key {key!r} is not a searchable training setting")
-        if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in DISTRIBUTIONS:
-            raise UserError(f"{where}: search_space.{key} must be one of {{{' | '.join(DISTRIBUTIONS)}: [...]}}")
-        kind, values = next(iter(spec.items()))
-        if not isinstance(values, list) or not values:
-            raise UserError(f"{where}: search_space.{key}.{kind} must be a non-empty list")
-        values = [max_epochs if v == "max_epochs" else v for v in values]
-        if kind != "choice":
-            if len(values) != 2:
-                raise UserError(f"{where}: search_space.{key}.{kind} takes [low, high]")
-            low, high = (_number(v, f"{where}: search_space.{key}") for v in values)
-            if kind == "randint":
-                low, high = int(low), int(high)
-            if not low < high or (kind == "loguniform" and low <= 0):
-                raise UserError(f"{where}: search_space.{key}.{kind} needs 0 < low < high, got {values}")
-            values = [low, high]
-        resolved[key] = {kind: values}
+        resolved[key] = Dimension.parse(key, spec, max_epochs, where).spec()
     return resolved
 
 
@@ -126,12 +100,7 @@ def baseline_point(space: dict[str, dict[str, list]], max_epochs: int) -> dict[s
 
 def in_space(point: dict[str, Any], space: dict[str, dict[str, list]]) -> bool:
     """Whether every value of `point` lies inside its search-space range (or choices)."""
-    for key, spec in space.items():
-        kind, values = next(iter(spec.items()))
-        inside = point[key] in values if kind == "choice" else values[0] <= point[key] <= values[1]
-        if not inside:
-            return False
-    return True
+    return all(dimension.contains(point[key]) for key, dimension in dimensions(space).items())
 
 
 def load_experiment_file(path: str | Path) -> dict[str, Any]:

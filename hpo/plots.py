@@ -9,6 +9,7 @@ import optuna
 import pandas as pd
 
 from hpo.experiment import plain
+from hpo.space import Dimension, dimensions
 from mnist.plots import plt, save_figure
 
 
@@ -31,18 +32,10 @@ def plot_search_history(trials: pd.DataFrame, path: Path) -> None:
     save_figure(figure, path)
 
 
-def _axis_values(trials: pd.DataFrame, key: str, spec: dict[str, list]) -> tuple[np.ndarray, list[str]]:
-    """Values of `key` scaled to [0, 1] on the search space's own scale, with tick labels."""
-    kind, bounds = next(iter(spec.items()))
-    values = trials[key].to_numpy()
-    if kind == "choice":
-        position = {value: i for i, value in enumerate(bounds)}
-        scaled = np.array([position.get(v, 0) for v in values]) / max(1, len(bounds) - 1)
-        return scaled, [str(bounds[0]), str(bounds[-1])]
-    low, high = bounds
-    if kind == "loguniform":
-        return (np.log(values.astype(float)) - np.log(low)) / (np.log(high) - np.log(low)), [f"{low:.0e}", f"{high:.0e}"]
-    return (values.astype(float) - low) / (high - low), [f"{low:g}", f"{high:g}"]
+def _axis_values(trials: pd.DataFrame, key: str, dimension: Dimension) -> tuple[np.ndarray, list[str]]:
+    """Values of `key` scaled to [0, 1] on the dimension's own scale, with tick labels."""
+    scaled = np.array([dimension.position(plain(value)) for value in trials[key]])
+    return scaled, [dimension.format(dimension.values[0]), dimension.format(dimension.values[-1])]
 
 
 def plot_parallel_coordinates(trials: pd.DataFrame, space: dict[str, dict], path: Path) -> None:
@@ -50,7 +43,8 @@ def plot_parallel_coordinates(trials: pd.DataFrame, space: dict[str, dict], path
     scored = trials[trials["best_val_acc"].notna()].sort_values("best_val_acc")
     keys = list(space)
     figure, axis = plt.subplots(figsize=(2 + 1.8 * len(keys), 5))
-    columns = [_axis_values(scored, key, space[key]) for key in keys]
+    scales = dimensions(space)
+    columns = [_axis_values(scored, key, scales[key]) for key in keys]
     norm = plt.Normalize(scored["best_val_acc"].min(), scored["best_val_acc"].max()) if len(scored) else None
     colors = plt.cm.viridis(norm(scored["best_val_acc"].to_numpy())) if len(scored) else []
     for row, color in enumerate(colors):
@@ -87,19 +81,10 @@ def plot_learning_curves(history: pd.DataFrame, trials: pd.DataFrame, max_epochs
     save_figure(figure, path)
 
 
-def _optuna_distribution(spec: dict[str, list]) -> optuna.distributions.BaseDistribution:
-    kind, bounds = next(iter(spec.items()))
-    if kind == "choice":
-        return optuna.distributions.CategoricalDistribution(bounds)
-    if kind == "randint":
-        return optuna.distributions.IntDistribution(*bounds)
-    return optuna.distributions.FloatDistribution(*bounds, log=kind == "loguniform")
-
-
 def hyperparameter_importance(trials: pd.DataFrame, space: dict[str, dict]) -> dict[str, float]:
     """Optuna's fANOVA importance of each hyperparameter for the trials' best val_acc (all trials count)."""
     study = optuna.create_study(direction="maximize")
-    distributions = {key: _optuna_distribution(spec) for key, spec in space.items()}
+    distributions = {key: dimension.distribution() for key, dimension in dimensions(space).items()}
     for _, row in trials[trials["best_val_acc"].notna()].iterrows():
         params = {key: plain(row[key]) for key in space}
         study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions,

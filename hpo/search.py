@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     trials, best = summarize(store.local, results, experiment, resources, sys.argv)
     drop_stale_checkpoints(trials, store)
     store.push()
-    print(console_summary(trials, list(experiment["search_space"])))
+    print(console_summary(trials, experiment["search_space"]))
     print(f"winner: trial {best['trial']}, val_acc {best['val_acc']:.4f} at epoch {best['epoch']}")
     mirror = f", summaries also in {store.local}" if store.remote else ""
     print(f"results in {store} ({store.disk_usage() / 2**20:.1f} MiB on disk{mirror}); "

@@ -14,6 +14,7 @@ import pandas as pd
 from ray import tune
 
 from hpo.experiment import baseline_point, plain
+from hpo.space import dimensions
 from hpo.plots import (plot_anytime, plot_importance, plot_learning_curves, plot_parallel_coordinates,
                        plot_search_history)
 from mnist.checkpoint import git_commit, write_json_atomic, write_text_atomic
@@ -106,22 +107,23 @@ def hours_saved(trials: pd.DataFrame, max_epochs: int, resources: dict[str, floa
             "epochs_trained": int(done["epochs"].sum()), "epochs_full_budget": int(len(done) * max_epochs)}
 
 
-def format_table(trials: pd.DataFrame, searched: list[str]) -> str:
-    columns = ["trial", *searched, "status", "epochs", "best_val_acc", "device", "gpu_ids"]
+def format_table(trials: pd.DataFrame, space: dict[str, dict[str, list]]) -> str:
+    """Trials as a text table; each searched value printed on its dimension's scale."""
+    columns = ["trial", *space, "status", "epochs", "best_val_acc", "device", "gpu_ids"]
     table = trials[columns].copy()
-    if "lr" in table:
-        table["lr"] = table["lr"].map(lambda v: f"{v:.2e}")
+    for key, dimension in dimensions(space).items():
+        table[key] = table[key].map(lambda value, scale=dimension: scale.format(plain(value)))
     return table.to_string(index=False, float_format=lambda v: f"{v:.4f}")
 
 
-def console_summary(trials: pd.DataFrame, searched: list[str], top: int = 5) -> str:
+def console_summary(trials: pd.DataFrame, space: dict[str, dict[str, list]], top: int = 5) -> str:
     ranked = trials.sort_values("best_val_acc", ascending=False)
     lines = [f"top {min(top, len(ranked))} of {len(trials)} trials by best validation accuracy:",
-             format_table(ranked.head(top), searched)]
+             format_table(ranked.head(top), space)]
     baseline_rows = trials[trials["baseline"]]
     if not baseline_rows.empty and ranked["best_val_acc"].notna().any():
         baseline_acc, best_acc = baseline_rows["best_val_acc"].iloc[0], ranked["best_val_acc"].iloc[0]
-        lines += ["the tutorial's setting:", format_table(baseline_rows, searched),
+        lines += ["the tutorial's setting:", format_table(baseline_rows, space),
                   f"search beat the tutorial's setting by {100 * (best_acc - baseline_acc):+.2f} points of val_acc "
                   f"({best_acc:.4f} vs {baseline_acc:.4f}) at the same budget"]
     return "\n".join(lines)
@@ -177,7 +179,7 @@ def write_report(folder: Path, trials: pd.DataFrame, experiment: dict[str, Any],
         + ", ".join(f"{count} {status}" for status, count in trials["status"].value_counts().items()) + ".", "",
         f"Winner (best validation epoch): trial {best['trial']} with val_acc {best['val_acc']:.4f} at epoch "
         f"{best['epoch']}: " + ", ".join(f"{k}={best['params'][k]}" for k in searched), "",
-        "```", console_summary(trials, searched), "```", "",
+        "```", console_summary(trials, experiment["search_space"]), "```", "",
         f"ASHA trained {savings['epochs_trained']} epochs instead of {savings['epochs_full_budget']} "
         f"({savings['spent_hours']:.3f} {savings['unit']} hours instead of {savings['full_budget_hours']:.3f}: "
         f"{savings['saved_hours']:.3f} {savings['unit']} hours saved).", "",

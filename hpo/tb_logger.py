@@ -14,28 +14,30 @@ from ray.tune.logger import TBXLoggerCallback
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 
+from hpo.space import dimensions
+
 SCALARS = {"loss/train": "train_loss", "loss/val": "val_loss", "accuracy/train": "train_acc",
            "accuracy/val": "val_acc", "lr": "lr", "speed/images_per_s": "images_per_s"}
-SHORT_NAMES = {"lr": "lr", "batch_size": "bs", "dropout": "do", "step_size": "step", "gamma": "g"}
+SHORT_NAMES = {"lr": "lr", "batch_size": "bs", "dropout": "do", "step_size": "step", "gamma": "g",
+               "weight_decay": "wd", "label_smoothing": "ls", "schedule": "sched", "rotate": "rot"}
 BEST_METRIC_TAG = "hparams/best_val_acc"
 
 
-def run_name(trial_number: int, params: dict[str, Any]) -> str:
-    parts = []
-    for key, value in params.items():
-        short = SHORT_NAMES.get(key, key)
-        parts.append(f"{short}={value:.1e}" if key == "lr" else f"{short}={value:.2f}" if isinstance(value, float)
-                     else f"{short}={value}")
+def run_name(trial_number: int, params: dict[str, Any], space: dict[str, dict[str, list]]) -> str:
+    """`trial_003 lr=2.0e-04 bs=32 ...`: each value as its search dimension prints it."""
+    scales = dimensions(space)
+    parts = [f"{SHORT_NAMES.get(key, key)}={scales[key].format(value)}" for key, value in params.items()]
     return f"trial_{trial_number:03d} " + " ".join(parts)
 
 
 # Subclassing Tune's TBXLoggerCallback tells Tune not to add its own, which would log the same
 # scalars again under ray/tune/... with trial-folder names.
 class TrialTensorBoard(TBXLoggerCallback):
-    def __init__(self, folder: Path, searched_keys: list[str]) -> None:
+    def __init__(self, folder: Path, space: dict[str, dict[str, list]]) -> None:
         super().__init__()
         self.folder = folder
-        self.searched_keys = searched_keys
+        self.space = space
+        self.searched_keys = list(space)
         self.writers: dict[str, SummaryWriter] = {}
         self.best: dict[str, float] = {}
 
@@ -43,7 +45,7 @@ class TrialTensorBoard(TBXLoggerCallback):
         if trial.trial_id not in self.writers:
             number = int(trial.experiment_tag.split("_", 1)[0])  # Tune's creation counter, as in trial folders
             params = {key: trial.config[key] for key in self.searched_keys}
-            self.writers[trial.trial_id] = SummaryWriter(str(self.folder / run_name(number, params)))
+            self.writers[trial.trial_id] = SummaryWriter(str(self.folder / run_name(number, params, self.space)))
         return self.writers[trial.trial_id]
 
     def log_trial_start(self, trial: Any) -> None:

@@ -105,3 +105,42 @@ def test_trial_config_is_a_full_mnist_config() -> None:
     assert (config["epochs"], config["threads"], config["limit"], config["lr"]) == (4, 2, 3000, 0.01)
     with pytest.raises(UserError, match="lr must be > 0"):
         trial_config(experiment, {"lr": -1.0})
+
+
+@pytest.mark.parametrize("space, message", [
+    ({"batch_size": {"choice": [0, "abc"]}}, "search_space.batch_size.choice [0, 'abc']: batch_size must be an integer >= 1"),
+    ({"dropout": {"uniform": [0.5, 1.5]}}, "search_space.dropout.uniform [0.5, 1.5]: dropout must be in [0, 1)"),
+    ({"schedule": {"choice": ["step", "linear"]}}, "schedule must be one of step, cosine, onecycle, got 'linear'"),
+    ({"rotate": {"uniform": [0, 90]}}, "rotate must be in [0, 45], got 90.0"),
+])
+def test_every_corner_and_choice_of_the_space_is_checked_before_ray(space: dict, message: str) -> None:
+    with pytest.raises(UserError) as error:
+        resolve_experiment({"search_space": space}, {}, "exp.yaml")
+    assert message in str(error.value) and str(error.value).startswith("exp.yaml: ")
+
+
+def test_a_one_epoch_budget_follows_from_the_defaults() -> None:
+    experiment = resolve_experiment({}, {"max_epochs": 1}, "flags")
+    assert experiment["grace_period"] == 1
+    assert experiment["search_space"]["step_size"] == {"choice": [1]}  # randint [1, max_epochs] shrank to 1
+    with pytest.raises(UserError, match="grace_period \\(3\\) exceeds max_epochs \\(1\\)"):
+        resolve_experiment({"grace_period": 3}, {"max_epochs": 1}, "flags")  # set by the user: still refused
+    with pytest.raises(UserError, match="needs 0 < low < high"):
+        resolve_experiment({"search_space": {"step_size": {"randint": [2, 2]}}}, {}, "x")  # written so: refused
+
+
+def test_a_dimension_knows_its_scale_domain_and_inside() -> None:
+    from ray.tune.search.sample import Categorical, Float, Integer
+
+    from hpo.space import Dimension
+
+    lr = Dimension("loguniform", (1e-5, 1e-2))
+    decay = Dimension("choice", (0.0, 1e-4, 1e-3))
+    steps = Dimension("randint", (1, 5))
+    assert lr.log_scale and not decay.log_scale
+    assert lr.format(2e-4) == "2.0e-04" and decay.format(1e-4) == "0.0001" and steps.format(3) == "3"
+    assert lr.contains(1e-3) and not lr.contains(0.1) and decay.contains(0.0) and not decay.contains(0.5)
+    assert isinstance(lr.domain(), Float) and isinstance(decay.domain(), Categorical)
+    assert isinstance(steps.domain(), Integer) and steps.domain().upper == 6  # Tune's bound is exclusive
+    assert lr.position(1e-5) == 0 and lr.position(1e-2) == pytest.approx(1) and lr.position(10 ** -3.5) == pytest.approx(0.5)
+    assert lr.distribution().log and decay.distribution().choices == (0.0, 1e-4, 1e-3)
