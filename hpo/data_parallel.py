@@ -8,22 +8,19 @@ writes checkpoints. The data reach the workers through Ray's object store.
 """
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import ray
 import torch
 from ray import train as ray_train
-from ray.train import Checkpoint, RunConfig, ScalingConfig
+from ray.train import RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer, get_device
 
-from hpo.driver import connect
-from mnist.checkpoint import load_checkpoint, save_checkpoint
+from hpo.checkpoints import read_checkpoint, report_with_checkpoint
+from hpo.cluster import connect
 from mnist.data import MnistData
 from mnist.train import train
 
-CHECKPOINT_FILE = "checkpoint.pt"
 
 
 def _worker_loop(loop_config: dict[str, Any]) -> None:
@@ -37,9 +34,7 @@ def _worker_loop(loop_config: dict[str, Any]) -> None:
         if rank != 0:
             ray_train.report(metrics)
             return
-        with tempfile.TemporaryDirectory() as folder:
-            save_checkpoint(state, Path(folder) / CHECKPOINT_FILE)
-            ray_train.report(metrics, checkpoint=Checkpoint.from_directory(folder))
+        report_with_checkpoint(ray_train.report, metrics, state)
 
     train(loop_config["config"], data=data, on_epoch=report)
 
@@ -70,6 +65,5 @@ def train_data_parallel(config: dict[str, Any], data: MnistData, workers: int, g
             ray.shutdown()
     if result.checkpoint is None:
         raise RuntimeError(f"data-parallel training ended without a checkpoint ({result.error})")
-    with result.checkpoint.as_directory() as folder:
-        state = load_checkpoint(Path(folder) / CHECKPOINT_FILE, for_resume=True)
+    state = read_checkpoint(result.checkpoint)
     return state["history"], state

@@ -1,4 +1,8 @@
-"""The search driver: Ray Tune runs the trials, Optuna's TPE proposes them, ASHA stops the weak ones.
+"""The search driver: wires the pieces into one Ray Tune run (or resumes it).
+
+The cluster (hpo.cluster), what to try next (hpo.searcher), when to stop a trial
+(hpo.scheduler), the trainable (hpo.trainable), TensorBoard (hpo.tb_logger) and the
+experiment's storage (hpo.storage) are each their own module; this one builds the Tuner.
 
 Ray is the engine on one laptop and on a cluster alike: the same code, a different `address`.
 The data are read once here and shipped to the trials through Ray's object store.
@@ -6,19 +10,16 @@ The data are read once here and shipped to the trials through Ray's object store
 from __future__ import annotations
 
 import os
-import signal
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import optuna
 import ray
-from optuna.trial import TrialState
 from ray import tune
-from ray.tune.result import TRAINING_ITERATION
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-from ray.tune.search.optuna import OptunaSearch
 
-from hpo.experiment import baseline_point, trial_config
+from hpo.cluster import connect, trial_resources
+from hpo.experiment import trial_config
+from hpo.scheduler import make_scheduler
+from hpo.searcher import METRIC, MODE, fail_orphaned_optuna_trials, make_searcher
 from hpo.space import dimensions
 from hpo.storage import ExperimentStore
 from hpo.tb_logger import TrialTensorBoard
@@ -27,59 +28,6 @@ from mnist.checkpoint import run_metadata, write_json_atomic
 from mnist.data import load_mnist
 from mnist.errors import UserError
 
-if TYPE_CHECKING:
-    import pandas as pd
-
-METRIC, MODE = "val_acc", "max"
-# Concurrency beyond this makes TPE propose mostly blind (constant liar helps, but only so much).
-MAX_DEFAULT_CONCURRENCY = 8
-
-
-class PruningAwareOptunaSearch(OptunaSearch):
-    """OptunaSearch that tells Optuna a trial ASHA stopped early is PRUNED, not COMPLETE.
-
-    Ray's OptunaSearch reports every finished trial as COMPLETE with its last value, so TPE
-    would treat an ASHA-stopped trial's 2-epoch accuracy as its final score. Pruned, Optuna
-    keeps its intermediate values (reported each epoch) and TPE weighs it as such.
-    """
-
-    def __init__(self, *args: Any, max_epochs: int, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.max_epochs = max_epochs
-
-    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        # Tune hands the last result to on_trial_complete only: record it as an intermediate value too.
-        ot_trial = self._ot_trials.get(trial_id)
-        if result and ot_trial is not None and trial_id not in self._completed_trials and self.metric in result:
-            step = result[TRAINING_ITERATION]
-            if step not in self._ot_study._storage.get_trial(ot_trial._trial_id).intermediate_values:
-                ot_trial.report(result[self.metric], step)
-        stopped_early = (bool(result) and not error and not result.get("diverged", False)
-                         and result.get("epoch", self.max_epochs) < self.max_epochs)
-        if not stopped_early or trial_id in self._completed_trials:
-            super().on_trial_complete(trial_id, result, error)
-            return
-        self._ot_study.tell(ot_trial, state=TrialState.PRUNED)  # its value: the last intermediate one
-        self._completed_trials.add(trial_id)
-
-
-class BaselineKeepingASHA(ASHAScheduler):
-    """ASHA that never stops the tutorial's setting.
-
-    The tutorial's trial is the baseline: trained to the full budget, it makes "the search beat
-    the tutorial's setting by X points" a comparison at the same epochs. It still counts in
-    ASHA's rungs, so the other trials are judged against it as usual.
-    """
-
-    def __init__(self, *args: Any, baseline: dict[str, Any], **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.baseline = baseline
-
-    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
-        decision = super().on_trial_result(tune_controller, trial, result)
-        is_baseline = all(trial.config.get(key) == value for key, value in self.baseline.items())
-        before_budget = result.get(self._time_attr, 0) < self._max_t
-        return self.CONTINUE if is_baseline and before_budget and decision == self.STOP else decision
 
 
 def trial_number(trial: Any) -> int:
@@ -92,70 +40,10 @@ def trial_name(trial: Any) -> str:
     return f"trial_{trial_number(trial):03d}_{trial.trial_id}"
 
 
-def connect(address: str | None) -> None:
-    """Join the cluster at `address` (or RAY_ADDRESS); else start a private one on this machine.
-
-    A plain ray.init() would silently join any cluster left running by `ray start`.
-    """
-    address = address or os.environ.get("RAY_ADDRESS") or "local"
-    try:
-        ray.init(address=address, include_dashboard=False, logging_level="WARNING", log_to_driver=True)
-    except ConnectionError as error:
-        raise UserError(f"cannot reach the Ray cluster at {address} ({str(error).splitlines()[0]})") from None
-    # Ray takes SIGTERM and kills the driver without a final save; as SIGINT, Tune stops cleanly and resumably.
-    signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
-
-
-def trial_resources(experiment: dict[str, Any]) -> tuple[dict[str, float], int]:
-    """({"cpu": c, "gpu": g} of one trial, trials at once), checked against what the cluster has.
-
-    Ray would leave a trial asking for GPUs that do not exist PENDING forever: fail now instead.
-    """
-    cluster = ray.cluster_resources()
-    cpus, gpus = cluster.get("CPU", 0), cluster.get("GPU", 0)
-    cpus_per_trial = experiment["cpus_per_trial"]
-    gpus_per_trial = experiment["gpus_per_trial"]
-    if gpus_per_trial is None:
-        gpus_per_trial = 1 if gpus >= 1 else 0
-    if gpus_per_trial > 0 and gpus == 0:
-        raise UserError(f"gpus_per_trial is {gpus_per_trial}, but the Ray cluster has no GPUs "
-                        f"({cpus:g} CPUs): use --gpus-per-trial 0 to run on CPUs")
-    if gpus_per_trial > gpus:
-        raise UserError(f"gpus_per_trial is {gpus_per_trial}, but the Ray cluster has only {gpus:g} GPUs")
-    if cpus_per_trial > cpus:
-        raise UserError(f"cpus_per_trial is {cpus_per_trial}, but the Ray cluster has only {cpus:g} CPUs")
-    slots = int(gpus // gpus_per_trial) if gpus_per_trial else int(cpus // cpus_per_trial)
-    concurrent = experiment["max_concurrent"] or max(1, min(slots, MAX_DEFAULT_CONCURRENCY))
-    return {"cpu": cpus_per_trial, "gpu": gpus_per_trial}, concurrent
-
-
 def search_space(experiment: dict[str, Any]) -> dict[str, Any]:
     """Tune domains for the searched keys; every other key is the trial's fixed mnist config."""
     domains = {key: dimension.domain() for key, dimension in dimensions(experiment["search_space"]).items()}
     return {**trial_config(experiment, {}), **domains}
-
-
-def drop_stale_checkpoints(trials: "pd.DataFrame", store: ExperimentStore) -> None:
-    """A trial ASHA stopped will never resume: keep its best checkpoint only (on any storage)."""
-    for trial in trials[(trials["status"] == "stopped early") & (trials["checkpoint"] != "")].itertuples():
-        trial_folder, best = trial.checkpoint.split("/")  # trial_NNN_<id>/checkpoint_NNNNNN
-        for checkpoint in store.folders(trial_folder):
-            if checkpoint.startswith("checkpoint_") and checkpoint != best:
-                store.delete(f"{trial_folder}/{checkpoint}")
-
-
-def make_searcher(experiment: dict[str, Any], folder: Path, name: str) -> PruningAwareOptunaSearch:
-    """TPE (seeded, multivariate) or random sampling; the study in SQLite inside the experiment folder."""
-    if experiment["searcher"] == "tpe":
-        sampler = optuna.samplers.TPESampler(seed=experiment["seed"], multivariate=True, constant_liar=True,
-                                             n_startup_trials=experiment["tpe_startup_trials"])
-    else:
-        sampler = optuna.samplers.RandomSampler(seed=experiment["seed"])
-    storage = optuna.storages.RDBStorage(f"sqlite:///{(folder / 'optuna.db').resolve()}")
-    # The tutorial's setting is trial 1; resolve_experiment refused spaces that cannot hold it.
-    baseline = baseline_point(experiment["search_space"], experiment["max_epochs"])
-    return PruningAwareOptunaSearch(
-        points_to_evaluate=[baseline], sampler=sampler, storage=storage, study_name=name, max_epochs=experiment["max_epochs"])
 
 
 def make_tuner(experiment: dict[str, Any], store: ExperimentStore, resume: bool, resources: dict[str, float],
@@ -167,15 +55,8 @@ def make_tuner(experiment: dict[str, Any], store: ExperimentStore, resume: bool,
     if resume:
         # The searcher (its Optuna study and sampler state) and the scheduler come back from the saved state.
         return tune.Tuner.restore(store.tune_path, trainable=trainable, resume_errored=True)
-    if experiment["scheduler"] == "fifo":
-        scheduler = FIFOScheduler()
-    else:
-        scheduler = BaselineKeepingASHA(time_attr="epoch", max_t=experiment["max_epochs"],
-                                        grace_period=experiment["grace_period"],
-                                        reduction_factor=experiment["reduction_factor"],
-                                        baseline=baseline_point(experiment["search_space"], experiment["max_epochs"]))
     tune_config = tune.TuneConfig(metric=METRIC, mode=MODE, search_alg=make_searcher(experiment, store.local, store.name),
-                                  scheduler=scheduler, num_samples=experiment["num_samples"],
+                                  scheduler=make_scheduler(experiment), num_samples=experiment["num_samples"],
                                   max_concurrent_trials=concurrent, time_budget_s=experiment["time_budget_s"],
                                   trial_name_creator=trial_name, trial_dirname_creator=trial_name,
                                   # One worker process serves trial after trial: no torch import and start-up each time.
@@ -219,13 +100,3 @@ def run_search(experiment: dict[str, Any], store: ExperimentStore, resume: bool,
     return results, resources
 
 
-def fail_orphaned_optuna_trials(folder: Path) -> None:
-    """Mark FAIL the Optuna trials left RUNNING once every Tune trial has ended.
-
-    A driver killed between asking Optuna for a trial and saving the searcher's state leaves
-    that trial RUNNING in the study; the resumed searcher never knew it, so it never ran.
-    """
-    storage = optuna.storages.RDBStorage(f"sqlite:///{(folder / 'optuna.db').resolve()}")
-    for study in storage.get_all_studies():
-        for trial in storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.RUNNING,)):
-            storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)

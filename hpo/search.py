@@ -17,7 +17,8 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from hpo.driver import drop_stale_checkpoints, run_search
+from hpo.checkpoints import drop_stale_checkpoints
+from hpo.driver import run_search
 from hpo.experiment import load_experiment_file, resolve_experiment
 from hpo.storage import ExperimentStore, is_uri
 from hpo.summary import console_summary, summarize

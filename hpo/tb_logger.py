@@ -15,9 +15,8 @@ from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 
 from hpo.space import dimensions
+from mnist.outputs import SCALARS  # the same tags as a `python -m mnist.train` run
 
-SCALARS = {"loss/train": "train_loss", "loss/val": "val_loss", "accuracy/train": "train_acc",
-           "accuracy/val": "val_acc", "lr": "lr", "speed/images_per_s": "images_per_s"}
 SHORT_NAMES = {"lr": "lr", "batch_size": "bs", "dropout": "do", "step_size": "step", "gamma": "g",
                "weight_decay": "wd", "label_smoothing": "ls", "schedule": "sched", "rotate": "rot"}
 BEST_METRIC_TAG = "hparams/best_val_acc"

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import socket
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +15,10 @@ import ray
 import torch
 from ray import tune
 
-from mnist.checkpoint import load_checkpoint, save_checkpoint
+from hpo.checkpoints import read_checkpoint, report_with_checkpoint
 from mnist.data import MnistData
 from mnist.train import train
 
-CHECKPOINT_FILE = "checkpoint.pt"
 # Fault injection for the crash-recovery tests: with this set to N, every trial raises once,
 # right after reporting epoch N; a marker file in the trial folder makes it happen only once.
 CRASH_ONCE_AT_EPOCH = "HPO_CRASH_ONCE_AT_EPOCH"
@@ -47,10 +45,7 @@ def where_it_runs() -> dict[str, Any]:
 def restored_state() -> dict[str, Any] | None:
     """The trial's last checkpoint after a restart, else None."""
     checkpoint = tune.get_checkpoint()
-    if checkpoint is None:
-        return None
-    with checkpoint.as_directory() as folder:
-        return load_checkpoint(Path(folder) / CHECKPOINT_FILE, for_resume=True)
+    return None if checkpoint is None else read_checkpoint(checkpoint)
 
 
 def ccnet_trainable(config: dict[str, Any], data: MnistData | None = None) -> None:
@@ -59,10 +54,7 @@ def ccnet_trainable(config: dict[str, Any], data: MnistData | None = None) -> No
     config = {**config, "device": "cuda" if placement["device"].startswith("cuda") else "cpu"}
 
     def report(metrics: dict[str, Any], state: dict[str, Any]) -> None:
-        with tempfile.TemporaryDirectory() as folder:
-            save_checkpoint(state, Path(folder) / CHECKPOINT_FILE)
-            tune.report({**metrics, **placement, "precision": state["precision"]},
-                        checkpoint=tune.Checkpoint.from_directory(folder))
+        report_with_checkpoint(tune.report, {**metrics, **placement, "precision": state["precision"]}, state)
         _crash_once_if_asked(metrics["epoch"])
 
     train(config, data=data, on_epoch=report, resume_from=restored_state())

@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from mnist.batches import EpochBatches
-from mnist.data import MnistData, load_mnist
+from mnist.data import MnistData, device_images, device_labels, load_mnist
 from mnist.errors import run_cli
 from mnist.model import CCNet
 from mnist.device import available_cpus, bf16_is_native
@@ -72,8 +72,7 @@ def our_pipeline(data: MnistData, batches: int, amp: bool) -> float:
     """Images per second of `mnist.train.train_one_epoch` over the same number of images."""
     torch.manual_seed(0)
     count = batches * BATCH_SIZE
-    images = torch.from_numpy(np.array(data.train_images[:count])).unsqueeze(1)
-    labels = torch.from_numpy(data.train_labels[:count].astype(np.int64))
+    images, labels = device_images(data.train_images[:count]), device_labels(data.train_labels[:count])
     model = CCNet().to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-4)
     started = time.perf_counter()

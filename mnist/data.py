@@ -262,6 +262,16 @@ def split_train_val(data: MnistData, val_fraction: float = 0.2, limit: int | Non
     return Split(images[:first_val], labels[:first_val], images[first_val:], labels[first_val:])
 
 
+def device_images(images: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+    """uint8 (N, 28, 28) -> uint8 (N, 1, 28, 28) on `device`, copied (Ray's shared arrays are read-only)."""
+    return torch.from_numpy(np.array(images, dtype=np.uint8)).unsqueeze(1).to(device)
+
+
+def device_labels(labels: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Digit labels as the int64 tensor the loss wants, on `device`."""
+    return torch.from_numpy(np.array(labels, dtype=np.int64)).to(device)
+
+
 def normalize(images: torch.Tensor) -> torch.Tensor:
     """Float pixels in [0, 1], (B, 1, 28, 28) -> the model's normalised channels-last input, in place."""
     return images.sub_(PIXEL_MEAN).div_(PIXEL_STD).contiguous(memory_format=torch.channels_last)

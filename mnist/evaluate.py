@@ -16,7 +16,7 @@ from sklearn.metrics import accuracy_score, classification_report, confusion_mat
 
 from mnist.checkpoint import load_checkpoint, write_json_atomic
 from mnist.config import upgrade_config
-from mnist.data import MnistData, load_mnist
+from mnist.data import MnistData, device_images, load_mnist
 from mnist.device import pick_device
 from mnist.errors import UserError, run_cli
 from mnist.model import CCNet, predict_logits
@@ -36,7 +36,7 @@ def model_from_checkpoint(state: dict[str, Any], device: torch.device) -> CCNet:
 
 def evaluate_model(model: torch.nn.Module, data: MnistData, device: torch.device) -> dict[str, Any]:
     """Test-set metrics of `model` and its predictions (probabilities for the misclassified grid)."""
-    images = torch.from_numpy(np.array(data.test_images)).unsqueeze(1).to(device)
+    images = device_images(data.test_images, device)
     probabilities = torch.softmax(predict_logits(model, images), dim=1).cpu().numpy()
     predicted = probabilities.argmax(axis=1)
     truth = data.test_labels.astype(np.int64)

@@ -15,6 +15,7 @@ from torch.utils.tensorboard import SummaryWriter
 from mnist.checkpoint import run_metadata, save_checkpoint, write_json_atomic, write_text_atomic
 from mnist.plots import plot_curves
 
+# TensorBoard tag -> metric, for training runs and search trials alike.
 SCALARS = {"loss/train": "train_loss", "loss/val": "val_loss", "accuracy/train": "train_acc",
            "accuracy/val": "val_acc", "lr": "lr", "speed/images_per_s": "images_per_s"}
 

@@ -21,6 +21,7 @@ import torch
 from PIL import Image, ImageFilter, UnidentifiedImageError
 
 from mnist.checkpoint import load_checkpoint
+from mnist.data import device_images
 from mnist.errors import UserError, run_cli
 from mnist.evaluate import model_from_checkpoint
 from mnist.model import predict_logits
@@ -130,16 +131,12 @@ class Predictor:
 
     def __init__(self, checkpoint: str | Path, device: str = "cpu") -> None:
         self.device = torch.device(device)
-        self.checkpoint = Path(checkpoint)
         self.model = model_from_checkpoint(load_checkpoint(checkpoint), self.device)
 
     def predict(self, digits: np.ndarray | list[np.ndarray], batch_size: int = 512) -> Prediction:
-        batch = torch.from_numpy(np.stack(digits).astype(np.uint8)).unsqueeze(1).to(self.device)
+        batch = device_images(np.stack(digits), self.device)
         probabilities = torch.softmax(predict_logits(self.model, batch, batch_size=batch_size), dim=1).cpu().numpy()
         return Prediction(probabilities.argmax(axis=1), probabilities)
-
-    def predict_images(self, images: list[Image.Image]) -> Prediction:
-        return self.predict([preprocess(image) for image in images])
 
 
 def default_checkpoint(results: Path = Path("results")) -> Path:

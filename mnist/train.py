@@ -30,7 +30,7 @@ from mnist.checkpoint import load_checkpoint, run_metadata
 from mnist.augment import Augmentation
 from mnist.batches import EpochBatches, steps_per_epoch
 from mnist.config import DEFAULTS, add_config_flags, config_from_flags, resolve_config
-from mnist.data import MnistData, load_mnist, split_train_val
+from mnist.data import MnistData, device_images, device_labels, load_mnist, split_train_val
 from mnist.errors import UserError, run_cli
 from mnist.device import available_cpus, bf16_is_native, pick_device
 from mnist.model import CCNet, predict_logits
@@ -129,12 +129,6 @@ def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
-def _device_tensors(images: np.ndarray, labels: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    # np.array copies: data from Ray's object store are read-only, and torch wants writable memory.
-    return (torch.from_numpy(np.array(images)).unsqueeze(1).to(device),
-            torch.from_numpy(np.array(labels, dtype=np.int64)).to(device))
-
-
 def train(config: dict[str, Any], data: MnistData | None = None, on_epoch: EpochHook | None = None,
           resume_from: dict[str, Any] | None = None, progress: bool = False) -> list[dict[str, Any]]:
     """Train CCNet as `config` says; returns the per-epoch metrics.
@@ -149,8 +143,8 @@ def train(config: dict[str, Any], data: MnistData | None = None, on_epoch: Epoch
     amp = config["amp"] and bf16_is_native(device)
     torch.manual_seed(config["seed"])
     split = split_train_val(data or load_mnist(config["data"]), config["val_fraction"], config["limit"])
-    train_images, train_labels = _device_tensors(split.train_images, split.train_labels, device)
-    val_images, val_labels = _device_tensors(split.val_images, split.val_labels, device)
+    train_images, train_labels = device_images(split.train_images, device), device_labels(split.train_labels, device)
+    val_images, val_labels = device_images(split.val_images, device), device_labels(split.val_labels, device)
 
     model = CCNet(config["dropout"], config["head"]).to(device, memory_format=torch.channels_last)
     # Data-parallel under Ray Train: DDP averages the gradients; `model` (saved, validated) shares its weights.

@@ -11,7 +11,7 @@ from pathlib import Path
 import optuna
 import pandas as pd
 
-from hpo.driver import drop_stale_checkpoints
+from hpo.checkpoints import drop_stale_checkpoints
 from hpo.storage import ExperimentStore
 from tests.conftest import ROOT, SMOKE_FLAGS, run_script
 

@@ -1,0 +1,50 @@
+"""The Ray cluster a search runs on: joining one (or starting a private one), and what a trial may ask of it."""
+from __future__ import annotations
+
+import os
+import signal
+from typing import Any
+
+import ray
+
+from mnist.errors import UserError
+
+# Concurrency beyond this makes TPE propose mostly blind (constant liar helps, but only so much).
+MAX_DEFAULT_CONCURRENCY = 8
+
+
+def connect(address: str | None) -> None:
+    """Join the cluster at `address` (or RAY_ADDRESS); else start a private one on this machine.
+
+    A plain ray.init() would silently join any cluster left running by `ray start`.
+    """
+    address = address or os.environ.get("RAY_ADDRESS") or "local"
+    try:
+        ray.init(address=address, include_dashboard=False, logging_level="WARNING", log_to_driver=True)
+    except ConnectionError as error:
+        raise UserError(f"cannot reach the Ray cluster at {address} ({str(error).splitlines()[0]})") from None
+    # Ray takes SIGTERM and kills the driver without a final save; as SIGINT, Tune stops cleanly and resumably.
+    signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
+
+
+def trial_resources(experiment: dict[str, Any]) -> tuple[dict[str, float], int]:
+    """({"cpu": c, "gpu": g} of one trial, trials at once), checked against what the cluster has.
+
+    Ray would leave a trial asking for GPUs that do not exist PENDING forever: fail now instead.
+    """
+    cluster = ray.cluster_resources()
+    cpus, gpus = cluster.get("CPU", 0), cluster.get("GPU", 0)
+    cpus_per_trial = experiment["cpus_per_trial"]
+    gpus_per_trial = experiment["gpus_per_trial"]
+    if gpus_per_trial is None:
+        gpus_per_trial = 1 if gpus >= 1 else 0
+    if gpus_per_trial > 0 and gpus == 0:
+        raise UserError(f"gpus_per_trial is {gpus_per_trial}, but the Ray cluster has no GPUs "
+                        f"({cpus:g} CPUs): use --gpus-per-trial 0 to run on CPUs")
+    if gpus_per_trial > gpus:
+        raise UserError(f"gpus_per_trial is {gpus_per_trial}, but the Ray cluster has only {gpus:g} GPUs")
+    if cpus_per_trial > cpus:
+        raise UserError(f"cpus_per_trial is {cpus_per_trial}, but the Ray cluster has only {cpus:g} CPUs")
+    slots = int(gpus // gpus_per_trial) if gpus_per_trial else int(cpus // cpus_per_trial)
+    concurrent = experiment["max_concurrent"] or max(1, min(slots, MAX_DEFAULT_CONCURRENCY))
+    return {"cpu": cpus_per_trial, "gpu": gpus_per_trial}, concurrent

@@ -1,0 +1,77 @@
+"""What to try next: Optuna's TPE (or random sampling) behind Ray Tune's OptunaSearch, the study in SQLite.
+
+The study lives in the experiment folder (optuna.db), so a search resumes with everything
+Optuna learnt, and a user can open it with optuna-dashboard.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+from ray.tune.result import TRAINING_ITERATION
+from ray.tune.search.optuna import OptunaSearch
+
+from hpo.experiment import baseline_point
+
+METRIC, MODE = "val_acc", "max"  # what the searcher and the scheduler optimise
+
+
+def optuna_storage(folder: Path) -> optuna.storages.RDBStorage:
+    """The Optuna study's storage: optuna.db in the experiment folder."""
+    return optuna.storages.RDBStorage(f"sqlite:///{(folder / 'optuna.db').resolve()}")
+
+
+class PruningAwareOptunaSearch(OptunaSearch):
+    """OptunaSearch that tells Optuna a trial ASHA stopped early is PRUNED, not COMPLETE.
+
+    Ray's OptunaSearch reports every finished trial as COMPLETE with its last value, so TPE
+    would treat an ASHA-stopped trial's 2-epoch accuracy as its final score. Pruned, Optuna
+    keeps its intermediate values (reported each epoch) and TPE weighs it as such.
+    """
+
+    def __init__(self, *args: Any, max_epochs: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.max_epochs = max_epochs
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        # Tune hands the last result to on_trial_complete only: record it as an intermediate value too.
+        ot_trial = self._ot_trials.get(trial_id)
+        if result and ot_trial is not None and trial_id not in self._completed_trials and self.metric in result:
+            step = result[TRAINING_ITERATION]
+            if step not in self._ot_study._storage.get_trial(ot_trial._trial_id).intermediate_values:
+                ot_trial.report(result[self.metric], step)
+        stopped_early = (bool(result) and not error and not result.get("diverged", False)
+                         and result.get("epoch", self.max_epochs) < self.max_epochs)
+        if not stopped_early or trial_id in self._completed_trials:
+            super().on_trial_complete(trial_id, result, error)
+            return
+        self._ot_study.tell(ot_trial, state=TrialState.PRUNED)  # its value: the last intermediate one
+        self._completed_trials.add(trial_id)
+
+
+def make_searcher(experiment: dict[str, Any], folder: Path, name: str) -> PruningAwareOptunaSearch:
+    """TPE (seeded, multivariate) or random sampling; the study in SQLite inside the experiment folder."""
+    if experiment["searcher"] == "tpe":
+        sampler = optuna.samplers.TPESampler(seed=experiment["seed"], multivariate=True, constant_liar=True,
+                                             n_startup_trials=experiment["tpe_startup_trials"])
+    else:
+        sampler = optuna.samplers.RandomSampler(seed=experiment["seed"])
+    storage = optuna_storage(folder)
+    # The tutorial's setting is trial 1; resolve_experiment refused spaces that cannot hold it.
+    baseline = baseline_point(experiment["search_space"], experiment["max_epochs"])
+    return PruningAwareOptunaSearch(
+        points_to_evaluate=[baseline], sampler=sampler, storage=storage, study_name=name, max_epochs=experiment["max_epochs"])
+
+
+def fail_orphaned_optuna_trials(folder: Path) -> None:
+    """Mark FAIL the Optuna trials left RUNNING once every Tune trial has ended.
+
+    A driver killed between asking Optuna for a trial and saving the searcher's state leaves
+    that trial RUNNING in the study; the resumed searcher never knew it, so it never ran.
+    """
+    storage = optuna_storage(folder)
+    for study in storage.get_all_studies():
+        for trial in storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.RUNNING,)):
+            storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
