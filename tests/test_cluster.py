@@ -14,7 +14,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import ROOT, SMOKE_FLAGS, free_port, stop_ray_start
+from tests.helpers import ROOT, free_port, stop_ray_start
+
+pytestmark = pytest.mark.slow  # Ray clusters and searches: minutes
 
 ENV = {**os.environ, "RAY_AUTH_MODE": "disabled"}  # the test cluster and its driver agree on no auth
 
@@ -55,15 +57,15 @@ def two_nodes() -> tuple[str, subprocess.Popen, subprocess.Popen, str]:
                 stop_ray_start(process)
 
 
-def _search(address: str, storage: Path, name: str, extra: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(ROOT / "hpo" / "search.py"), *SMOKE_FLAGS, "--address", address,
+def _search(smoke_flags: list[str], address: str, storage: Path, name: str, extra: list[str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(ROOT / "hpo" / "search.py"), *smoke_flags, "--address", address,
                              "--storage-path", str(storage), "--name", name, *extra],
                             env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def test_trials_spread_over_both_nodes(tmp_path: Path, two_nodes: tuple) -> None:
+def test_trials_spread_over_both_nodes(tmp_path: Path, two_nodes: tuple, smoke_flags: list[str]) -> None:
     address, _, _, _ = two_nodes
-    search = _search(address, tmp_path, "spread", ["--num-samples", "2"])
+    search = _search(smoke_flags, address, tmp_path, "spread", ["--num-samples", "2"])
     out, err = search.communicate(timeout=300)
     assert search.returncode == 0, err[-3000:]
     trials = pd.read_csv(tmp_path / "spread" / "trials.csv", dtype={"node_id": str})
@@ -80,11 +82,12 @@ def _latest_results(folder: Path) -> dict[int, dict]:
     return latest
 
 
-def test_a_dead_node_costs_only_progress_since_the_last_checkpoint(tmp_path: Path, two_nodes: tuple) -> None:
+def test_a_dead_node_costs_only_progress_since_the_last_checkpoint(tmp_path: Path, two_nodes: tuple,
+                                                                   smoke_flags: list[str]) -> None:
     address, _, worker, head_id = two_nodes
     folder = tmp_path / "nodekill"
     # No early stopping (grace = budget): both trials run 6 epochs, one on each node.
-    search = _search(address, tmp_path, "nodekill", ["--num-samples", "2", "--max-epochs", "6", "--grace-period", "6",
+    search = _search(smoke_flags, address, tmp_path, "nodekill", ["--num-samples", "2", "--max-epochs", "6", "--grace-period", "6",
                                                      "--limit", "8000"])
     deadline = time.monotonic() + 180
     latest: dict[int, dict] = {}

@@ -13,7 +13,7 @@ import pytest
 from mnist.data import MnistData, load_mnist, split_train_val, to_model_input
 from mnist.errors import UserError, run_cli
 from mnist.data import main as data_main
-from tests.conftest import write_csv
+from tests.helpers import write_csv
 
 
 def run_data_cli(args: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:

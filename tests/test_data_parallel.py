@@ -10,7 +10,9 @@ import pytest
 from hpo.experiment import resolve_experiment
 from mnist.evaluate import main as evaluate_main
 from mnist.predict import Predictor
-from tests.conftest import run_script
+from tests.helpers import run_script
+
+pytestmark = pytest.mark.slow  # Ray clusters and searches: minutes
 
 
 def finished_search(folder: Path) -> Path:

@@ -8,12 +8,16 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 import optuna
 import pandas as pd
 
 from hpo.checkpoints import drop_stale_checkpoints
 from hpo.storage import ExperimentStore
-from tests.conftest import ROOT, SMOKE_FLAGS, run_script
+from tests.helpers import ROOT, run_script
+
+pytestmark = pytest.mark.slow  # Ray clusters and searches: minutes
 
 
 def progress(folder: Path, trial: int) -> pd.DataFrame:
@@ -21,9 +25,9 @@ def progress(folder: Path, trial: int) -> pd.DataFrame:
     return pd.read_csv(trial_folder / "progress.csv")
 
 
-def test_crashed_trial_resumes_from_its_checkpoint(tmp_path: Path, smoke_search: tuple) -> None:
+def test_crashed_trial_resumes_from_its_checkpoint(tmp_path: Path, smoke_search: tuple, smoke_flags: list[str]) -> None:
     undisturbed, _ = smoke_search
-    result = run_script("search.py", [*SMOKE_FLAGS, "--storage-path", str(tmp_path), "--name", "crash"],
+    result = run_script("search.py", [*smoke_flags, "--storage-path", str(tmp_path), "--name", "crash"],
                         env={"HPO_CRASH_ONCE_AT_EPOCH": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
     folder = tmp_path / "crash"
@@ -51,8 +55,8 @@ def test_diverging_trial_is_recorded_and_the_search_goes_on(tmp_path: Path) -> N
     assert set(trials.loc[trials["lr"] == 2e-4, "status"]) <= {"completed", "stopped early"}
 
 
-def test_killed_driver_resumes_without_rerunning(tmp_path: Path) -> None:
-    flags = [*SMOKE_FLAGS, "--num-samples", "4", "--max-concurrent", "1", "--storage-path", str(tmp_path),
+def test_killed_driver_resumes_without_rerunning(tmp_path: Path, smoke_flags: list[str]) -> None:
+    flags = [*smoke_flags, "--num-samples", "4", "--max-concurrent", "1", "--storage-path", str(tmp_path),
              "--name", "killed"]
     driver = subprocess.Popen([sys.executable, str(ROOT / "hpo" / "search.py"), *flags], start_new_session=True,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

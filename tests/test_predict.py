@@ -12,7 +12,7 @@ from mnist.data import MnistData
 from mnist.errors import run_cli
 from mnist.predict import Predictor, load_image, main, preprocess
 from mnist.train import main as train_main
-from tests.conftest import PNG_MAGIC
+from tests.helpers import PNG_MAGIC
 
 
 def ink_box(digit: np.ndarray, level: int = 40) -> tuple[int, int]:

@@ -12,7 +12,9 @@ import optuna
 import pandas as pd
 import pytest
 
-from tests.conftest import PNG_MAGIC, SMOKE_FLAGS, free_port, run_script, stop_ray_start
+from tests.helpers import PNG_MAGIC, free_port, run_script, stop_ray_start
+
+pytestmark = pytest.mark.slow  # Ray clusters and searches: minutes
 
 
 def test_smoke_search_writes_its_results(smoke_search: tuple[Path, subprocess.CompletedProcess]) -> None:
@@ -21,19 +23,23 @@ def test_smoke_search_writes_its_results(smoke_search: tuple[Path, subprocess.Co
     assert len(trials) == 3
     assert {"lr", "batch_size", "dropout", "step_size", "gamma", "status", "epochs", "best_val_acc",
             "last_val_acc", "time_s", "device", "gpu_ids"} <= set(trials.columns)
-    seed_rows = trials[trials["baseline"]]
-    assert len(seed_rows) == 1
-    seed = seed_rows.iloc[0]
-    assert (seed["lr"], seed["batch_size"], seed["dropout"], seed["step_size"], seed["gamma"]) == (2e-4, 32, 0.5, 2, 0.8)
-    assert seed["epochs"] == 2  # the baseline always gets the full budget
+    baseline_rows = trials[trials["baseline"]]
+    assert len(baseline_rows) == 1
+    baseline = baseline_rows.iloc[0]
+    assert baseline["trial"] == 1  # the tutorial's setting is always trial 1
+    assert (baseline["lr"], baseline["batch_size"], baseline["dropout"], baseline["step_size"], baseline["gamma"],
+            baseline["schedule"], baseline["weight_decay"], baseline["rotate"]) == (2e-4, 32, 0.5, 2, 0.8, "step", 0, 0)
+    assert baseline["epochs"] == 2  # the baseline always gets the full budget
     assert set(trials["device"]) == {"cpu"}
     best = json.loads((folder / "best.json").read_text())
     assert best["val_acc"] == pytest.approx(trials["best_val_acc"].max())
     assert (folder / best["checkpoint"] / "checkpoint.pt").is_file() and best["config"]["limit"] == 2000
-    for name in ("search_history.png", "parallel_coordinates.png", "learning_curves.png", "importance.png"):
+    for name in ("search_history.png", "parallel_coordinates.png", "learning_curves.png", "importance.png",
+                 "anytime.png"):
         assert (folder / name).read_bytes()[:8] == PNG_MAGIC, name
     report = (folder / "report.md").read_text()
-    assert "git_commit" in report and "hours saved" in report and "tutorial's configuration" in report
+    assert "git_commit" in report and "hours saved" in report and "the tutorial's setting:" in report
+    assert "![anytime](anytime.png)" in report and "tutorial's final val_acc" in report
     assert "top 3 of 3 trials" in result.stdout and "search beat the tutorial's setting by" in result.stdout
 
 
@@ -62,26 +68,37 @@ def test_tensorboard_has_scalars_and_hparams_per_trial(smoke_search: tuple[Path,
         assert [event.step for event in events.Scalars("accuracy/val")] == list(range(1, epochs + 1))
         content = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
         hparams = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info.hparams
-        assert set(hparams) == {"lr", "batch_size", "dropout", "step_size", "gamma"}
+        searched = json.loads((folder / "experiment.json").read_text())["experiment"]["search_space"]
+        assert set(hparams) == set(searched) >= {"lr", "batch_size", "dropout", "step_size", "gamma", "rotate"}
 
 
-def test_best_retrains_and_compares_with_the_seed(smoke_search: tuple[Path, subprocess.CompletedProcess]) -> None:
+def test_best_retrains_and_compares_with_the_tutorials_setting(
+        smoke_search: tuple[Path, subprocess.CompletedProcess]) -> None:
     folder, _ = smoke_search
-    result = run_script("best.py", ["--experiment", str(folder), "--epochs", "1"])
+    result = run_script("best.py", ["--experiment", str(folder), "--epochs", "1", "--seeds", "2"])
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((folder / "best" / "metrics.json").read_text())
     assert 0.1 < metrics["test_accuracy"] <= 1 and metrics["test_count"] == 10000
     search = metrics["search"]
     assert search["selected_by"].startswith("highest val_acc at the trial's best validation epoch")
-    assert search["gain_points"] == pytest.approx(100 * (search["winner"]["mean"] - search["baseline"]["mean"]))
+    comparison = json.loads((folder / "best" / "comparison.json").read_text())
+    assert len(comparison["winner_test_acc"]) == len(comparison["baseline_test_acc"]) == 2
+    assert comparison["winner_test_acc"] == search["winner"]["test_accuracies"]
+    assert comparison["gain_points"] == pytest.approx(
+        100 * (sum(comparison["winner_test_acc"]) - sum(comparison["baseline_test_acc"])) / 2)
+    low, high = comparison["gain_ci95_points"]
+    assert low <= comparison["gain_points"] <= high and 0 <= comparison["p_value"] <= 1
+    assert comparison["time_to_accuracy"]["target_val_acc"] > 0.1
+    assert (folder / "best" / "comparison.png").read_bytes()[:8] == PNG_MAGIC
     assert (folder / "best" / "model.pt").exists() and (folder / "best" / "confusion_matrix.png").exists()
     assert (folder / "best" / "baseline" / "metrics.json").exists()
-    assert "gain from the search:" in result.stdout and "tutorial's setting, same 1 epochs" in result.stdout
+    assert "the tutorial's setting, same 1 epochs and seeds" in result.stdout and "gain " in result.stdout
+    assert "95% CI" in result.stdout and comparison["verdict"] in result.stdout
 
 
-def test_gpus_asked_where_there_are_none_fails_fast(tmp_path: Path) -> None:
+def test_gpus_asked_where_there_are_none_fails_fast(tmp_path: Path, smoke_flags: list[str]) -> None:
     started = time.monotonic()
-    result = run_script("search.py", [*SMOKE_FLAGS, "--gpus-per-trial", "1", "--storage-path", str(tmp_path)],
+    result = run_script("search.py", [*smoke_flags, "--gpus-per-trial", "1", "--storage-path", str(tmp_path)],
                         timeout=120)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "gpus_per_trial is 1.0, but the Ray cluster has no GPUs" in result.stderr
@@ -98,7 +115,7 @@ def _wait_for_port(port: int, seconds: float = 90) -> None:
     raise TimeoutError(f"ray start --head did not open port {port} in {seconds} s")
 
 
-def test_fake_gpu_cluster_gives_each_trial_its_own_gpu(tmp_path: Path) -> None:
+def test_fake_gpu_cluster_gives_each_trial_its_own_gpu(tmp_path: Path, smoke_flags: list[str]) -> None:
     # A cluster started with `ray start` that advertises 2 GPUs: Ray assigns them (CUDA_VISIBLE_DEVICES)
     # though torch sees none, so the trials train on CPU and record the ids they were given.
     port = free_port()
@@ -108,7 +125,7 @@ def test_fake_gpu_cluster_gives_each_trial_its_own_gpu(tmp_path: Path) -> None:
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         _wait_for_port(port)
-        result = run_script("search.py", [*SMOKE_FLAGS, "--num-samples", "2", "--storage-path", str(tmp_path),
+        result = run_script("search.py", [*smoke_flags, "--num-samples", "2", "--storage-path", str(tmp_path),
                                           "--name", "gpus", "--address", f"127.0.0.1:{port}"],
                             env={"RAY_AUTH_MODE": "disabled"})
         assert result.returncode == 0, result.stderr[-3000:]

@@ -15,7 +15,7 @@ import pyarrow.fs
 import pytest
 
 from hpo.storage import ExperimentStore, join_uri, split_experiment
-from tests.conftest import SMOKE_FLAGS, free_port, run_script
+from tests.helpers import free_port, run_script
 
 
 def test_uri_joins_and_splits_keep_the_query() -> None:
@@ -71,11 +71,12 @@ def bucket_files(s3: pyarrow.fs.S3FileSystem, prefix: str) -> list[str]:
     return sorted(info.path[len(prefix) + 1:] for info in infos if info.type == pyarrow.fs.FileType.File)
 
 
-def test_search_resume_and_best_on_an_s3_storage(tmp_path: Path, s3_bucket: tuple) -> None:
+@pytest.mark.slow
+def test_search_resume_and_best_on_an_s3_storage(tmp_path: Path, s3_bucket: tuple, smoke_flags: list[str]) -> None:
     s3, env = s3_bucket
     storage, mirror = "s3://searches/mnist", tmp_path / "mirror"
     flags = ["--storage-path", storage, "--local-dir", str(mirror), "--name", "s3smoke"]
-    result = run_script("search.py", [*SMOKE_FLAGS, *flags], env=env)
+    result = run_script("search.py", [*smoke_flags, *flags], env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     files = bucket_files(s3, "searches/mnist/s3smoke")
     for name in ("experiment.json", "optuna.db", "trials.csv", "best.json", "report.md", "importance.png"):
@@ -108,8 +109,8 @@ def test_search_resume_and_best_on_an_s3_storage(tmp_path: Path, s3_bucket: tupl
     assert any(name.startswith("best/ray_train_seed0/") and name.endswith("/checkpoint.pt") for name in files)
 
 
-def test_unreachable_storage_is_one_clear_line(tmp_path: Path) -> None:
-    result = run_script("search.py", [*SMOKE_FLAGS, "--storage-path", "nosuchscheme://x/y", "--name", "n",
+def test_unreachable_storage_is_one_clear_line(tmp_path: Path, smoke_flags: list[str]) -> None:
+    result = run_script("search.py", [*smoke_flags, "--storage-path", "nosuchscheme://x/y", "--name", "n",
                                       "--local-dir", str(tmp_path)])
     assert result.returncode == 2
     assert result.stderr.strip().startswith("error: nosuchscheme://x/y") and "Traceback" not in result.stderr

@@ -16,12 +16,11 @@ from mnist.data import MnistData
 from mnist.errors import UserError, run_cli
 from mnist.model import CCNet
 from mnist.train import METRIC_COLUMNS, main, train, validate
-from tests.conftest import TINY_CONFIG
 
 
 @pytest.mark.parametrize("shift", [0, 2])
-def test_resume_continues_exactly(tmp_path: Path, mnist_data: MnistData, shift: int) -> None:
-    config = {**TINY_CONFIG, "limit": 600, "epochs": 2, "seed": 3, "shift": shift}
+def test_resume_continues_exactly(tmp_path: Path, mnist_data: MnistData, shift: int, tiny_config: dict) -> None:
+    config = {**tiny_config, "limit": 600, "epochs": 2, "seed": 3, "shift": shift}
     straight: dict = {}
     train(config, data=mnist_data, on_epoch=lambda metrics, state: straight.update(state))
 
@@ -38,8 +37,8 @@ def test_resume_continues_exactly(tmp_path: Path, mnist_data: MnistData, shift: 
     assert straight["history"][1]["train_loss"] == resumed["history"][1]["train_loss"]
 
 
-def test_same_seed_same_run_other_seed_other_run(mnist_data: MnistData) -> None:
-    config = {**TINY_CONFIG, "limit": 300}
+def test_same_seed_same_run_other_seed_other_run(mnist_data: MnistData, tiny_config: dict) -> None:
+    config = {**tiny_config, "limit": 300}
     first, again, other = (train({**config, "seed": s}, data=mnist_data)[0]["train_loss"] for s in (1, 1, 2))
     assert first == again and first != other
 
@@ -84,16 +83,16 @@ def test_random_shifts_are_bounded_and_seeded_per_epoch() -> None:
     assert not torch.equal(shifts, random_shifts(5000, 2, seed=0, epoch=2))
 
 
-def test_shift_changes_training_and_is_checked(mnist_data: MnistData) -> None:
-    plain, shifted = (train({**TINY_CONFIG, "limit": 300, "shift": s}, data=mnist_data)[0] for s in (0, 2))
+def test_shift_changes_training_and_is_checked(mnist_data: MnistData, tiny_config: dict) -> None:
+    plain, shifted = (train({**tiny_config, "limit": 300, "shift": s}, data=mnist_data)[0] for s in (0, 2))
     assert plain["train_loss"] != shifted["train_loss"]
     with pytest.raises(UserError, match="shift"):
         resolve_config({"shift": 9})
 
 
-def test_metrics_reported_each_epoch(mnist_data: MnistData) -> None:
+def test_metrics_reported_each_epoch(mnist_data: MnistData, tiny_config: dict) -> None:
     reports = []
-    train({**TINY_CONFIG, "epochs": 2, "step_size": 1, "gamma": 0.5}, data=mnist_data,
+    train({**tiny_config, "epochs": 2, "step_size": 1, "gamma": 0.5}, data=mnist_data,
           on_epoch=lambda metrics, state: reports.append(metrics))
     assert [row["epoch"] for row in reports] == [1, 2]
     assert all(set(METRIC_COLUMNS) <= set(row) for row in reports)
@@ -107,8 +106,8 @@ def test_quick_run_learns(mnist_data: MnistData) -> None:
     assert history[-1]["val_acc"] > 0.90
 
 
-def test_diverging_loss_stops_the_run(mnist_data: MnistData) -> None:
-    history = train({**TINY_CONFIG, "epochs": 3, "lr": 1e6}, data=mnist_data)
+def test_diverging_loss_stops_the_run(mnist_data: MnistData, tiny_config: dict) -> None:
+    history = train({**tiny_config, "epochs": 3, "lr": 1e6}, data=mnist_data)
     assert history[-1]["diverged"] and len(history) < 3
 
 
