@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 from typing import Any
 
 import ray
@@ -19,12 +20,26 @@ def connect(address: str | None) -> None:
     A plain ray.init() would silently join any cluster left running by `ray start`.
     """
     address = address or os.environ.get("RAY_ADDRESS") or "local"
+    check_reachable(address)
     try:
         ray.init(address=address, include_dashboard=False, logging_level="WARNING", log_to_driver=True)
     except ConnectionError as error:
         raise UserError(f"cannot reach the Ray cluster at {address} ({str(error).splitlines()[0]})") from None
     # Ray takes SIGTERM and kills the driver without a final save; as SIGINT, Tune stops cleanly and resumably.
     signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
+
+
+def check_reachable(address: str, timeout_s: float = 10.0) -> None:
+    """Fail in seconds, naming the address, where nothing listens (ray.init would retry for minutes)."""
+    if address in ("local", "auto") or "://" in address or ":" not in address:
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            pass
+    except (OSError, ValueError) as error:
+        raise UserError(f"cannot reach the Ray cluster at {address}: nothing answers there "
+                        f"({getattr(error, 'strerror', None) or error})") from None
 
 
 def trial_resources(experiment: dict[str, Any]) -> tuple[dict[str, float], int]:

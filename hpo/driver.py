@@ -19,7 +19,7 @@ from ray import tune
 from hpo.cluster import connect, trial_resources
 from hpo.experiment import trial_config
 from hpo.scheduler import make_scheduler
-from hpo.searcher import METRIC, MODE, fail_orphaned_optuna_trials, make_searcher
+from hpo.searcher import METRIC, MODE, check_study, fail_orphaned_optuna_trials, make_searcher
 from hpo.space import dimensions
 from hpo.storage import ExperimentStore
 from hpo.tb_logger import TrialTensorBoard
@@ -83,15 +83,18 @@ def run_search(experiment: dict[str, Any], store: ExperimentStore, resume: bool,
         raise UserError(f"{store}: an experiment is already there; --resume to continue it, or choose another --name")
     if resume and not exists:
         raise UserError(f"{store}: no experiment to resume there")
-    store.local.mkdir(parents=True, exist_ok=True)
-    if not resume:
-        write_json_atomic(store.local / "experiment.json", {"experiment": experiment, **run_metadata()})
-        store.push("experiment.json")
+    if resume:
+        check_study(store.local, store.name)
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     connect(address)
     try:
         resources, concurrent = trial_resources(experiment)
+        # Only once the cluster is there and can hold a trial: a refused start leaves no folder to resume.
+        if not resume:
+            store.local.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(store.local / "experiment.json", {"experiment": experiment, **run_metadata()})
+            store.push("experiment.json")
         results = make_tuner(experiment, store, resume, resources, concurrent).fit()
     finally:
         ray.shutdown()

@@ -9,11 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy
 from optuna.trial import TrialState
 from ray.tune.result import TRAINING_ITERATION
 from ray.tune.search.optuna import OptunaSearch
 
 from hpo.experiment import baseline_point
+from mnist.errors import UserError
 
 METRIC, MODE = "val_acc", "max"  # what the searcher and the scheduler optimise
 
@@ -21,6 +23,19 @@ METRIC, MODE = "val_acc", "max"  # what the searcher and the scheduler optimise
 def optuna_storage(folder: Path) -> optuna.storages.RDBStorage:
     """The Optuna study's storage: optuna.db in the experiment folder."""
     return optuna.storages.RDBStorage(f"sqlite:///{(folder / 'optuna.db').resolve()}")
+
+
+def check_study(folder: Path, name: str) -> None:
+    """Refuse, in one line, a search to resume whose optuna.db is missing, truncated or not its study."""
+    path = folder / "optuna.db"
+    if not path.is_file() or path.stat().st_size == 0:
+        raise UserError(f"{path}: missing or empty; the search's Optuna study is needed to resume it")
+    try:
+        names = [study.study_name for study in optuna_storage(folder).get_all_studies()]
+    except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError, ValueError, RuntimeError):
+        raise UserError(f"{path}: not an Optuna study, or truncated") from None
+    if name not in names:
+        raise UserError(f"{path}: holds no study {name!r} (studies: {', '.join(names) or 'none'}), or is truncated")
 
 
 class PruningAwareOptunaSearch(OptunaSearch):

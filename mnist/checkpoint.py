@@ -5,6 +5,7 @@ epoch, RNG states, history) and to know where it came from (config, argv, git co
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -56,9 +57,22 @@ def write_atomic(path: str | Path, write: Callable[[str], None]) -> None:
         write(tmp)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
+        if _disk_full(error):  # what was there before stays whole: only the temporary file is gone
+            raise UserError(f"no space left on the device of {path.parent} (writing {path.name})") from None
         raise
+
+
+def _disk_full(error: BaseException) -> bool:
+    """ENOSPC, also when torch.save wraps it ("file write failed", "unexpected pos ...")."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+            return True
+        if isinstance(error, RuntimeError) and ("file write failed" in str(error) or "unexpected pos" in str(error)):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
@@ -80,9 +94,8 @@ def load_checkpoint(path: str | Path, for_resume: bool = False) -> dict[str, Any
         raise UserError(f"{path}: no such checkpoint file")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for a file that is not a checkpoint
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserError(f"{path}: not a readable PyTorch checkpoint ({first_line})") from None
+    except Exception:  # torch raises many types, with causes like "(101)", for a file that is not a checkpoint
+        raise UserError(f"{path}: not a checkpoint, or truncated") from None
     needed = RESUME_KEYS if for_resume else MODEL_KEYS
     if not isinstance(state, dict) or any(key not in state for key in needed):
         what = "training checkpoint to resume from" if for_resume else "CCNet checkpoint"

@@ -29,6 +29,7 @@ from mnist.model import predict_logits
 DIGIT_BOX = 20  # MNIST: the digit's longer side is 20 px...
 CANVAS = 28  # ...inside a 28x28 image, centred by its centre of mass
 MIN_SIDE = 8  # smaller images cannot hold a legible digit
+MAX_SIDE = 2048  # larger images are scaled down on opening: the digit ends up 20 px anyway
 WORKING_SIZE = 512  # larger photos are scaled down to this longer side first
 
 
@@ -110,7 +111,14 @@ def load_image(path: Path) -> tuple[Image.Image, np.ndarray]:
     """(original, preprocessed 28x28) of an image file, or ImageError naming the file."""
     try:
         with Image.open(path) as opened:
+            # A digit needs no more than MAX_SIDE pixels: bound the work and memory on huge files
+            # (JPEG decodes straight at a fraction of its size; other formats are scaled once).
+            opened.draft(opened.mode, (MAX_SIDE, MAX_SIDE))
             image = opened.copy()
+        image.thumbnail((MAX_SIDE, MAX_SIDE))
+    except Image.DecompressionBombError:
+        raise ImageError(f"{path}: too large to read safely (over {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} "
+                         "megapixels)") from None
     except (UnidentifiedImageError, OSError) as error:
         reason = "not an image Pillow can read" if isinstance(error, UnidentifiedImageError) else str(error)
         raise ImageError(f"{path}: {reason}") from None

@@ -203,21 +203,39 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+# What may differ when a run is resumed: how long it trains, and how many threads compute it.
+RESUMABLE_CHANGES = ("epochs", "threads")
+
+
+def check_resume(path: str, resume_from: dict[str, Any], config: dict[str, Any]) -> None:
+    """A resumed run continues the saved configuration: refuse flags that would change what it trains."""
+    saved = resolve_config(resume_from["config"])
+    changed = [key for key in saved if key not in RESUMABLE_CHANGES and saved[key] != config[key]]
+    if changed:
+        key = changed[0]
+        raise UserError(f"{path}: was trained with {key}={saved[key]!r}; resuming continues that run, so "
+                        f"{key}={config[key]!r} is refused (only -e and --threads may change; start a new run instead)")
+    if len(resume_from["history"]) >= config["epochs"]:
+        raise UserError(f"{path}: already trained {len(resume_from['history'])} epochs; pass -e N with more")
+    if config["schedule"] != "step" and config["epochs"] != saved["epochs"]:
+        raise UserError(f"{path}: its {config['schedule']} schedule was laid over {saved['epochs']} "
+                        "epochs and cannot be stretched; start a new run with -e N")
+
+
 def main(argv: list[str] | None = None) -> int:
     from mnist.outputs import RunOutputs  # matplotlib and tensorboard only where files are written
 
     args = parse_args(argv)
     resume_from = load_checkpoint(args.resume, for_resume=True) if args.resume else None
     config = config_from_flags(args, resume_from["config"] if resume_from else DEFAULTS)
-    if resume_from and len(resume_from["history"]) >= config["epochs"]:
-        raise UserError(f"{args.resume}: already trained {len(resume_from['history'])} epochs; pass -e N with more")
-    if resume_from and config["schedule"] != "step" and config["epochs"] != resume_from["config"]["epochs"]:
-        raise UserError(f"{args.resume}: its {config['schedule']} schedule was laid over {resume_from['config']['epochs']} "
-                        "epochs and cannot be stretched; start a new run with -e N")
+    if resume_from:
+        check_resume(args.resume, resume_from, config)
+    # Everything is checked before anything is written: a refused run leaves no folder behind.
+    data = load_mnist(config["data"])
+    split_train_val(data, config["val_fraction"], config["limit"])
     default_out = Path(args.resume).parent if args.resume else Path("results/train") / datetime.now().strftime("%Y%m%d-%H%M%S")
     outputs = RunOutputs(Path(args.out) if args.out else default_out, config)
     print(f"run folder: {outputs.folder}", flush=True)
-    data = load_mnist(config["data"])
     history = train(config, data=data, on_epoch=outputs.on_epoch, resume_from=resume_from,
                     progress=sys.stderr.isatty())
     outputs.close()

@@ -39,7 +39,7 @@ def test_prediction_runs_without_gradients_in_eval_mode() -> None:
 
 @pytest.mark.parametrize("content, message", [
     (None, "no such checkpoint file"),
-    (b"garbage", "not a readable PyTorch checkpoint"),
+    (b"garbage", "not a checkpoint, or truncated"),
     ({"weights": 1}, "not a CCNet checkpoint"),
 ])
 def test_bad_checkpoint_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture, content, message: str) -> None:

@@ -1,0 +1,139 @@
+"""Hard cases a user hits: each reproduced as written in the issue, each one line and a non-zero
+exit, nothing lost or left behind."""
+from __future__ import annotations
+
+import shutil
+import struct
+import time
+import zlib
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from mnist.checkpoint import load_checkpoint, save_checkpoint
+from mnist.errors import UserError, run_cli
+from mnist.predict import main as predict_main
+from mnist.train import main as train_main
+from tests.helpers import run_script
+
+
+def refused(main, argv: list[str], capsys: pytest.CaptureFixture) -> str:
+    """The one line a CLI printed when it refused `argv` with exit code 2."""
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(main, argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1, err
+    return err
+
+
+@pytest.mark.parametrize("flags, key", [
+    (["--limit", "3000"], "limit"), (["--head", "tutorial"], "head"), (["-b", "64"], "batch_size"),
+    (["--dropout", "0.1"], "dropout"), (["--rotate", "10"], "rotate"),
+])
+def test_resume_refuses_flags_that_change_what_was_trained(tmp_path: Path, tiny_run: Path, flags: list[str],
+                                                           key: str, capsys: pytest.CaptureFixture) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    before = (run / "last.pt").read_bytes()
+    err = refused(train_main, ["--resume", str(run / "last.pt"), "-e", "3", *flags], capsys)
+    assert f"was trained with {key}=" in err and "start a new run" in err
+    assert (run / "last.pt").read_bytes() == before  # nothing trained, nothing overwritten
+
+
+def test_resume_may_change_the_thread_count(tmp_path: Path, tiny_run: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    train_main(["--resume", str(run / "last.pt"), "-e", "3", "--threads", "2"])
+    assert load_checkpoint(run / "last.pt", for_resume=True)["epoch"] == 3
+
+
+def test_a_run_refused_for_bad_data_leaves_no_folder(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "mnist_train.csv").write_text("not,a,digit\n")
+    err = refused(train_main, ["--data", str(tmp_path / "data"), "--out", str(tmp_path / "run")], capsys)
+    assert "mnist" in err and not (tmp_path / "run").exists()
+
+
+def test_a_full_disk_is_one_line_and_the_old_checkpoint_stays_whole(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "last.pt"
+    save_checkpoint({"model": {"w": torch.ones(3)}, "config": {}}, path)
+    before = path.read_bytes()
+
+    def full_disk(state: object, file: str) -> None:
+        Path(file).write_bytes(b"partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:778] . unexpected pos 7808 vs 7696")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(UserError, match=f"no space left on the device of {tmp_path}"):
+        save_checkpoint({"model": {}, "config": {}}, path)
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A PNG whose header claims a size, with one tiny (wrong) data chunk: enough for Image.open."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b"")
+
+
+def test_a_decompression_bomb_is_one_line_and_the_next_files_are_read(
+        tmp_path: Path, tiny_run: Path, capsys: pytest.CaptureFixture) -> None:
+    bomb, good = tmp_path / "a_bomb.png", tmp_path / "b_seven.png"
+    bomb.write_bytes(png_claiming(20000, 20000))  # 400 megapixels
+    image = Image.new("L", (200, 200), 255)
+    image.paste(0, (60, 40, 140, 60))
+    image.paste(0, (120, 40, 140, 170))
+    image.save(good)
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(predict_main, [str(bomb), str(good), "--checkpoint", str(tiny_run / "best.pt")])
+    captured = capsys.readouterr()
+    assert exit_info.value.code == 1
+    assert f"{bomb}: too large to read safely" in captured.err and "Traceback" not in captured.err
+    assert f"{good}: " in captured.out
+
+
+def test_a_huge_image_is_scaled_down_on_opening(tmp_path: Path) -> None:
+    from mnist.predict import MAX_SIDE, load_image
+
+    path = tmp_path / "huge.png"
+    image = Image.new("L", (8000, 8000), 255)
+    image.paste(0, (3800, 2000, 4200, 6000))  # a vertical bar: a 1
+    image.save(path)
+    started = time.perf_counter()
+    original, digit = load_image(path)
+    assert max(original.size) == MAX_SIDE and digit.shape == (28, 28)
+    assert time.perf_counter() - started < 20  # a bound, not a benchmark: unbounded work took minutes
+
+
+def test_an_unreachable_cluster_is_one_line_within_30_s_and_leaves_nothing(
+        tmp_path: Path, smoke_flags: list[str]) -> None:
+    started = time.monotonic()
+    result = run_script("search.py", [*smoke_flags, "--address", "127.0.0.1:1", "--storage-path", str(tmp_path),
+                                      "--name", "nowhere"], timeout=60)
+    assert time.monotonic() - started < 30
+    assert result.returncode == 2 and "cannot reach the Ray cluster at 127.0.0.1:1" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "nowhere").exists()
+
+
+@pytest.mark.parametrize("content", [b"", b"SQLite format 3\0" + b"\0" * 90, b"not a database at all"])
+def test_a_broken_optuna_db_on_resume_is_one_line(tmp_path: Path, content: bytes) -> None:
+    from hpo.searcher import check_study
+
+    (tmp_path / "optuna.db").write_bytes(content)
+    with pytest.raises(UserError, match="optuna.db: "):
+        check_study(tmp_path, "search")
+
+
+@pytest.mark.parametrize("trials_csv", ["", "trial,status\n1,completed\n", "\0\1\2garbage"])
+def test_a_broken_trials_csv_is_one_line_for_best_py(tmp_path: Path, trials_csv: str) -> None:
+    folder = tmp_path / "search"
+    folder.mkdir()
+    (folder / "experiment.json").write_text('{"experiment": {"search_space": {"lr": {"loguniform": [1e-5, 0.01]}}}}')
+    (folder / "trials.csv").write_text(trials_csv)
+    result = run_script("best.py", ["--experiment", str(folder)], timeout=120)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "trials.csv" in result.stderr and "Traceback" not in result.stderr
