@@ -7,6 +7,7 @@ import socket
 from typing import Any
 
 import ray
+from ray._raylet import AuthenticationTokenLoader, Config  # private: see tests/test_ray_internals.py
 
 from mnist.errors import UserError
 
@@ -21,8 +22,18 @@ def connect(address: str | None) -> None:
     """
     address = address or os.environ.get("RAY_ADDRESS") or "local"
     check_reachable(address)
+    private = {}
+    if address == "local":
+        # The private cluster's GCS, raylet and workers listen on every interface (Ray 2.60 does
+        # so even when told 127.0.0.1): what keeps other users and hosts out is Ray's token
+        # authentication. Keep it on whatever the environment says (a stray RAY_AUTH_MODE=disabled
+        # would let any client join); the processes Ray starts read it from here.
+        os.environ["RAY_AUTH_MODE"] = "token"
+        Config.initialize("")  # this process read RAY_AUTH_MODE when ray was imported: read it again
+        AuthenticationTokenLoader.instance().reset_cache()
+        private = {"_node_ip_address": "127.0.0.1"}  # advertise loopback: nothing tells peers to dial in
     try:
-        ray.init(address=address, include_dashboard=False, logging_level="WARNING", log_to_driver=True)
+        ray.init(address=address, include_dashboard=False, logging_level="WARNING", log_to_driver=True, **private)
     except ConnectionError as error:
         raise UserError(f"cannot reach the Ray cluster at {address} ({str(error).splitlines()[0]})") from None
     # Ray takes SIGTERM and kills the driver without a final save; as SIGINT, Tune stops cleanly and resumably.

@@ -137,3 +137,44 @@ def test_a_broken_trials_csv_is_one_line_for_best_py(tmp_path: Path, trials_csv:
     result = run_script("best.py", ["--experiment", str(folder)], timeout=120)
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert "trials.csv" in result.stderr and "Traceback" not in result.stderr
+
+
+PRIVATE_CLUSTER = """
+import sys, time
+from hpo.cluster import connect
+import ray
+connect(None)
+print(ray.get_runtime_context().gcs_address, flush=True)
+time.sleep(120)
+"""
+CLIENT = """
+import sys, ray
+try:
+    ray.init(address=sys.argv[1], include_dashboard=False, logging_level="ERROR")
+except Exception as error:
+    print("refused:", type(error).__name__)
+    sys.exit(3)
+print("joined", ray.cluster_resources())
+"""
+
+
+@pytest.mark.slow
+def test_a_client_without_the_token_cannot_join_a_private_search_cluster(tmp_path: Path) -> None:
+    """The private cluster a search starts keeps token auth on even under a stray RAY_AUTH_MODE=disabled."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT, stop_ray_start
+
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONPATH": str(ROOT)}
+    server = subprocess.Popen([sys.executable, "-c", PRIVATE_CLUSTER], env=env, stdout=subprocess.PIPE, text=True,
+                              start_new_session=True)
+    try:
+        address = server.stdout.readline().strip()
+        assert ":" in address, "the private cluster did not start"
+        stranger = subprocess.run([sys.executable, "-c", CLIENT, address], env=env, capture_output=True, text=True,
+                                  timeout=120)
+        assert stranger.returncode == 3 and "refused" in stranger.stdout, stranger.stdout + stranger.stderr[-2000:]
+    finally:
+        stop_ray_start(server)  # the driver and every Ray process it started: one session
