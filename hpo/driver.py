@@ -9,6 +9,7 @@ The data are read once here and shipped to the trials through Ray's object store
 """
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -64,7 +65,8 @@ def make_tuner(experiment: dict[str, Any], store: ExperimentStore, resume: bool,
     run_config = tune.RunConfig(
         # Trials write results and checkpoints here from every node: a shared folder or a URI.
         name=store.name, storage_path=store.tune_storage_path,
-        callbacks=[TrialTensorBoard(store.local / "tensorboard", experiment["search_space"])],
+        # Absolute: a search resumed from another working directory still writes here.
+        callbacks=[TrialTensorBoard(store.local.resolve() / "tensorboard", experiment["search_space"])],
         # Keep each trial's best checkpoint by val_acc and its latest (to resume from).
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=METRIC,
                                                 checkpoint_score_order=MODE),
@@ -73,6 +75,14 @@ def make_tuner(experiment: dict[str, Any], store: ExperimentStore, resume: bool,
         verbose=1,
     )
     return tune.Tuner(trainable, param_space=search_space(experiment), tune_config=tune_config, run_config=run_config)
+
+
+def saved_whereabouts(store: ExperimentStore) -> dict[str, str] | None:
+    """Where the search in `store` was when it started (experiment.json), if it says."""
+    try:
+        return json.loads((store.local / "experiment.json").read_text()).get("whereabouts")
+    except (OSError, ValueError):
+        return None
 
 
 def run_search(experiment: dict[str, Any], store: ExperimentStore, resume: bool,
@@ -84,6 +94,7 @@ def run_search(experiment: dict[str, Any], store: ExperimentStore, resume: bool,
     if resume and not exists:
         raise UserError(f"{store}: no experiment to resume there")
     if resume:
+        store.check_not_moved(saved_whereabouts(store))
         check_study(store.local, store.name)
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -93,7 +104,8 @@ def run_search(experiment: dict[str, Any], store: ExperimentStore, resume: bool,
         # Only once the cluster is there and can hold a trial: a refused start leaves no folder to resume.
         if not resume:
             store.local.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(store.local / "experiment.json", {"experiment": experiment, **run_metadata()})
+            write_json_atomic(store.local / "experiment.json", {"experiment": experiment, **run_metadata(),
+                                                                "whereabouts": store.whereabouts()})
             store.push("experiment.json")
         results = make_tuner(experiment, store, resume, resources, concurrent).fit()
     finally:

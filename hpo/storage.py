@@ -64,6 +64,26 @@ class ExperimentStore:
     def __str__(self) -> str:
         return self.location
 
+    def whereabouts(self) -> dict[str, str]:
+        """Where this experiment is, absolutely: Ray's and Optuna's saved state name these places."""
+        return {"location": self.location if self.remote else self.fs_path, "local": str(self.local.resolve())}
+
+    def check_not_moved(self, saved: dict[str, str] | None) -> None:
+        """Refuse to resume a search folder that was moved or copied since it started.
+
+        Ray's experiment state and the pickled Optuna searcher keep absolute paths: resumed from
+        elsewhere, trials would write into the old folder (or fail on it), and the summary would
+        miss their results. Reading the folder (best.py, TensorBoard, trials.csv) works anywhere.
+        """
+        if saved is None:  # searches from before this check: nothing to compare with
+            return
+        now = self.whereabouts()
+        for key, what in (("location", "started in"), ("local", "kept its driver files in")):
+            if saved.get(key) and saved[key] != now[key]:
+                raise UserError(f"{self}: this search {what} {saved[key]} and was moved or copied since; Ray and "
+                                "Optuna keep absolute paths inside it, so it resumes only from there (its results "
+                                f"can be read from anywhere: python hpo/best.py --experiment {self})")
+
     @property
     def tune_path(self) -> str:
         """The experiment as Tune's restore wants it: the URI, or the folder's absolute path."""

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -12,7 +14,7 @@ import optuna
 import pandas as pd
 import pytest
 
-from tests.helpers import PNG_MAGIC, free_port, run_script, stop_ray_start
+from tests.helpers import PNG_MAGIC, ROOT, free_port, run_script, stop_ray_start
 
 pytestmark = pytest.mark.slow  # Ray clusters and searches: minutes
 
@@ -134,3 +136,27 @@ def test_fake_gpu_cluster_gives_each_trial_its_own_gpu(tmp_path: Path, smoke_fla
         assert sorted(trials["gpu_ids"]) == ["0", "1"]
     finally:
         stop_ray_start(head)
+
+
+def test_a_moved_search_folder_is_refused_on_resume_in_one_line(
+        tmp_path: Path, smoke_search: tuple[Path, subprocess.CompletedProcess]) -> None:
+    folder, _ = smoke_search
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(folder, moved / folder.name)
+    before = sorted(p.relative_to(moved) for p in moved.rglob("*"))
+    result = run_script("search.py", ["--resume", "--name", folder.name, "--storage-path", str(moved)])
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr[-2000:]
+    assert "was moved or copied since" in result.stderr and str(folder) in result.stderr
+    assert sorted(p.relative_to(moved) for p in moved.rglob("*")) == before  # nothing written there
+
+
+def test_a_finished_search_resumed_from_another_directory_keeps_its_paths(
+        tmp_path: Path, smoke_search: tuple[Path, subprocess.CompletedProcess]) -> None:
+    folder, _ = smoke_search
+    trials_before = pd.read_csv(folder / "trials.csv")
+    result = subprocess.run([sys.executable, str(ROOT / "hpo" / "search.py"), "--resume", "--name", folder.name,
+                             "--storage-path", str(folder.parent)], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert list(tmp_path.iterdir()) == []  # nothing landed in the working directory (results/, tensorboard/)
+    pd.testing.assert_frame_equal(pd.read_csv(folder / "trials.csv"), trials_before)
