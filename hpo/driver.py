@@ -19,6 +19,7 @@ from ray import tune
 
 from hpo.cluster import connect, trial_resources
 from hpo.experiment import trial_config
+from hpo.progress import SearchProgress
 from hpo.scheduler import make_scheduler
 from hpo.searcher import METRIC, MODE, check_study, fail_orphaned_optuna_trials, make_searcher
 from hpo.space import dimensions
@@ -66,13 +67,15 @@ def make_tuner(experiment: dict[str, Any], store: ExperimentStore, resume: bool,
         # Trials write results and checkpoints here from every node: a shared folder or a URI.
         name=store.name, storage_path=store.tune_storage_path,
         # Absolute: a search resumed from another working directory still writes here.
-        callbacks=[TrialTensorBoard(store.local.resolve() / "tensorboard", experiment["search_space"])],
+        callbacks=[TrialTensorBoard(store.local.resolve() / "tensorboard", experiment["search_space"]),
+                   SearchProgress(experiment["num_samples"], experiment["max_epochs"])],
         # Keep each trial's best checkpoint by val_acc and its latest (to resume from).
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=METRIC,
                                                 checkpoint_score_order=MODE),
         # A crashed trial restarts from its last checkpoint, twice at most.
         failure_config=tune.FailureConfig(max_failures=2),
-        verbose=1,
+        # Tune's own tables stay out of the console: SearchProgress prints a compact line instead.
+        verbose=0,
     )
     return tune.Tuner(trainable, param_space=search_space(experiment), tune_config=tune_config, run_config=run_config)
 
@@ -97,6 +100,9 @@ def run_search(experiment: dict[str, Any], store: ExperimentStore, resume: bool,
         store.check_not_moved(saved_whereabouts(store))
         check_study(store.local, store.name)
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # Tune's newer console output prints its own boxes and a TensorBoard hint into Ray's temporary
+    # folder even at verbose=0; the classic one stays quiet: the console is SearchProgress's.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     connect(address)
     try:

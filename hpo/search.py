@@ -20,6 +20,7 @@ from pathlib import Path
 from hpo.checkpoints import drop_stale_checkpoints
 from hpo.driver import run_search
 from hpo.experiment import load_experiment_file, resolve_experiment
+from hpo.progress import search_log
 from hpo.storage import ExperimentStore, is_uri
 from hpo.summary import console_summary, summarize
 from mnist.errors import UserError, run_cli
@@ -82,9 +83,12 @@ def main(argv: list[str] | None = None) -> int:
         experiment = resolve_experiment(file_values, overrides, args.experiment or "built-in experiment")
         stem = Path(args.experiment).stem if args.experiment else "default"
         store = ExperimentStore(args.storage_path, args.name or f"{stem}-{datetime.now():%Y%m%d-%H%M%S}", args.local_dir)
-    results, resources = run_search(experiment, store, args.resume, args.address)
-    trials, best = summarize(store.local, results, experiment, resources, sys.argv)
-    drop_stale_checkpoints(trials, store)
+    print(f"search {store.name}: {experiment['num_samples']} trials, {experiment['max_epochs']} epochs at most; "
+          f"Ray's full log: {store.local / 'search.log'}", flush=True)
+    with search_log(store.local):
+        results, resources = run_search(experiment, store, args.resume, args.address)
+        trials, best = summarize(store.local, results, experiment, resources, sys.argv)
+        drop_stale_checkpoints(trials, store)
     store.push()
     print(console_summary(trials, experiment["search_space"]))
     print(f"winner: trial {best['trial']}, val_acc {best['val_acc']:.4f} at epoch {best['epoch']}")

@@ -45,6 +45,19 @@ def test_smoke_search_writes_its_results(smoke_search: tuple[Path, subprocess.Co
     assert "top 3 of 3 trials" in result.stdout and "search beat the tutorial's setting by" in result.stdout
 
 
+def test_the_console_shows_progress_not_rays_internals(smoke_search: tuple[Path, subprocess.CompletedProcess]) -> None:
+    folder, result = smoke_search
+    progress = [line for line in result.stdout.splitlines() if "] trials " in line]
+    assert progress and progress[-1].split("] ", 1)[1].startswith("trials 3/3 done")
+    assert all("best val_acc" in line for line in progress[1:])
+    console = result.stdout + result.stderr
+    for internal in ("\x1b[", "Traceback", "/tmp/ray", "Trial status", "ERROR"):
+        assert internal not in console, internal
+    assert f"Ray's full log: {folder / 'search.log'}" in result.stdout
+    log = (folder / "search.log").read_text()
+    assert progress[-1] in log and "Checkpoint successfully created" in log  # Ray's own lines are kept there
+
+
 def test_stopped_trials_reach_optuna_as_pruned(smoke_search: tuple[Path, subprocess.CompletedProcess]) -> None:
     folder, _ = smoke_search
     trials = pd.read_csv(folder / "trials.csv")
@@ -159,4 +172,5 @@ def test_a_finished_search_resumed_from_another_directory_keeps_its_paths(
                             timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert list(tmp_path.iterdir()) == []  # nothing landed in the working directory (results/, tensorboard/)
+    assert result.stderr == "" and "Traceback" not in result.stdout and "ERROR" not in result.stdout
     pd.testing.assert_frame_equal(pd.read_csv(folder / "trials.csv"), trials_before)
