@@ -178,3 +178,35 @@ def test_a_client_without_the_token_cannot_join_a_private_search_cluster(tmp_pat
         assert stranger.returncode == 3 and "refused" in stranger.stdout, stranger.stdout + stranger.stderr[-2000:]
     finally:
         stop_ray_start(server)  # the driver and every Ray process it started: one session
+
+
+def test_a_full_disk_during_training_is_one_line_and_keeps_the_last_epoch(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    real_save = torch.save
+    calls = {"n": 0}
+
+    def save_until_full(state: object, file: str) -> None:
+        calls["n"] += 1
+        if calls["n"] > 2:  # epoch 1 wrote last.pt and best.pt; epoch 2 finds the disk full
+            Path(file).write_bytes(b"partial")
+            raise RuntimeError("[enforce fail at inline_container.cc:778] . unexpected pos 7808 vs 7696")
+        real_save(state, file)
+
+    monkeypatch.setattr(torch, "save", save_until_full)
+    run = tmp_path / "run"
+    err = refused(train_main, ["-e", "2", "--limit", "600", "-b", "64", "--threads", "1", "--out", str(run)], capsys)
+    assert f"no space left on the device of {run}" in err
+    monkeypatch.setattr(torch, "save", real_save)
+    assert load_checkpoint(run / "last.pt", for_resume=True)["epoch"] == 1  # whole, and resumable
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("extra", [[], ["--experiment", "experiments/cpu-quick.yaml", "--grace-period", "1"]])
+def test_a_one_epoch_search_runs_with_the_default_space(tmp_path: Path, extra: list[str]) -> None:
+    from tests.helpers import ROOT
+
+    extra = [str(ROOT / flag) if flag.endswith(".yaml") else flag for flag in extra]
+    result = run_script("search.py", ["--max-epochs", "1", "--num-samples", "2", "--limit", "1000",
+                                      "--storage-path", str(tmp_path), "--name", "short", *extra])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "trials 2/2 done" in result.stdout
