@@ -144,3 +144,14 @@ def test_a_dimension_knows_its_scale_domain_and_inside() -> None:
     assert isinstance(steps.domain(), Integer) and steps.domain().upper == 6  # Tune's bound is exclusive
     assert lr.position(1e-5) == 0 and lr.position(1e-2) == pytest.approx(1) and lr.position(10 ** -3.5) == pytest.approx(0.5)
     assert lr.distribution().log and decay.distribution().choices == (0.0, 1e-4, 1e-3)
+
+
+def test_parallel_coordinates_tell_99_3_from_99_4_beside_a_diverged_trial() -> None:
+    import numpy as np
+
+    from hpo.plots import error_colors
+
+    colors, _ = error_colors(np.array([0.993, 0.994, 0.10]))
+    close_pair = np.abs(colors[0, :3] - colors[1, :3]).sum()
+    assert close_pair > 0.1  # a linear accuracy scale spanning 0.10..0.994 made these the same yellow
+    assert np.abs(colors[1, :3] - colors[2, :3]).sum() > close_pair  # and the diverged one is further still
