@@ -51,3 +51,14 @@ def test_tutorial_head_reproduces_the_defect() -> None:
 
 def test_dropout_is_a_parameter() -> None:
     assert CCNet(dropout=0.2).dropout.p == 0.2
+
+
+def test_old_configs_and_checkpoints_with_head_seed_still_read() -> None:
+    from mnist.config import resolve_config
+    from mnist.evaluate import model_from_checkpoint
+
+    assert resolve_config({"head": "seed"})["head"] == "tutorial"  # the name before the rename
+    old = CCNet(dropout=0.0, head="tutorial")
+    model = model_from_checkpoint({"model": old.state_dict(), "config": {"dropout": 0.0, "head": "seed"}},
+                                  torch.device("cpu"))
+    assert model.head == "tutorial"
