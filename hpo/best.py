@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from hpo.retrain import make_fit, newest_experiment, print_comparison, retrain_winner
+from hpo.retrain import Fit, newest_experiment, print_comparison, retrain_winner
 from hpo.storage import ExperimentStore, join_uri, split_experiment
 from mnist.errors import UserError, run_cli
 
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     store.pull()
     # Ray Train's runs (workers > 1) go where every node reaches: beside the experiment.
     train_storage = join_uri(store.location, "best") if store.remote else str((store.local / "best").resolve())
-    fit = make_fit(args.workers, args.gpus_per_worker, args.address, train_storage)
+    fit = Fit(args.workers, args.gpus_per_worker, args.address, train_storage)
     summary = retrain_winner(store.local, args.select, args.seeds, args.epochs, args.full, args.baseline, fit)
     store.push("best")
     print_comparison(summary)

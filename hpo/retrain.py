@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import statistics
 from pathlib import Path
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -72,11 +73,7 @@ def winner_config(experiment: dict[str, Any], trials: pd.DataFrame, select: str)
     return top, trial_config(experiment, params)
 
 
-# fit(config, data, run_name) -> (per-epoch metrics, final checkpoint state); run_name names Ray Train's run.
-FitFunction = Callable[[dict[str, Any], MnistData, str], tuple[list[dict[str, Any]], dict[str, Any]]]
-
-
-def fit_here(config: dict[str, Any], data: MnistData, run_name: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def fit_here(config: dict[str, Any], data: MnistData) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Train in this process, printing each epoch; returns the history and the final state."""
     final: dict[str, Any] = {}
 
@@ -88,24 +85,31 @@ def fit_here(config: dict[str, Any], data: MnistData, run_name: str) -> tuple[li
     return history, final["state"]
 
 
-def make_fit(workers: int, gpus_per_worker: float, address: str | None, train_storage: str) -> FitFunction:
-    """The fit function of a retraining: in this process, or data-parallel on Ray Train workers.
+@dataclass(frozen=True)
+class Fit:
+    """How a retraining trains: in this process (workers 1), or data-parallel on Ray Train workers.
 
-    `train_storage` (a folder or URI every node reaches) keeps Ray Train's runs: rank 0 may run
-    on another node and writes its checkpoints there.
+    Built once from the flags and handed down; `train_storage` (a folder or URI every node
+    reaches) keeps Ray Train's runs: rank 0 may run on another node and writes its checkpoints there.
     """
-    if workers <= 1:
-        return fit_here
-    def fit_data_parallel(config: dict[str, Any], data: MnistData, run_name: str) -> tuple[list, dict]:
-        history, state = train_data_parallel(config, data, workers, gpus_per_worker,
-                                             join_uri(train_storage, run_name), address)
+    workers: int = 1
+    gpus_per_worker: float = 0
+    address: str | None = None
+    train_storage: str = ""
+
+    def __call__(self, config: dict[str, Any], data: MnistData,
+                 run_name: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """(per-epoch metrics, final checkpoint state) of one run; `run_name` names Ray Train's run."""
+        if self.workers <= 1:
+            return fit_here(config, data)
+        history, state = train_data_parallel(config, data, self.workers, self.gpus_per_worker,
+                                             join_uri(self.train_storage, run_name), self.address)
         for metrics in history:
             print(f"  {format_epoch(metrics, config['epochs'])}", flush=True)
         return history, state
-    return fit_data_parallel
 
 
-def train_and_test(config: dict[str, Any], data: MnistData, fit: FitFunction, label: str,
+def train_and_test(config: dict[str, Any], data: MnistData, fit: Fit, label: str,
                    run_name: str) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
     """(history, final state, test evaluation) of one seed's run of `config`."""
     print(f"{label}: training seed {config['seed']} for {config['epochs']} epochs", flush=True)
@@ -124,7 +128,7 @@ def spread(accuracies: list[float]) -> dict[str, float]:
 
 
 def retrain_winner(folder: Path, select: str, seeds: int, epochs: int | None, full: bool, baseline: bool,
-                   fit: FitFunction) -> dict[str, Any]:
+                   fit: Fit) -> dict[str, Any]:
     """Retrain the winner of the search in `folder` and the tutorial's setting, paired seed by seed;
     test each run once; write folder/best/ (and best/baseline/, best/comparison.json)."""
     experiment, trials = load_search(folder)
@@ -149,10 +153,11 @@ def retrain_winner(folder: Path, select: str, seeds: int, epochs: int | None, fu
                 continue
             runs[name].append(train_and_test({**arm_config, "seed": seed}, data, fit,
                                              "winner" if name == "winner" else "the tutorial's setting",
-                                             f"{name}_seed{seed}"))
+                                             ("" if name == "winner" else "baseline/") + f"ray_train_seed{seed}"))
     summary = {"selected_by": SELECTION_RULES[select], "trial": int(top["trial"]),
                "params": {key: config[key] for key in experiment["search_space"]}, "epochs": config["epochs"],
                "trained_on": "train+validation" if full else "train split", "seeds": seed_list,
+               "workers": fit.workers,
                "winner": spread([run[2]["test_accuracy"] for run in runs["winner"]])}
     if baseline:
         summary["baseline"] = {"params": baseline_params,

@@ -21,8 +21,9 @@ def finished_search(folder: Path) -> Path:
     experiment = resolve_experiment({"max_epochs": 3, "grace_period": 1, "train": {"limit": 12000}}, {}, "test")
     (folder / "experiment.json").write_text(json.dumps({"experiment": experiment}))
     pd.DataFrame([{"trial": 1, "trial_id": "a", "lr": 2e-3, "batch_size": 64, "dropout": 0.25, "step_size": 3,
-                   "gamma": 0.5, "status": "completed", "epochs": 3, "best_val_acc": 0.97, "best_epoch": 3,
-                   "last_val_acc": 0.97}]).to_csv(folder / "trials.csv", index=False)
+                   "gamma": 0.5, "schedule": "step", "weight_decay": 0.0, "label_smoothing": 0.0, "rotate": 0.0,
+                   "scale": 0.0, "shift": 0, "status": "completed", "epochs": 3, "best_val_acc": 0.97,
+                   "best_epoch": 3, "last_val_acc": 0.97}]).to_csv(folder / "trials.csv", index=False)
     return folder
 
 
@@ -30,7 +31,8 @@ def test_two_workers_match_one_process(tmp_path: Path) -> None:
     accuracy = {}
     for workers in (1, 2):
         folder = finished_search(tmp_path / f"workers{workers}")
-        result = run_script("best.py", ["--experiment", str(folder), "--workers", str(workers), "--no-baseline"],
+        result = run_script("best.py", ["--experiment", str(folder), "--workers", str(workers), "--no-baseline",
+                                        "--seeds", "1"],
                             timeout=400)
         assert result.returncode == 0, result.stderr[-3000:]
         metrics = json.loads((folder / "best" / "metrics.json").read_text())
