@@ -22,6 +22,8 @@ from hpo.experiment import trial_config
 from hpo.progress import SearchProgress
 from hpo.scheduler import make_scheduler
 from hpo.searcher import METRIC, MODE, check_study, fail_orphaned_optuna_trials, make_searcher
+from hpo.scheduler import BaselineKeepingASHA
+from hpo.searcher import PruningAwareOptunaSearch
 from hpo.space import dimensions
 from hpo.storage import ExperimentStore
 from hpo.tb_logger import TrialTensorBoard
@@ -30,6 +32,11 @@ from mnist.checkpoint import run_metadata, write_json_atomic
 from mnist.data import load_mnist
 from mnist.errors import UserError
 
+
+
+# Searches started before the driver was split pickled these two as hpo.driver.<name>: resuming
+# them unpickles them from here.
+PICKLED_AS_DRIVER = (BaselineKeepingASHA, PruningAwareOptunaSearch)
 
 
 def trial_number(trial: Any) -> int:

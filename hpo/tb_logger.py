@@ -25,7 +25,8 @@ BEST_METRIC_TAG = "hparams/best_val_acc"
 def run_name(trial_number: int, params: dict[str, Any], space: dict[str, dict[str, list]]) -> str:
     """`trial_003 lr=2.0e-04 bs=32 ...`: each value as its search dimension prints it."""
     scales = dimensions(space)
-    parts = [f"{SHORT_NAMES.get(key, key)}={scales[key].format(value)}" for key, value in params.items()]
+    parts = [f"{SHORT_NAMES.get(key, key)}={scales[key].format(value) if key in scales else value}"
+             for key, value in params.items()]
     return f"trial_{trial_number:03d} " + " ".join(parts)
 
 
@@ -44,7 +45,9 @@ class TrialTensorBoard(TBXLoggerCallback):
         if trial.trial_id not in self.writers:
             number = int(trial.experiment_tag.split("_", 1)[0])  # Tune's creation counter, as in trial folders
             params = {key: trial.config[key] for key in self.searched_keys}
-            self.writers[trial.trial_id] = SummaryWriter(str(self.folder / run_name(number, params, self.space)))
+            # A search pickled before the space was kept here has none: plain values then.
+            space = self.__dict__.get("space", {})
+            self.writers[trial.trial_id] = SummaryWriter(str(self.folder / run_name(number, params, space)))
         return self.writers[trial.trial_id]
 
     def log_trial_start(self, trial: Any) -> None:
