@@ -44,7 +44,7 @@ def test_crashed_trial_resumes_from_its_checkpoint(tmp_path: Path, smoke_search:
 def test_diverging_trial_is_recorded_and_the_search_goes_on(tmp_path: Path) -> None:
     experiment = tmp_path / "diverge.yaml"
     experiment.write_text("# lr 1e6 overflows the weights within an epoch\nmax_epochs: 2\ngrace_period: 1\n"
-                          "search_space:\n  lr: {choice: [2.0e-4, 1.0e+6]}\n  batch_size: {choice: [64]}\n")
+                          "search_space:\n  lr: {choice: [2.0e-4, 1.0e+6]}\n  batch_size: {choice: [32, 64]}\n")
     result = run_script("search.py", ["--experiment", str(experiment), "--num-samples", "4", "--limit", "1000",
                                       "--storage-path", str(tmp_path), "--name", "diverge"])
     assert result.returncode == 0, result.stderr[-3000:]
