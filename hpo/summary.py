@@ -169,7 +169,6 @@ def anytime_sentence(anytime: dict[str, Any]) -> str:
 
 def write_report(folder: Path, trials: pd.DataFrame, experiment: dict[str, Any], best: dict[str, Any],
                  savings: dict[str, float], argv: list[str], anytime: dict[str, Any]) -> None:
-    searched = list(experiment["search_space"])
     env = environment()
     lines = [
         f"# Search report: {folder.name}", "",
@@ -178,7 +177,8 @@ def write_report(folder: Path, trials: pd.DataFrame, experiment: dict[str, Any],
         f"{len(trials)} trials, budget {experiment['max_epochs']} epochs each; "
         + ", ".join(f"{count} {status}" for status, count in trials["status"].value_counts().items()) + ".", "",
         f"Winner (best validation epoch): trial {best['trial']} with val_acc {best['val_acc']:.4f} at epoch "
-        f"{best['epoch']}: " + ", ".join(f"{k}={best['params'][k]}" for k in searched), "",
+        f"{best['epoch']}: " + ", ".join(f"{key}={dimension.format(best['params'][key])}"
+                                         for key, dimension in dimensions(experiment["search_space"]).items()), "",
         "```", console_summary(trials, experiment["search_space"]), "```", "",
         f"ASHA trained {savings['epochs_trained']} epochs instead of {savings['epochs_full_budget']} "
         f"({savings['spent_hours']:.3f} {savings['unit']} hours instead of {savings['full_budget_hours']:.3f}: "
