@@ -56,15 +56,16 @@ def test_diverging_trial_is_recorded_and_the_search_goes_on(tmp_path: Path) -> N
 
 
 def test_killed_driver_resumes_without_rerunning(tmp_path: Path, smoke_flags: list[str]) -> None:
-    flags = [*smoke_flags, "--num-samples", "4", "--max-concurrent", "1", "--storage-path", str(tmp_path),
-             "--name", "killed"]
+    # 6,000 images: a trial's epoch lasts seconds, so the kill lands while trial 2 runs.
+    flags = [*smoke_flags, "--num-samples", "4", "--max-concurrent", "1", "--limit", "6000",
+             "--storage-path", str(tmp_path), "--name", "killed"]
     driver = subprocess.Popen([sys.executable, str(ROOT / "hpo" / "search.py"), *flags], start_new_session=True,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     folder = tmp_path / "killed"
     deadline = time.monotonic() + 180
     while not list(folder.glob("trial_002_*")) and time.monotonic() < deadline:  # trial 1 done, trial 2 started
-        time.sleep(0.5)
-    time.sleep(2)
+        time.sleep(0.2)
+    time.sleep(1)
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait()
     assert list(folder.glob("trial_002_*")), "the first trial never finished"
