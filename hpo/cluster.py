@@ -31,7 +31,7 @@ def connect(address: str | None) -> None:
         os.environ["RAY_AUTH_MODE"] = "token"
         Config.initialize("")  # this process read RAY_AUTH_MODE when ray was imported: read it again
         AuthenticationTokenLoader.instance().reset_cache()
-        private = {"_node_ip_address": "127.0.0.1"}  # advertise loopback: nothing tells peers to dial in
+        private = {"_node_ip_address": "127.0.0.1"}  # loopback where Ray honours it (its ports still bind *)
     try:
         ray.init(address=address, include_dashboard=False, logging_level="WARNING", log_to_driver=True, **private)
     except ConnectionError as error:
