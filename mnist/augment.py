@@ -27,10 +27,6 @@ class Augmentation:
         return cls(shift=config["shift"], rotate=config["rotate"], scale=config["scale"])
 
     @property
-    def active(self) -> bool:
-        return bool(self.shift or self.rotate or self.scale)
-
-    @property
     def affine(self) -> bool:
         return bool(self.rotate or self.scale)
 
