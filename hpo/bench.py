@@ -1,6 +1,6 @@
 """Benchmark: what early stopping costs and saves against FIFO + random search, same samples, data and budget, one run.
 
-    python hpo/bench.py [--num-samples 20] [--max-epochs 9] [--limit 12000] [--seeds 0 1]
+    python hpo/bench.py [--num-samples 20] [--max-epochs 9] [--limit 12000] [--seeds 0 1 2]
 
 Three arms over the default search space, each run once per searcher seed (the seed also
 seeds every trial's training), so the figures are means over seeds:
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-epochs", type=int, default=9, help="epoch budget of a trial")
     parser.add_argument("--limit", type=int, default=12000, help="training images (first N of the 60,000)")
     parser.add_argument("--max-concurrent", type=int, default=2, help="trials at once in every search")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="searcher seeds: one run of each arm per seed")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="searcher seeds: one run of each arm per seed")
     parser.add_argument("--storage-path", default="results/bench", help="where the searches are written")
     args = parser.parse_args(argv)
     stamp = f"{datetime.now():%Y%m%d-%H%M%S}"
@@ -73,6 +73,11 @@ def main(argv: list[str] | None = None) -> int:
         for seed, row in zip(args.seeds, rows):
             print(f"{label:12s} seed {seed}  epochs {row['epochs']:4d}  wall {row['wall_s']:7.1f} s  "
                   f"best val_acc {row['best_val_acc']:.4f}  training {row['train_s']:.1f} s")
+    for label, rows in runs.items():
+        best = 100 * np.array([row["best_val_acc"] for row in rows])
+        epochs = np.array([row["epochs"] for row in rows])
+        print(f"{label:12s} over seeds: epochs {epochs.mean():.1f} (sd {epochs.std(ddof=min(1, len(rows) - 1)):.1f})  "
+              f"best val_acc {best.mean():.3f}% (sd {best.std(ddof=min(1, len(rows) - 1)):.3f})")
     mean = {label: {key: float(np.mean([row[key] for row in rows])) for key in rows[0]} for label, rows in runs.items()}
     asha, hedged, fifo = mean["asha_tpe"], mean["hedged_tpe"], mean["fifo_random"]
     print(f"epochs_ratio_asha_vs_fifo: {asha['epochs'] / fifo['epochs']:.3f}")

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import optuna
 import ray
@@ -20,10 +21,9 @@ from ray import tune
 from hpo.cluster import connect, trial_resources
 from hpo.experiment import trial_config
 from hpo.progress import SearchProgress
-from hpo.scheduler import make_scheduler
-from hpo.searcher import METRIC, MODE, check_study, fail_orphaned_optuna_trials, make_searcher
-from hpo.scheduler import BaselineKeepingASHA
-from hpo.searcher import PruningAwareOptunaSearch
+from hpo.dashboard import serve_dashboard
+from hpo.scheduler import BaselineKeepingASHA, make_scheduler
+from hpo.searcher import METRIC, MODE, PruningAwareOptunaSearch, check_study, fail_orphaned_optuna_trials, make_searcher
 from hpo.space import dimensions
 from hpo.storage import ExperimentStore
 from hpo.tb_logger import TrialTensorBoard
@@ -95,9 +95,24 @@ def saved_whereabouts(store: ExperimentStore) -> dict[str, str] | None:
         return None
 
 
-def run_search(experiment: dict[str, Any], store: ExperimentStore, resume: bool,
-               address: str | None) -> tuple[tune.ResultGrid, dict[str, float]]:
-    """Run (or resume) the search kept in `store`; returns Tune's ResultGrid and a trial's resources."""
+@contextmanager
+def live_dashboard(store: ExperimentStore, port: int | None) -> Iterator[None]:
+    """optuna-dashboard on `port` while the block runs (no dashboard when port is None)."""
+    if port is None:
+        yield
+        return
+    with serve_dashboard(store.local, port) as url:
+        print(f"dashboard: {url}  (live while the search runs; later: python hpo/dashboard.py {store.local})",
+              flush=True)
+        yield
+
+
+def run_search(experiment: dict[str, Any], store: ExperimentStore, resume: bool, address: str | None,
+               dashboard_port: int | None = None) -> tuple[tune.ResultGrid, dict[str, float]]:
+    """Run (or resume) the search kept in `store`; returns Tune's ResultGrid and a trial's resources.
+
+    With `dashboard_port`, optuna-dashboard serves the search's study on 127.0.0.1 while it runs.
+    """
     exists = store.exists() and tune.Tuner.can_restore(store.tune_path)
     if exists and not resume:
         raise UserError(f"{store}: an experiment is already there; --resume to continue it, or choose another --name")
@@ -120,7 +135,9 @@ def run_search(experiment: dict[str, Any], store: ExperimentStore, resume: bool,
             write_json_atomic(store.local / "experiment.json", {"experiment": experiment, **run_metadata(),
                                                                 "whereabouts": store.whereabouts()})
             store.push("experiment.json")
-        results = make_tuner(experiment, store, resume, resources, concurrent).fit()
+        tuner = make_tuner(experiment, store, resume, resources, concurrent)
+        with live_dashboard(store, dashboard_port):
+            results = tuner.fit()
     finally:
         ray.shutdown()
     if results.num_terminated + results.num_errors == len(results):

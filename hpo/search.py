@@ -4,6 +4,7 @@
     python hpo/search.py --experiment experiments/cpu-quick.yaml
     python hpo/search.py --address HOST:PORT ...               # on an existing Ray cluster
     python hpo/search.py --resume --name NAME                  # continue an interrupted search
+    python hpo/search.py ... --dashboard [PORT]                # watch it in the browser (optuna-dashboard)
 
 Results go to <storage-path>/<name>/: trials.csv, best.json, plots, report.md, TensorBoard events.
 --storage-path may be a URI (s3://bucket/dir, gs://..., any that pyarrow takes): trials write their
@@ -18,6 +19,8 @@ from datetime import datetime
 from pathlib import Path
 
 from hpo.checkpoints import drop_stale_checkpoints
+from hpo.dashboard import DEFAULT_PORT, HOST
+from mnist.serve import check_port_free
 from hpo.driver import run_search
 from hpo.experiment import load_experiment_file, resolve_experiment
 from hpo.progress import search_log
@@ -49,6 +52,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--time-budget", type=float, default=None, help="stop the search after this many seconds")
     parser.add_argument("--resume", action="store_true", help="continue the experiment --name (default: the newest)")
     parser.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a local one)")
+    parser.add_argument("--dashboard", type=int, nargs="?", const=DEFAULT_PORT, default=None, metavar="PORT",
+                        help=f"serve optuna-dashboard on 127.0.0.1:PORT (default {DEFAULT_PORT}) while the search runs")
     return parser.parse_args(argv)
 
 
@@ -64,6 +69,8 @@ def newest_experiment(storage: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.dashboard is not None:  # a busy port is refused now, not after the cluster has started
+        check_port_free(args.dashboard, HOST)
     if args.resume:
         store = ExperimentStore(args.storage_path, args.name or newest_experiment(args.storage_path), args.local_dir)
         store.pull()
@@ -86,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"search {store.name}: {experiment['num_samples']} trials, {experiment['max_epochs']} epochs at most; "
           f"Ray's full log: {store.local / 'search.log'}", flush=True)
     with search_log(store.local):
-        results, resources = run_search(experiment, store, args.resume, args.address)
+        results, resources = run_search(experiment, store, args.resume, args.address, args.dashboard)
         trials, best = summarize(store.local, results, experiment, resources, sys.argv)
         drop_stale_checkpoints(trials, store)
     store.push()

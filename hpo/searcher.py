@@ -25,17 +25,29 @@ def optuna_storage(folder: Path) -> optuna.storages.RDBStorage:
     return optuna.storages.RDBStorage(f"sqlite:///{(folder / 'optuna.db').resolve()}")
 
 
-def check_study(folder: Path, name: str) -> None:
-    """Refuse, in one line, a search to resume whose optuna.db is missing, truncated or not its study."""
+def study_names(folder: Path, why_needed: str) -> list[str]:
+    """The studies in `folder`/optuna.db, or a one-line refusal when it is missing, truncated or not Optuna's."""
     path = folder / "optuna.db"
     if not path.is_file() or path.stat().st_size == 0:
-        raise UserError(f"{path}: missing or empty; the search's Optuna study is needed to resume it")
+        raise UserError(f"{path}: missing or empty; {why_needed}")
     try:
-        names = [study.study_name for study in optuna_storage(folder).get_all_studies()]
+        return [study.study_name for study in optuna_storage(folder).get_all_studies()]
     except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError, ValueError, RuntimeError):
         raise UserError(f"{path}: not an Optuna study, or truncated") from None
+
+
+def check_study(folder: Path, name: str) -> None:
+    """Refuse, in one line, a search to resume whose optuna.db is missing, truncated or not its study."""
+    names = study_names(folder, "the search's Optuna study is needed to resume it")
     if name not in names:
-        raise UserError(f"{path}: holds no study {name!r} (studies: {', '.join(names) or 'none'}), or is truncated")
+        raise UserError(f"{folder / 'optuna.db'}: holds no study {name!r} (studies: {', '.join(names) or 'none'}), "
+                        "or is truncated")
+
+
+def check_any_study(folder: Path) -> None:
+    """Refuse, in one line, a folder with no search's study to show."""
+    if not study_names(folder, "is it a search's folder (results/<name>)?"):
+        raise UserError(f"{folder / 'optuna.db'}: holds no study yet; the search creates it when its first trial starts")
 
 
 class PruningAwareOptunaSearch(OptunaSearch):
@@ -49,6 +61,17 @@ class PruningAwareOptunaSearch(OptunaSearch):
     def __init__(self, *args: Any, max_epochs: int, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.max_epochs = max_epochs
+
+    def suggest(self, trial_id: str) -> dict | None:
+        """Optuna's next trial, labelled for the dashboard: Tune's trial id, and which one is the tutorial's."""
+        params = super().suggest(trial_id)
+        ot_trial = self._ot_trials.get(trial_id)
+        if isinstance(params, dict) and ot_trial is not None:
+            ot_trial.set_user_attr("tune_trial_id", trial_id)
+            # The only trial enqueued (points_to_evaluate) is the baseline: Optuna marks it "fixed_params".
+            if "fixed_params" in self._ot_study._storage.get_trial(ot_trial._trial_id).system_attrs:
+                ot_trial.set_user_attr("setting", "tutorial")
+        return params
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         # Tune hands the last result to on_trial_complete only: record it as an intermediate value too.

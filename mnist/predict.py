@@ -15,6 +15,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -107,25 +108,32 @@ def center_by_mass(digit: np.ndarray) -> np.ndarray:
     return np.round(canvas).astype(np.uint8)
 
 
-def load_image(path: Path) -> tuple[Image.Image, np.ndarray]:
-    """(original, preprocessed 28x28) of an image file, or ImageError naming the file."""
+def read_image(source: Path | BinaryIO, name: str) -> Image.Image:
+    """An image from a file or a file-like object (an upload), bounded to MAX_SIDE; ImageError naming `name`."""
     try:
-        with Image.open(path) as opened:
+        with Image.open(source) as opened:
             # A digit needs no more than MAX_SIDE pixels: bound the work and memory on huge files
             # (JPEG decodes straight at a fraction of its size; other formats are scaled once).
             opened.draft(opened.mode, (MAX_SIDE, MAX_SIDE))
             image = opened.copy()
         image.thumbnail((MAX_SIDE, MAX_SIDE))
     except Image.DecompressionBombError:
-        raise ImageError(f"{path}: too large to read safely (over {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} "
+        raise ImageError(f"{name}: too large to read safely (over {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} "
                          "megapixels)") from None
     except (UnidentifiedImageError, OSError) as error:
         reason = "not an image Pillow can read" if isinstance(error, UnidentifiedImageError) else str(error)
-        raise ImageError(f"{path}: {reason}") from None
+        raise ImageError(f"{name}: {reason}") from None
+    return image
+
+
+def load_image(source: Path | BinaryIO, name: str | None = None) -> tuple[Image.Image, np.ndarray]:
+    """(original, preprocessed 28x28) of an image file or upload, or ImageError naming it."""
+    name = str(source) if name is None else name
+    image = read_image(source, name)
     try:
         return image, preprocess(image)
     except ImageError as error:
-        raise ImageError(f"{path}: {error}") from None
+        raise ImageError(f"{name}: {error}") from None
 
 
 @dataclass
@@ -170,9 +178,15 @@ def image_files(paths: list[str]) -> list[Path]:
     return files
 
 
+def top_three(probabilities: np.ndarray) -> list[dict]:
+    """The three likeliest digits with their probabilities, likeliest first."""
+    return [{"digit": int(digit), "probability": round(float(probabilities[digit]), 4)}
+            for digit in np.argsort(probabilities)[::-1][:3]]
+
+
 def format_line(path: Path, probabilities: np.ndarray) -> str:
-    top = np.argsort(probabilities)[::-1][:3]
-    return f"{path}: {top[0]}  (" + ", ".join(f"{d}: {probabilities[d]:.3f}" for d in top) + ")"
+    top = top_three(probabilities)
+    return f"{path}: {top[0]['digit']}  (" + ", ".join(f"{t['digit']}: {t['probability']:.3f}" for t in top) + ")"
 
 
 def write_sheet(originals: list[Image.Image], digits: list[np.ndarray], names: list[str], prediction: Prediction,
@@ -223,10 +237,8 @@ def main(argv: list[str] | None = None) -> int:
         for index, path in enumerate(paths):
             probabilities = prediction.probabilities[index]
             if args.json:
-                top = np.argsort(probabilities)[::-1][:3]
-                print(json.dumps({"file": str(path), "digit": int(top[0]),
-                                  "top3": [{"digit": int(d), "probability": round(float(probabilities[d]), 4)}
-                                           for d in top]}))
+                top = top_three(probabilities)
+                print(json.dumps({"file": str(path), "digit": top[0]["digit"], "top3": top}))
             else:
                 print(format_line(path, probabilities))
         if args.sheet:

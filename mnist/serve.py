@@ -1,0 +1,109 @@
+"""Draw a digit in the browser and see what CCNet reads.
+
+    python -m mnist.serve [--checkpoint FILE] [--port 8000] [--host 127.0.0.1]
+
+A page with a canvas (mouse, pen and touch), a clear button and an image upload. At the end of
+each stroke the drawing goes to the server, through the same MNIST-style preprocessing as
+`python -m mnist.predict` (mnist.predict.load_image), and the page shows the predicted digit,
+the top-3 probabilities and the 28x28 image the model saw. The default checkpoint is the one
+mnist.predict picks; the page names it.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import socket
+from pathlib import Path
+
+import numpy as np
+from flask import Flask, jsonify, render_template, request
+from PIL import Image
+from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.serving import make_server
+
+from mnist.errors import UserError, run_cli
+from mnist.predict import ImageError, Predictor, default_checkpoint, load_image, top_three
+
+MAX_UPLOAD_MB = 16  # a phone photo is a few MB; more is not a digit worth reading
+SEEN_SCALE = 8  # the 28x28 image is shown 224 px wide, pixels kept sharp
+
+
+def check_port_free(port: int, host: str) -> None:
+    """Refuse, in one line, a port that something already listens on (before anything slow starts)."""
+    if not 0 <= port <= 65535:
+        raise UserError(f"port {port}: not a TCP port (0 to 65535)")
+    with socket.socket() as probe:
+        # As the servers themselves do: a port whose last connections linger in TIME_WAIT is free.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise UserError(f"cannot listen on {host}:{port}: {error.strerror}; choose another port") from None
+
+
+def png_data_url(digit: np.ndarray) -> str:
+    """The 28x28 digit the model saw, as an inline PNG for the page."""
+    buffer = io.BytesIO()
+    Image.fromarray(digit).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def read_upload(data: bytes, name: str, predictor: Predictor) -> dict:
+    """The page's answer for one uploaded or drawn image: digit, top-3 and the 28x28 image seen."""
+    if not data:
+        raise ImageError(f"{name}: empty file")
+    _, digit = load_image(io.BytesIO(data), name)
+    top = top_three(predictor.predict([digit]).probabilities[0])
+    return {"digit": top[0]["digit"], "top3": top, "seen": png_data_url(digit)}
+
+
+def create_app(predictor: Predictor, checkpoint: Path) -> Flask:
+    """The page and its /predict endpoint, for one loaded model."""
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_UPLOAD_MB * 2**20
+
+    @app.get("/")
+    def page() -> str:
+        return render_template("draw.html", checkpoint=str(checkpoint), max_upload_mb=MAX_UPLOAD_MB)
+
+    @app.post("/predict")
+    def predict() -> tuple:
+        upload = request.files.get("image")
+        if upload is None:
+            return jsonify(error="no image in the request (form field 'image')"), 400
+        name = Path(upload.filename or "drawing").name
+        try:
+            return jsonify(read_upload(upload.read(), name, predictor)), 200
+        except ImageError as error:
+            return jsonify(error=str(error)), 400
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def too_large(_: RequestEntityTooLarge) -> tuple:
+        return jsonify(error=f"file too large (over {MAX_UPLOAD_MB} MB)"), 413
+
+    return app
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Draw a digit in the browser and see what a trained CCNet reads.")
+    parser.add_argument("--checkpoint", default=None, help="model (default: the one mnist.predict picks: newest "
+                                                           "results/*/best/model.pt, else newest results/train/*/best.pt)")
+    parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine "
+                                                            "only; 0.0.0.0 shows it to your network)")
+    args = parser.parse_args(argv)
+    checkpoint = Path(args.checkpoint) if args.checkpoint else default_checkpoint()
+    app = create_app(Predictor(checkpoint), checkpoint)  # a bad checkpoint stops here, before listening
+    check_port_free(args.port, args.host)
+    server = make_server(args.host, args.port, app, threaded=True)
+    print(f"draw a digit: http://{args.host}:{server.server_port}/  (model {checkpoint}; Ctrl-C to stop)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("stopped", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

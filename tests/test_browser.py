@@ -1,0 +1,196 @@
+"""In a real browser: headless Chromium driven by Selenium, on the draw-a-digit page and the live dashboard.
+
+Needs Debian's `chromium` and `chromium-driver` (.ci/run installs them); without them these tests
+fail with the install command, they do not pass.
+"""
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mnist.data import MnistData
+from mnist.predict import Predictor, load_image, top_three
+from tests.helpers import (ROOT, draw_stroke, free_port, headless_chromium, ring, start_server, stop_process,
+                           vertical_bar)
+
+WAIT_S = 30
+
+
+@pytest.fixture(scope="module")
+def browser():
+    try:
+        driver = headless_chromium()
+    except RuntimeError as error:
+        pytest.fail(str(error))
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture(scope="module")
+def digit_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CCNet trained here for a minute on 6,000 images: good enough to read clear strokes."""
+    from mnist.train import main
+
+    folder = tmp_path_factory.mktemp("digit_model")
+    main(["-e", "2", "--limit", "6000", "-b", "64", "-l", "2e-3", "--threads", "2", "--out", str(folder)])
+    return folder / "best.pt"
+
+
+@pytest.fixture(scope="module")
+def draw_page(digit_model: Path, tmp_path_factory: pytest.TempPathFactory):
+    """`python -m mnist.serve` on a free port, as a user starts it; yields its URL."""
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    process, url = start_server([sys.executable, "-m", "mnist.serve", "--checkpoint", str(digit_model),
+                                 "--port", str(free_port())], "draw a digit:", log)
+    yield url
+    stop_process(process)
+    assert process.returncode == 0, log.read_text()[-2000:]
+
+
+def wait_for(browser, condition, what: str):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(browser, WAIT_S).until(lambda _: condition(), message=f"waited {WAIT_S} s for {what}")
+
+
+def answer(browser) -> tuple[str, str]:
+    """(the digit shown, the error shown) once the page has either."""
+    from selenium.webdriver.common.by import By
+
+    def shown() -> tuple[str, str] | None:
+        digit, error = (browser.find_element(By.ID, name).text for name in ("digit", "error"))
+        return (digit, error) if digit != "?" or error else None
+    return wait_for(browser, shown, "the page's answer")
+
+
+def clear(browser) -> None:
+    from selenium.webdriver.common.by import By
+
+    browser.find_element(By.ID, "clear").click()
+    assert browser.find_element(By.ID, "digit").text == "?"
+
+
+def draw(browser, points: list[tuple[float, float]]) -> tuple[str, str]:
+    from selenium.webdriver.common.by import By
+
+    clear(browser)
+    draw_stroke(browser, browser.find_element(By.ID, "pad"), points)
+    return answer(browser)
+
+
+def upload(browser, path: Path) -> tuple[str, str]:
+    from selenium.webdriver.common.by import By
+
+    clear(browser)
+    browser.find_element(By.ID, "upload").send_keys(str(path.resolve()))
+    return answer(browser)
+
+
+def test_strokes_on_the_canvas_read_as_the_digits_drawn(browser, draw_page: str, digit_model: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    browser.get(draw_page)
+    assert str(digit_model) in browser.find_element(By.ID, "checkpoint").text  # the page says which model
+    assert draw(browser, vertical_bar()) == ("1", "")
+    rows = browser.find_elements(By.CSS_SELECTOR, "#top3 tr")
+    assert len(rows) == 3 and rows[0].text.startswith("1 ")
+    probabilities = [float(row.text.split()[1].rstrip("%")) for row in rows]
+    assert probabilities == sorted(probabilities, reverse=True) and sum(probabilities) <= 100.1
+    seen = browser.find_element(By.ID, "seen")
+    assert seen.get_attribute("src").startswith("data:image/png;base64,")
+    assert browser.execute_script("return arguments[0].naturalWidth", seen) == 28  # the model's 28x28 input
+    assert draw(browser, ring()) == ("0", "")
+
+
+def test_an_upload_reads_as_mnist_predict_reads_it(browser, draw_page: str, digit_model: Path,
+                                                   mnist_data: MnistData, tmp_path: Path) -> None:
+    """A scan-like upload (dark ink on a light page, 4x larger): the same preprocessing and answer as the CLI."""
+    from selenium.webdriver.common.by import By
+
+    path = tmp_path / "scan.png"
+    digit = mnist_data.test_images[7]
+    Image.fromarray(255 - np.kron(digit, np.ones((4, 4), dtype=np.uint8))).save(path)
+    expected = top_three(Predictor(digit_model).predict([load_image(path)[1]]).probabilities[0])
+    browser.get(draw_page)
+    assert upload(browser, path) == (str(expected[0]["digit"]), "")
+    shown = [row.text.split() for row in browser.find_elements(By.CSS_SELECTOR, "#top3 tr")]
+    assert [int(digit) for digit, _ in shown] == [t["digit"] for t in expected]
+    assert [float(p.rstrip("%")) for _, p in shown] == pytest.approx([100 * t["probability"] for t in expected],
+                                                                     abs=0.051)
+
+
+def test_bad_uploads_say_what_is_wrong_and_the_page_goes_on(browser, draw_page: str, tmp_path: Path) -> None:
+    broken, empty, huge = tmp_path / "notes.png", tmp_path / "empty.png", tmp_path / "huge.png"
+    broken.write_text("these are my notes, not a picture")
+    empty.write_bytes(b"")
+    huge.write_bytes(b"\x89PNG" + bytes(17 * 2**20))
+    browser.get(draw_page)
+    digit, error = upload(browser, broken)
+    assert digit == "?" and "notes.png: not an image" in error
+    assert "empty.png: empty file" in upload(browser, empty)[1]
+    assert "too large" in upload(browser, huge)[1]
+    assert draw(browser, vertical_bar()) == ("1", "")  # the server kept serving
+
+
+def port_closed(url: str) -> bool:
+    host, port = url.split("/")[2].split(":")
+    with socket.socket() as probe:
+        return probe.connect_ex((host, int(port))) != 0
+
+
+def test_the_live_dashboard_shows_the_running_search_and_the_tutorials_trial(
+        browser, tmp_path: Path, smoke_flags: list[str]) -> None:
+    from selenium.webdriver.common.by import By
+
+    log = tmp_path / "search.out"
+    command = [sys.executable, str(ROOT / "hpo" / "search.py"), *smoke_flags, "--num-samples", "2",
+               "--storage-path", str(tmp_path), "--name", "live", "--dashboard", str(free_port())]
+    process, url = start_server(command, "dashboard:", log)
+    try:
+        browser.get(url + "studies/1/trials")  # the first trial (0) is the tutorial's, and is shown first
+
+        def live() -> bool:
+            text = browser.find_element(By.TAG_NAME, "body").text
+            if "Running" in text and "Intermediate Values\n1 " in text:
+                return True
+            browser.refresh()
+            return False
+        wait_for(browser, live, "a running trial with its first epoch's val_acc")
+        wait_for(browser, lambda: "setting tutorial" in browser.find_element(By.TAG_NAME, "body").text,
+                 "the tutorial's trial labelled")
+        assert process.wait(timeout=300) == 0, log.read_text()[-3000:]  # serving does not hold the search's end
+    finally:
+        stop_process(process)
+    assert port_closed(url)
+    assert log.read_text().count("dashboard: http://127.0.0.1:") == 1  # the URL, printed once
+
+
+def test_a_finished_search_opens_in_the_dashboard_and_ctrl_c_stops_it(
+        browser, smoke_search: tuple[Path, subprocess.CompletedProcess], tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    folder, _ = smoke_search
+    process, url = start_server([sys.executable, str(ROOT / "hpo" / "dashboard.py"), str(folder),
+                                 "--port", str(free_port())], "dashboard of", tmp_path / "dashboard.log")
+    try:
+        browser.get(url + "studies/1/trials")
+        wait_for(browser, lambda: "Trial 2" in browser.find_element(By.TAG_NAME, "body").text, "the three trials")
+        text = browser.find_element(By.TAG_NAME, "body").text
+        assert "setting tutorial" in text and "Complete" in text
+    finally:
+        stop_process(process)  # Ctrl-C
+    assert process.returncode == 0 and port_closed(url)
+
+
+def test_the_dashboard_of_a_folder_without_a_search_is_refused_in_one_line(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, str(ROOT / "hpo" / "dashboard.py"), str(tmp_path)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: {tmp_path / 'optuna.db'}: missing or empty; is it a search's folder " \
+                                    "(results/<name>)?"
