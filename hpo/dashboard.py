@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port on {HOST} (default {DEFAULT_PORT})")
     args = parser.parse_args(argv)
     folder = Path(args.folder)
+    check_port_free(args.port, HOST)
     check_any_study(folder)
     with serve_dashboard(folder, args.port) as url:
         print(f"dashboard of {folder}: {url}  (Ctrl-C to stop)", flush=True)

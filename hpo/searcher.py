@@ -5,6 +5,7 @@ Optuna learnt, and a user can open it with optuna-dashboard.
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,12 @@ class PruningAwareOptunaSearch(OptunaSearch):
     def __init__(self, *args: Any, max_epochs: int, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.max_epochs = max_epochs
+
+    def _setup_study(self, mode: str | list) -> None:
+        super()._setup_study(mode)
+        with warnings.catch_warnings():  # "experimental" since Optuna 3.2, and still there in 5
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            self._ot_study.set_metric_names([self._metric])  # the dashboard's axes say val_acc, not "Objective 0"
 
     def suggest(self, trial_id: str) -> dict | None:
         """Optuna's next trial, labelled for the dashboard: Tune's trial id, and which one is the tutorial's."""

@@ -57,3 +57,17 @@ def test_the_baseline_is_never_stopped_before_the_budget() -> None:
     assert decisions["t2"] == scheduler.STOP  # ASHA still stops a weak trial...
     assert decisions["base"] == scheduler.CONTINUE  # ...but not the tutorial's setting
 
+
+
+def test_the_dashboard_sees_the_metric_the_tutorials_trial_and_tunes_ids() -> None:
+    searcher = PruningAwareOptunaSearch(space={"lr": tune.loguniform(1e-4, 1e-2)}, metric="val_acc", mode="max",
+                                        sampler=optuna.samplers.RandomSampler(seed=0), max_epochs=3,
+                                        points_to_evaluate=[{"lr": 2e-4}])
+    assert hasattr(searcher, "_setup_study"), f"OptunaSearch._setup_study is gone. {UPGRADE_HINT}"
+    searcher.suggest("first")
+    searcher.suggest("second")
+    tutorial, other = searcher._ot_study.get_trials(deepcopy=False)
+    assert searcher._ot_study.metric_names == ["val_acc"]
+    assert tutorial.params == {"lr": 2e-4}
+    assert tutorial.user_attrs == {"setting": "tutorial", "tune_trial_id": "first"}
+    assert other.user_attrs == {"tune_trial_id": "second"}
