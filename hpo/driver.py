@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from contextlib import contextmanager
 from typing import Any, Iterator
 
@@ -95,6 +96,19 @@ def saved_whereabouts(store: ExperimentStore) -> dict[str, str] | None:
         return None
 
 
+class SearchInterrupted(Exception):
+    """The search was stopped (Ctrl-C) with trials unfinished; Tune saved its state to resume from."""
+
+    def __init__(self, unfinished: int) -> None:
+        super().__init__(f"{unfinished} trial(s) unfinished")
+        self.unfinished = unfinished
+
+
+def unfinished_trials(results: tune.ResultGrid) -> int:
+    """Trials that neither ended (their last result says done) nor failed: an interrupted search has some."""
+    return sum(1 for result in results if result.error is None and not result.metrics.get("done", False))
+
+
 @contextmanager
 def live_dashboard(store: ExperimentStore, port: int | None) -> Iterator[None]:
     """optuna-dashboard on `port` while the block runs (no dashboard when port is None)."""
@@ -136,12 +150,17 @@ def run_search(experiment: dict[str, Any], store: ExperimentStore, resume: bool,
                                                                 "whereabouts": store.whereabouts()})
             store.push("experiment.json")
         tuner = make_tuner(experiment, store, resume, resources, concurrent)
+        started = time.monotonic()
         with live_dashboard(store, dashboard_port):
             results = tuner.fit()
+        budget = experiment["time_budget_s"]
+        budget_spent = budget is not None and time.monotonic() - started >= budget
     finally:
         ray.shutdown()
-    if results.num_terminated + results.num_errors == len(results):
-        fail_orphaned_optuna_trials(store.local)
+    unfinished = unfinished_trials(results)
+    if unfinished and not budget_spent:  # Ctrl-C: the unfinished trials go on when the search is resumed
+        raise SearchInterrupted(unfinished)
+    fail_orphaned_optuna_trials(store.local)
     return results, resources
 
 

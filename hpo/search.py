@@ -21,7 +21,7 @@ from pathlib import Path
 from hpo.checkpoints import drop_stale_checkpoints
 from hpo.dashboard import DEFAULT_PORT, HOST
 from mnist.serve import check_port_free
-from hpo.driver import run_search
+from hpo.driver import SearchInterrupted, run_search
 from hpo.experiment import load_experiment_file, resolve_experiment
 from hpo.progress import search_log
 from hpo.storage import ExperimentStore, is_uri
@@ -92,10 +92,15 @@ def main(argv: list[str] | None = None) -> int:
         store = ExperimentStore(args.storage_path, args.name or f"{stem}-{datetime.now():%Y%m%d-%H%M%S}", args.local_dir)
     print(f"search {store.name}: {experiment['num_samples']} trials, {experiment['max_epochs']} epochs at most; "
           f"Ray's full log: {store.local / 'search.log'}", flush=True)
-    with search_log(store.local):
-        results, resources = run_search(experiment, store, args.resume, args.address, args.dashboard)
-        trials, best = summarize(store.local, results, experiment, resources, sys.argv)
-        drop_stale_checkpoints(trials, store)
+    try:
+        with search_log(store.local):
+            results, resources = run_search(experiment, store, args.resume, args.address, args.dashboard)
+            trials, best = summarize(store.local, results, experiment, resources, sys.argv)
+            drop_stale_checkpoints(trials, store)
+    except SearchInterrupted as interrupted:
+        print(f"interrupted, {interrupted}; continue with: python hpo/search.py --resume --name {store.name} "
+              f"--storage-path {args.storage_path}", file=sys.stderr)
+        return 130
     store.push()
     print(console_summary(trials, experiment["search_space"]))
     print(f"winner: trial {best['trial']}, val_acc {best['val_acc']:.4f} at epoch {best['epoch']}")

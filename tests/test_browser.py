@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pytest
 from PIL import Image
 
@@ -144,31 +145,40 @@ def port_closed(url: str) -> bool:
         return probe.connect_ex((host, int(port))) != 0
 
 
-def test_the_live_dashboard_shows_the_running_search_and_the_tutorials_trial(
+def test_the_live_dashboard_shows_the_running_search_and_ctrl_c_stops_both(
         browser, tmp_path: Path, smoke_flags: list[str]) -> None:
+    """Live: a running trial with its first epochs, the tutorial's trial labelled; Ctrl-C ends search and
+    server with a resume hint; the resumed search (dashboard again) ends by itself and closes the port."""
     from selenium.webdriver.common.by import By
 
-    log = tmp_path / "search.out"
-    command = [sys.executable, str(ROOT / "hpo" / "search.py"), *smoke_flags, "--num-samples", "2",
-               "--storage-path", str(tmp_path), "--name", "live", "--dashboard", str(free_port())]
-    process, url = start_server(command, "dashboard:", log)
+    search = [sys.executable, str(ROOT / "hpo" / "search.py"), *smoke_flags, "--storage-path", str(tmp_path),
+              "--name", "live"]
+    process, url = start_server([*search, "--dashboard", str(free_port())], "dashboard:", tmp_path / "first.log")
     try:
-        browser.get(url + "studies/1/trials")  # the first trial (0) is the tutorial's, and is shown first
+        browser.get(url + "studies/1/trials")  # trial 0 is the tutorial's, and is shown first
 
         def live() -> bool:
             text = browser.find_element(By.TAG_NAME, "body").text
-            if "Running" in text and "Intermediate Values\n1 " in text:
+            if "Running" in text and "Intermediate Values\n1 " in text and "setting tutorial" in text:
                 return True
             browser.refresh()
             return False
-        wait_for(browser, live, "a running trial with its first epoch's val_acc")
-        wait_for(browser, lambda: "setting tutorial" in browser.find_element(By.TAG_NAME, "body").text,
-                 "the tutorial's trial labelled")
-        assert process.wait(timeout=300) == 0, log.read_text()[-3000:]  # serving does not hold the search's end
+        wait_for(browser, live, "a running trial with its first epoch's val_acc, labelled the tutorial's")
+    finally:
+        stop_process(process)  # Ctrl-C
+    first = (tmp_path / "first.log").read_text()
+    assert process.returncode == 130 and port_closed(url), first[-3000:]
+    assert first.count("dashboard: http://127.0.0.1:") == 1  # the URL, printed once
+    assert f"--resume --name live --storage-path {tmp_path}" in first.splitlines()[-1]
+    process, url = start_server([*search, "--resume", "--dashboard", str(free_port())], "dashboard:",
+                                tmp_path / "resumed.log")
+    try:
+        assert process.wait(timeout=300) == 0, (tmp_path / "resumed.log").read_text()[-3000:]  # not held open
     finally:
         stop_process(process)
     assert port_closed(url)
-    assert log.read_text().count("dashboard: http://127.0.0.1:") == 1  # the URL, printed once
+    study = optuna.load_study(study_name="live", storage=f"sqlite:///{tmp_path}/live/optuna.db")
+    assert {trial.state.name for trial in study.trials} <= {"COMPLETE", "PRUNED"}  # the interrupted ones went on
 
 
 def test_a_finished_search_opens_in_the_dashboard_and_ctrl_c_stops_it(
@@ -194,3 +204,10 @@ def test_the_dashboard_of_a_folder_without_a_search_is_refused_in_one_line(tmp_p
     assert result.returncode == 2
     assert result.stderr.strip() == f"error: {tmp_path / 'optuna.db'}: missing or empty; is it a search's folder " \
                                     "(results/<name>)?"
+
+
+def test_without_chromium_the_browser_tests_fail_saying_how_to_install_it(monkeypatch: pytest.MonkeyPatch,
+                                                                         tmp_path: Path) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no chromium, no chromedriver
+    with pytest.raises(RuntimeError, match="apt-get install -y chromium chromium-driver"):
+        headless_chromium()
