@@ -26,7 +26,6 @@ from mnist.errors import UserError, run_cli
 from mnist.predict import ImageError, Predictor, default_checkpoint, load_image, top_three
 
 MAX_UPLOAD_MB = 16  # a phone photo is a few MB; more is not a digit worth reading
-SEEN_SCALE = 8  # the 28x28 image is shown 224 px wide, pixels kept sharp
 
 
 def check_port_free(port: int, host: str) -> None:
