@@ -145,6 +145,7 @@ def port_closed(url: str) -> bool:
         return probe.connect_ex((host, int(port))) != 0
 
 
+@pytest.mark.slow
 def test_the_live_dashboard_shows_the_running_search_and_ctrl_c_stops_both(
         browser, tmp_path: Path, smoke_flags: list[str]) -> None:
     """Live: a running trial with its first epochs, the tutorial's trial labelled; Ctrl-C ends search and
@@ -181,6 +182,7 @@ def test_the_live_dashboard_shows_the_running_search_and_ctrl_c_stops_both(
     assert {trial.state.name for trial in study.trials} <= {"COMPLETE", "PRUNED"}  # the interrupted ones went on
 
 
+@pytest.mark.slow
 def test_a_finished_search_opens_in_the_dashboard_and_ctrl_c_stops_it(
         browser, smoke_search: tuple[Path, subprocess.CompletedProcess], tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
