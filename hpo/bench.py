@@ -3,7 +3,9 @@
     python hpo/bench.py [--num-samples 20] [--max-epochs 9] [--limit 12000] [--seeds 0 1 2]
 
 Three arms over the default search space, each run once per searcher seed (the seed also
-seeds every trial's training), so the figures are means over seeds:
+seeds every trial's training; with two trials at a time ASHA's and TPE's decisions still
+depend on which trial reports first, so a rerun can differ by a few epochs), and the figures
+are means over seeds (about 45 minutes for the default 3 seeds on a free 2-core CPU):
     asha_tpe     ASHA as before: grace period 1 epoch, reduction factor 4 (rungs at 1 and 4)
     hedged_tpe   the default now: ASHA's grace period tied to the budget (max_epochs // 4)
     fifo_random  every trial trained to the full budget, random sampling
