@@ -43,8 +43,9 @@ def stop_ray_start(process: subprocess.Popen) -> None:
         return
     os.killpg(process.pid, signal.SIGTERM)
     try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:  # Ray's processes are all in this group: end them
+        process.wait(timeout=3)
+    except subprocess.TimeoutExpired:  # `ray start --block` takes over 10 s on SIGTERM; its processes are all in
+        # this group: end them
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=30)
 

@@ -34,9 +34,10 @@ def _start(args: list[str]) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def two_nodes() -> tuple[str, subprocess.Popen, subprocess.Popen, str]:
-    """(address, head, worker, head node id): two raylets with one CPU each."""
+    """(address, head, worker, head node id): two raylets with one CPU each, shared by this file's tests
+    (about 20 s to start and stop); the dead-node test, last, kills the worker."""
     port = free_port()
     address = f"127.0.0.1:{port}"
     head = _start(["--head", f"--port={port}", "--include-dashboard=false"])

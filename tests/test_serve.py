@@ -4,16 +4,17 @@ from __future__ import annotations
 import base64
 import io
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from PIL import Image, ImageDraw
 
+from hpo.dashboard import main as dashboard_main
+from hpo.search import main as search_main
+from mnist.errors import run_cli
 from mnist.predict import Predictor
 from mnist.serve import MAX_UPLOAD_MB, create_app
-from tests.helpers import ROOT, run_script
+from mnist.serve import main as serve_main
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +54,7 @@ def test_an_answer_holds_the_digit_its_top_three_and_the_image_seen(client) -> N
     (b"", "empty.png", 400, "empty.png: empty file"),
     (b"not a picture", "notes.png", 400, "notes.png: not an image Pillow can read"),
     (bytes((MAX_UPLOAD_MB + 1) * 2**20), "huge.png", 413, f"file too large (over {MAX_UPLOAD_MB} MB)"),
-])
+], ids=["empty", "not-an-image", "too-large"])
 def test_bad_uploads_get_a_one_line_error(client, data: bytes, name: str, status: int, message: str) -> None:
     response = post(client, data, name)
     assert (response.status_code, response.get_json()) == (status, {"error": message})
@@ -65,20 +66,32 @@ def test_a_request_without_an_image_is_refused(client) -> None:
     assert response.status_code == 400 and "no image" in response.get_json()["error"]
 
 
-def test_busy_ports_are_refused_in_one_line(tiny_run: Path) -> None:
+def refusal(main, argv: list[str], capsys: pytest.CaptureFixture) -> str:
+    """What a CLI prints when it refuses `argv` (exit code 2, no traceback)."""
+    with pytest.raises(SystemExit) as exit:
+        run_cli(main, argv)
+    assert exit.value.code == 2
+    return capsys.readouterr().err.strip()
+
+
+def test_busy_ports_are_refused_in_one_line(tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        serve = subprocess.run([sys.executable, "-m", "mnist.serve", "--checkpoint", str(tiny_run / "best.pt"),
-                                "--port", str(port)], capture_output=True, text=True, timeout=60, cwd=ROOT)
-        search = run_script("search.py", ["--dashboard", str(port)], timeout=60)
-    for result in (serve, search):
-        assert result.returncode == 2
-        assert result.stderr.strip() == f"error: cannot listen on 127.0.0.1:{port}: Address already in use; " \
-                                        "choose another port"
+        for main, argv in ((serve_main, ["--checkpoint", str(tiny_run / "best.pt"), "--port", str(port)]),
+                           (search_main, ["--dashboard", str(port)]),  # refused before Ray starts
+                           (dashboard_main, [str(tmp_path), "--port", str(port)])):
+            assert refusal(main, argv, capsys) == (f"error: cannot listen on 127.0.0.1:{port}: Address already in "
+                                                   "use; choose another port")
 
 
-def test_a_port_out_of_range_is_refused_in_one_line(tmp_path: Path) -> None:
-    result = run_script("dashboard.py", [str(tmp_path), "--port", "70000"], timeout=60)
-    assert (result.returncode, result.stderr.strip()) == (2, "error: port 70000: not a TCP port (0 to 65535)")
+def test_a_port_out_of_range_is_refused_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert refusal(dashboard_main, [str(tmp_path), "--port", "70000"], capsys) == \
+        "error: port 70000: not a TCP port (0 to 65535)"
+
+
+def test_the_dashboard_of_a_folder_without_a_search_is_refused_in_one_line(tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture) -> None:
+    assert refusal(dashboard_main, [str(tmp_path), "--port", "0"], capsys) == \
+        f"error: {tmp_path / 'optuna.db'}: missing or empty; is it a search's folder (results/<name>)?"
