@@ -12,16 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 import threading
-import time
 import urllib.request
 from datetime import datetime
 from pathlib import Path
 
+from hpo.bench import timed_search
 from hpo.dashboard import serve_dashboard
-from hpo.driver import run_search
 from hpo.experiment import resolve_experiment
-from hpo.storage import ExperimentStore
-from hpo.summary import trial_tables
 from mnist.errors import run_cli
 
 
@@ -39,24 +36,19 @@ def poll(url: str, every_s: float, stop: threading.Event) -> int:
 
 
 def one_search(experiment: dict, folder: Path, poll_s: float | None) -> dict[str, float]:
-    """Wall and training seconds of one search; with `poll_s`, served and polled throughout."""
-    store = ExperimentStore(str(folder.parent), folder.name)
-    stop, answered = threading.Event(), []
-    started = time.perf_counter()
+    """bench.py's timed search; with `poll_s`, served (as --dashboard does: a thread of this driver) and polled."""
     if poll_s is None:
-        results, _ = run_search(experiment, store, resume=False, address=None)
-    else:
-        store.local.mkdir(parents=True)
-        with serve_dashboard(store.local, 0) as url:  # as --dashboard does: a thread of this driver
-            client = threading.Thread(target=lambda: answered.append(poll(url.replace("/dashboard/", "/api/studies/1?after=0"),
-                                                                          poll_s, stop)))
-            client.start()
-            results, _ = run_search(experiment, store, resume=False, address=None)
-            stop.set()
-            client.join()
-    wall = time.perf_counter() - started
-    trials, _ = trial_tables(results, experiment)
-    return {"wall_s": wall, "train_s": float(trials["time_s"].sum()), "requests": sum(answered)}
+        return {**timed_search(experiment, folder), "requests": 0}
+    folder.mkdir(parents=True)
+    stop, answered = threading.Event(), []
+    with serve_dashboard(folder, 0) as url:
+        study = url.replace("/dashboard/", "/api/studies/1?after=0")
+        client = threading.Thread(target=lambda: answered.append(poll(study, poll_s, stop)))
+        client.start()
+        row = timed_search(experiment, folder)
+        stop.set()
+        client.join()
+    return {**row, "requests": answered[0]}
 
 
 def main(argv: list[str] | None = None) -> int:
