@@ -22,10 +22,12 @@ from hpo.experiment import baseline_point, plain, trial_config
 from hpo.storage import join_uri
 from hpo.plots import plot_comparison
 from hpo.summary import winner
+from mnist.calibration import calibrate_checkpoint
 from mnist.checkpoint import run_metadata, save_checkpoint, write_json_atomic
 from mnist.data import MnistData, load_mnist
 from mnist.errors import UserError
-from mnist.evaluate import evaluate_model, model_from_checkpoint, write_evaluation
+from mnist.evaluate import evaluate_model, write_evaluation
+from mnist.model import model_from_checkpoint
 from mnist.outputs import format_epoch
 from mnist.plots import plot_curves
 from mnist.device import pick_device
@@ -117,7 +119,9 @@ def train_and_test(config: dict[str, Any], data: MnistData, fit: Fit, label: str
     if history[-1]["diverged"]:
         raise UserError(f"{label} diverged (non-finite loss) with seed {config['seed']}")
     device = pick_device(config["device"])
-    result = evaluate_model(model_from_checkpoint(state, device), data, device)
+    # Calibrated on this run's own validation split (none with --full: then left uncalibrated).
+    state["calibration"] = calibrate_checkpoint(state, data, device)
+    result = evaluate_model(model_from_checkpoint(state, device), data, device, state["calibration"])
     print(f"  test accuracy {result['test_accuracy']:.4f}", flush=True)
     return history, state, result
 

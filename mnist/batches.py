@@ -14,7 +14,7 @@ from typing import Iterator
 
 import torch
 
-from mnist.augment import Augmentation, affine_images, random_affine, random_shifts, shift_images
+from mnist.augment import (Augmentation, affine_images, change_thickness, draw_epoch, erase_boxes, shift_images)
 from mnist.data import normalize, to_model_input
 
 
@@ -38,9 +38,7 @@ class EpochBatches:
         self.order = shuffle_order(len(images), seed, epoch).to(images.device)
         self.augmentation = augmentation
         # Drawn per image of the dataset (not per batch), on the host, moved once.
-        self.theta = random_affine(len(images), augmentation, seed, epoch).to(images.device) if augmentation.affine else None
-        shifts_only = augmentation.shift and not augmentation.affine
-        self.shifts = random_shifts(len(images), augmentation.shift, seed, epoch).to(images.device) if shifts_only else None
+        self.draw = draw_epoch(len(images), augmentation, seed, epoch, images.device)
 
     def __len__(self) -> int:
         return steps_per_epoch(len(self.order), self.batch_size)
@@ -55,9 +53,16 @@ class EpochBatches:
 
     def inputs(self, index: torch.Tensor) -> torch.Tensor:
         """The model's input for the images at `index`, augmented as this epoch drew them."""
-        images = self.images[index]
-        if self.theta is not None:
-            return normalize(affine_images(images.float().div_(255), self.theta[index]))
-        if self.shifts is not None:
-            images = shift_images(images, self.shifts[index], self.augmentation.shift)
-        return to_model_input(images)
+        images, draw = self.images[index], self.draw
+        if draw.shifts is not None:
+            images = shift_images(images, draw.shifts[index], self.augmentation.shift)
+        if draw.theta is None and not self.augmentation.ink:
+            return to_model_input(images)
+        pixels = images.float().div_(255)
+        if draw.theta is not None:
+            pixels = affine_images(pixels, draw.theta[index], None if draw.field is None else draw.field[index])
+        if draw.thickness is not None:
+            pixels = change_thickness(pixels, draw.thickness[index])
+        if draw.erase is not None:
+            pixels = erase_boxes(pixels, draw.erase[index])
+        return normalize(pixels)

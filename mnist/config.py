@@ -100,6 +100,18 @@ KNOBS: dict[str, Knob] = {
     "rotate": Knob(0.0, number(0, 45), "augment: rotate training images up to +-N degrees"),
     # Random zoom by a factor in [1 - scale, 1 + scale]: digits come in different sizes.
     "scale": Knob(0.0, number(0, 0.5), "augment: zoom training images by up to +-F (0.1 = 10%)"),
+    # The ways people's digits differ from MNIST's (measured on drawn and photographed digits:
+    # slant, narrow or wide writing, wobbly strokes, pen width, broken strokes).
+    # Random slant by up to +-`shear` degrees: people lean their digits more than MNIST's writers.
+    "shear": Knob(0.0, number(0, 45), "augment: slant training images up to +-N degrees"),
+    # Random width by a factor in [1 - stretch, 1 + stretch], height kept: narrow 2s and 8s read as 1.
+    "stretch": Knob(0.0, number(0, 0.5), "augment: widen or narrow training images by up to +-F"),
+    # Elastic distortion (Simard et al. 2003): a smooth random field moves pixels by up to ~N px.
+    "elastic": Knob(0.0, number(0, 6), "augment: elastic distortion, displacements up to N pixels"),
+    # Strokes blended towards their 3x3 dilation or erosion by up to F: pens of other widths.
+    "thickness": Knob(0.0, number(0, 1), "augment: thicken or thin strokes by up to F of one pixel a side"),
+    # Probability of erasing a 3-7 px box of an image: gaps in a stroke, faint pens, scan dropouts.
+    "erase": Knob(0.0, number(0, 1), "augment: erase a small box with probability P"),
     # Seeds weights, dropout, the per-epoch shuffle and augmentation: same seed + config = same run.
     "seed": Knob(0, integer(0), "random seed"),
     # None = the MNIST copy bundled in the package; else a folder of IDX or Kaggle CSV files.

@@ -14,32 +14,34 @@ import numpy as np
 import torch
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix
 
+from mnist.calibration import expected_calibration_error
 from mnist.checkpoint import load_checkpoint, write_json_atomic
-from mnist.config import upgrade_config
 from mnist.data import MnistData, device_images, load_mnist
 from mnist.device import pick_device
 from mnist.errors import UserError, run_cli
-from mnist.model import CCNet, predict_logits
+from mnist.model import model_from_checkpoint, predict_logits
 
 DIGITS = list(range(10))
 
 
-def model_from_checkpoint(state: dict[str, Any], device: torch.device) -> CCNet:
-    config = upgrade_config(state["config"])
-    model = CCNet(config.get("dropout", 0.5), config.get("head", "logits"))
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as error:
-        raise UserError(f"checkpoint weights do not fit CCNet ({str(error).splitlines()[0]})") from None
-    return model.to(device, memory_format=torch.channels_last).eval()
-
-
-def evaluate_model(model: torch.nn.Module, data: MnistData, device: torch.device) -> dict[str, Any]:
-    """Test-set metrics of `model` and its predictions (probabilities for the misclassified grid)."""
+def evaluate_model(model: torch.nn.Module, data: MnistData, device: torch.device,
+                   calibration: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Test-set metrics of `model` and its predictions (probabilities for the misclassified grid); with the
+    checkpoint's calibration, the test set's expected calibration error without and with its temperature."""
     images = device_images(data.test_images, device)
-    probabilities = torch.softmax(predict_logits(model, images), dim=1).cpu().numpy()
+    logits = predict_logits(model, images)
+    probabilities = torch.softmax(logits, dim=1).cpu().numpy()
     predicted = probabilities.argmax(axis=1)
     truth = data.test_labels.astype(np.int64)
+    calibrated = {}
+    if calibration:
+        scaled = torch.softmax(logits / calibration["temperature"], dim=1).cpu().numpy()
+        unsure = scaled.max(axis=1) < calibration["unsure_below"]
+        calibrated = {"calibration": {**calibration, "test_ece_before": expected_calibration_error(probabilities, truth),
+                                      "test_ece_after": expected_calibration_error(scaled, truth),
+                                      "test_unsure_share": float(unsure.mean()),
+                                      "test_accuracy_when_sure": float((predicted == truth)[~unsure].mean())
+                                      if (~unsure).any() else None}}
     report = classification_report(truth, predicted, labels=DIGITS, output_dict=True, zero_division=0)
     return {
         "test_accuracy": float(accuracy_score(truth, predicted)),
@@ -48,6 +50,7 @@ def evaluate_model(model: torch.nn.Module, data: MnistData, device: torch.device
         "per_class": {str(d): {k: float(v) for k, v in report[str(d)].items()} for d in DIGITS},
         "macro_avg": {k: float(v) for k, v in report["macro avg"].items()},
         "confusion_matrix": confusion_matrix(truth, predicted, labels=DIGITS).tolist(),
+        **calibrated,
         "predicted": predicted,
         "probabilities": probabilities,
     }
@@ -73,6 +76,11 @@ def print_summary(metrics: dict[str, Any]) -> None:
     print("digit  precision  recall  f1")
     for digit, row in metrics["per_class"].items():
         print(f"{digit:>5}  {row['precision']:9.4f}  {row['recall']:6.4f}  {row['f1-score']:.4f}")
+    if "calibration" in metrics:
+        calibration = metrics["calibration"]
+        print(f"calibration: temperature {calibration['temperature']:.3f}; test expected calibration error "
+              f"{calibration['test_ece_before']:.4f} -> {calibration['test_ece_after']:.4f}; not sure below "
+              f"{calibration['unsure_below']:.3f} ({calibration['test_unsure_share']:.1%} of the test images)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     model = model_from_checkpoint(state, device)
     data = load_mnist(args.data or state["config"].get("data"))
     out = Path(args.out) if args.out else Path(args.checkpoint).parent / "eval"
-    result = evaluate_model(model, data, device)
+    result = evaluate_model(model, data, device, state.get("calibration"))
     metrics = write_evaluation(result, data, out, {"checkpoint": str(args.checkpoint), "data_source": data.source,
                                                    "config": state["config"]})
     print_summary(metrics)

@@ -6,10 +6,14 @@ itself: softmax twice and a ReLU that zeroes negative logits, so gradients vanis
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
+from mnist.config import upgrade_config
 from mnist.data import to_model_input
+from mnist.errors import UserError
 
 
 class CCNet(nn.Module):
@@ -55,3 +59,14 @@ def predict_logits(model: torch.nn.Module, images: torch.Tensor, batch_size: int
         for start in range(0, len(images), batch_size):
             outputs.append(model(to_model_input(images[start:start + batch_size])).float())
     return torch.cat(outputs)
+
+
+def model_from_checkpoint(state: dict[str, Any], device: torch.device) -> CCNet:
+    """The CCNet a checkpoint holds, on `device`, in eval mode; UserError when the weights do not fit."""
+    config = upgrade_config(state["config"])
+    model = CCNet(config.get("dropout", 0.5), config.get("head", "logits"))
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as error:
+        raise UserError(f"checkpoint weights do not fit CCNet ({str(error).splitlines()[0]})") from None
+    return model.to(device, memory_format=torch.channels_last).eval()

@@ -23,7 +23,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.serving import make_server
 
 from mnist.errors import UserError, run_cli
-from mnist.predict import ImageError, Predictor, default_checkpoint, load_image, top_three
+from mnist.predict import ImageError, Predictor, answer, default_checkpoint, load_stages
 
 MAX_UPLOAD_MB = 16  # a phone photo is a few MB; more is not a digit worth reading
 
@@ -41,20 +41,30 @@ def check_port_free(port: int, host: str) -> None:
             raise UserError(f"cannot listen on {host}:{port}: {error.strerror}; choose another port") from None
 
 
-def png_data_url(digit: np.ndarray) -> str:
-    """The 28x28 digit the model saw, as an inline PNG for the page."""
+STAGE_SIDE = 224  # the page shows the image as read and its ink at this size at most
+
+
+def png_data_url(image: Image.Image | np.ndarray) -> str:
+    """An image for the page, as an inline PNG."""
     buffer = io.BytesIO()
-    Image.fromarray(digit).save(buffer, format="PNG")
+    (image if isinstance(image, Image.Image) else Image.fromarray(image)).save(buffer, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+def thumbnail(image: Image.Image | np.ndarray) -> Image.Image:
+    small = (image if isinstance(image, Image.Image) else Image.fromarray(image)).convert("RGB")
+    small.thumbnail((STAGE_SIDE, STAGE_SIDE))
+    return small
+
+
 def read_upload(data: bytes, name: str, predictor: Predictor) -> dict:
-    """The page's answer for one uploaded or drawn image: digit, top-3 and the 28x28 image seen."""
+    """The page's answer for one uploaded or drawn image: digit (or "not sure"), top-3, and the steps:
+    the image as read, the ink found, the 28x28 image seen."""
     if not data:
         raise ImageError(f"{name}: empty file")
-    _, digit = load_image(io.BytesIO(data), name)
-    top = top_three(predictor.predict([digit]).probabilities[0])
-    return {"digit": top[0]["digit"], "top3": top, "seen": png_data_url(digit)}
+    stages = load_stages(io.BytesIO(data), name)
+    return {**answer(predictor.predict([stages.digit]), 0), "seen": png_data_url(stages.digit),
+            "original": png_data_url(thumbnail(stages.original)), "ink": png_data_url(thumbnail(stages.ink))}
 
 
 def create_app(predictor: Predictor, checkpoint: Path) -> Flask:

@@ -26,7 +26,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
-from mnist.checkpoint import load_checkpoint, run_metadata
+from mnist.calibration import calibrate_checkpoint
+from mnist.checkpoint import load_checkpoint, run_metadata, save_checkpoint
 from mnist.augment import Augmentation
 from mnist.batches import EpochBatches, steps_per_epoch
 from mnist.config import DEFAULTS, add_config_flags, config_from_flags, resolve_config
@@ -222,6 +223,19 @@ def check_resume(path: str, resume_from: dict[str, Any], config: dict[str, Any])
                         "epochs and cannot be stretched; start a new run with -e N")
 
 
+def calibrate_best(path: Path, data: MnistData, device: torch.device) -> None:
+    """Fit best.pt's temperature and "not sure" threshold on its validation split, and store them in it."""
+    state = load_checkpoint(path)
+    calibration = calibrate_checkpoint(state, data, device)
+    if calibration is None:
+        print("not calibrated: no validation split (val_fraction 0)", flush=True)
+        return
+    save_checkpoint({**state, "calibration": calibration}, path)
+    print(f"calibrated best.pt on {calibration['val_count']} validation images: temperature "
+          f"{calibration['temperature']:.3f}, expected calibration error {calibration['val_ece_before']:.4f} -> "
+          f"{calibration['val_ece_after']:.4f}, not sure below {calibration['unsure_below']:.3f}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     from mnist.outputs import RunOutputs  # matplotlib and tensorboard only where files are written
 
@@ -239,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     history = train(config, data=data, on_epoch=outputs.on_epoch, resume_from=resume_from,
                     progress=sys.stderr.isatty())
     outputs.close()
+    calibrate_best(outputs.folder / "best.pt", data, pick_device(config["device"]))
     best = max(history, key=lambda row: row["val_acc"])
     print(f"best val_acc {best['val_acc']:.4f} at epoch {best['epoch']}; checkpoints in {outputs.folder}")
     return 1 if history[-1]["diverged"] else 0

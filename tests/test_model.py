@@ -55,7 +55,7 @@ def test_dropout_is_a_parameter() -> None:
 
 def test_old_configs_and_checkpoints_with_head_seed_still_read() -> None:
     from mnist.config import resolve_config
-    from mnist.evaluate import model_from_checkpoint
+    from mnist.model import model_from_checkpoint
 
     assert resolve_config({"head": "seed"})["head"] == "tutorial"  # the name before the rename
     old = CCNet(dropout=0.0, head="tutorial")

@@ -10,7 +10,8 @@ from PIL import Image, ImageDraw
 
 from mnist.data import MnistData
 from mnist.errors import run_cli
-from mnist.predict import Predictor, load_image, main, preprocess
+from mnist.predict import Predictor, load_image, main
+from mnist.preprocess import preprocess
 from mnist.train import main as train_main
 from tests.helpers import PNG_MAGIC
 

@@ -1,0 +1,230 @@
+"""Real handwriting to measure on, beyond MNIST: labelled image folders, how they are made, how they are read.
+
+A set is a folder of images with `labels.csv` (columns file,label), split into `tune/` (look at
+it, choose thresholds and steps on it) and `report/` (only ever reported):
+
+- scans: scikit-learn's 1,797 digits (43 writers, shipped with scikit-learn, none from MNIST)
+  rendered as photographed paper: upscaled, dark on light, off centre, uneven light, blur,
+  sensor noise, JPEG. `python -m mnist.handwriting scans` writes it (seeded, a few seconds).
+- canvas: digits drawn on the draw page's canvas in a real browser by pointer strokes
+  (`python -m tests.canvas_set`, Chromium + Selenium), from the stroke paths of `digit_strokes`
+  at several sizes, slants and pen widths; committed under examples/handwriting/canvas.
+
+`read_labels` and `reading_report` are what `python -m mnist.predict DIR --labels FILE` uses.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFilter
+from sklearn.metrics import accuracy_score, confusion_matrix
+
+from mnist.checkpoint import write_text_atomic
+from mnist.errors import UserError, run_cli
+
+SPLITS = ("tune", "report")
+LABELS_FILE = "labels.csv"
+CANVAS_SET = Path(__file__).resolve().parent.parent / "examples" / "handwriting" / "canvas"
+
+
+# ---------------------------------------------------------------- labels
+
+def read_labels(path: Path) -> dict[str, int]:
+    """file name -> digit from a CSV with columns file,label; UserError naming the file and the row."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such labels file") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"{path}: cannot read ({getattr(error, 'strerror', None) or error})") from None
+    rows = list(csv.DictReader(io.StringIO(text)))
+    if not rows or not {"file", "label"} <= set(rows[0]):
+        raise UserError(f"{path}: needs a header row with the columns file,label")
+    labels = {}
+    for number, row in enumerate(rows, 2):
+        label = (row["label"] or "").strip()
+        if label not in {str(d) for d in range(10)}:
+            raise UserError(f"{path}: line {number}: label must be a digit 0-9, got {row['label']!r}")
+        labels[(row["file"] or "").strip()] = int(label)
+    return labels
+
+
+def write_labels(folder: Path, labels: dict[str, int]) -> None:
+    write_text_atomic(folder / LABELS_FILE, "file,label\n" + "".join(f"{f},{d}\n" for f, d in labels.items()))
+
+
+def split_names(count: int, seed: int) -> np.ndarray:
+    """A seeded half/half split of `count` items: 0 = tune, 1 = report."""
+    order = np.random.default_rng(seed).permutation(count)
+    split = np.zeros(count, dtype=int)
+    split[order[count // 2:]] = 1
+    return split
+
+
+# ---------------------------------------------------------------- reading a labelled set
+
+def reading_report(truth: np.ndarray, predicted: np.ndarray, unsure: np.ndarray | None = None) -> dict:
+    """Accuracy, per-digit accuracy and the most common confusions of `predicted` against `truth`."""
+    matrix = confusion_matrix(truth, predicted, labels=list(range(10)))
+    per_digit = {str(d): (float(matrix[d, d] / matrix[d].sum()) if matrix[d].sum() else None) for d in range(10)}
+    confusions = [(int(t), int(p), int(matrix[t, p])) for t in range(10) for p in range(10) if t != p and matrix[t, p]]
+    confusions.sort(key=lambda item: -item[2])
+    report = {"count": int(len(truth)), "accuracy": float(accuracy_score(truth, predicted)), "per_digit": per_digit,
+              "confusions": [{"true": t, "read": p, "count": n} for t, p, n in confusions[:5]]}
+    if unsure is not None:
+        sure = ~unsure
+        report["unsure_share"] = float(unsure.mean())
+        report["accuracy_when_sure"] = float((truth[sure] == predicted[sure]).mean()) if sure.any() else None
+    return report
+
+
+def format_report(report: dict) -> list[str]:
+    lines = [f"accuracy {report['accuracy']:.4f} ({round(report['accuracy'] * report['count'])}/{report['count']})"]
+    lines.append("per digit: " + "  ".join(f"{d}: {'-' if a is None else f'{a:.2f}'}"
+                                           for d, a in report["per_digit"].items()))
+    if report["confusions"]:
+        lines.append("most common misreadings: " + ", ".join(f"{c['true']} read as {c['read']} ({c['count']})"
+                                                             for c in report["confusions"]))
+    if "unsure_share" in report:
+        sure = report["accuracy_when_sure"]
+        lines.append(f"not sure on {report['unsure_share']:.1%}; accuracy of the rest "
+                     f"{'-' if sure is None else f'{sure:.4f}'}")
+    return lines
+
+
+# ---------------------------------------------------------------- scans: scikit-learn's digits as photographed paper
+
+def scan_photo(digit: np.ndarray, rng: np.random.Generator) -> Image.Image:
+    """One 8x8 scikit-learn digit (0..16) as a phone photo of ink on paper."""
+    height = int(rng.integers(60, 200))  # the digit's height on the photo
+    width_share = rng.uniform(0.9, 1.1)  # the 8x8 cells are square: the aspect kept, give or take a camera's angle
+    ink = Image.fromarray((digit / 16 * 255).astype(np.uint8)).resize(
+        (max(8, round(height * width_share)), height), Image.BICUBIC)
+    page_w, page_h = int(rng.integers(height + 40, 3 * height + 120)), int(rng.integers(height + 30, 2 * height + 120))
+    left, top = int(rng.integers(5, page_w - ink.width - 5)), int(rng.integers(5, page_h - ink.height - 5))
+    darkness = np.zeros((page_h, page_w), dtype=np.float32)
+    darkness[top:top + ink.height, left:left + ink.width] = np.asarray(ink, dtype=np.float32) / 255
+    paper, pen = rng.uniform(190, 240), rng.uniform(20, 90)
+    pixels = paper - (paper - pen) * darkness
+    light = (np.linspace(rng.uniform(0.65, 1.0), 1.0, page_w)[None, :]
+             * np.linspace(1.0, rng.uniform(0.75, 1.0), page_h)[:, None])
+    if rng.random() < 0.5:
+        light = light[:, ::-1]
+    image = Image.fromarray(np.clip(pixels * light, 0, 255).astype(np.uint8))
+    image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.5, 2.0)))
+    noisy = np.asarray(image, dtype=np.float32) + rng.normal(0, rng.uniform(2, 8), (page_h, page_w))
+    gray = np.clip(noisy, 0, 255)
+    tint = rng.uniform([0.95, 0.92, 0.82], [1.0, 1.0, 1.0])  # warm indoor light
+    photo = Image.fromarray(np.clip(gray[..., None] * tint, 0, 255).astype(np.uint8))
+    buffer = io.BytesIO()
+    photo.save(buffer, format="JPEG", quality=int(rng.integers(55, 92)))
+    return Image.open(io.BytesIO(buffer.getvalue()))
+
+
+def write_scan_set(out: Path, seed: int = 0) -> dict[str, int]:
+    """scikit-learn's 1,797 digits as photos in out/tune and out/report (seeded); returns the counts."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    rng = np.random.default_rng(seed)
+    split = split_names(len(digits.target), seed)
+    labels: dict[str, dict[str, int]] = {name: {} for name in SPLITS}
+    for index, (image, target) in enumerate(zip(digits.images, digits.target)):
+        name = SPLITS[split[index]]
+        file = f"scan_{index:04d}.jpg"
+        (out / name).mkdir(parents=True, exist_ok=True)
+        photo = scan_photo(image, rng)
+        photo.save(out / name / file, format="JPEG", quality=95)
+        labels[name][file] = int(target)
+    for name in SPLITS:
+        write_labels(out / name, labels[name])
+    return {name: len(labels[name]) for name in SPLITS}
+
+
+# ---------------------------------------------------------------- canvas: stroke paths of digits as people write them
+
+def _arc(cx: float, cy: float, rx: float, ry: float, start: float, end: float, steps: int = 14) -> list:
+    """Points of an elliptic arc, angles in degrees, 0 = up, clockwise (as a pen goes on paper)."""
+    angles = np.radians(np.linspace(start, end, steps))
+    return [(cx + rx * np.sin(a), cy - ry * np.cos(a)) for a in angles]
+
+
+def _line(*points: tuple[float, float], steps: int = 6) -> list:
+    out = []
+    for (x0, y0), (x1, y1) in zip(points, points[1:]):
+        out += [(x0 + (x1 - x0) * t, y0 + (y1 - y0) * t) for t in np.linspace(0, 1, steps)[:-1]]
+    return out + [points[-1]]
+
+
+# Each digit's ways of being written: lists of strokes, points in a unit box (x right, y down).
+DIGIT_STYLES: dict[int, list[list[list[tuple[float, float]]]]] = {
+    0: [[_arc(0.5, 0.5, 0.38, 0.47, -10, 365, 28)], [_arc(0.5, 0.5, 0.3, 0.47, 10, 380, 28)]],
+    1: [[_line((0.5, 0.0), (0.5, 1.0))],
+        [_line((0.25, 0.22), (0.55, 0.0), (0.55, 1.0))],  # with a flag
+        [_line((0.28, 0.2), (0.55, 0.0), (0.55, 1.0)), _line((0.3, 1.0), (0.8, 1.0))]],  # flag and base
+    2: [[_arc(0.5, 0.3, 0.33, 0.3, -80, 120, 12) + _line((0.72, 0.5), (0.12, 1.0), (0.9, 1.0))],
+        [_arc(0.48, 0.28, 0.32, 0.28, -70, 100, 12) + _line((0.78, 0.35), (0.15, 0.95))
+         + _arc(0.3, 0.9, 0.12, 0.1, 200, 360, 6) + _line((0.3, 0.8), (0.92, 0.98))]],
+    3: [[_arc(0.48, 0.26, 0.3, 0.25, -70, 180, 12) + _arc(0.48, 0.74, 0.34, 0.26, 0, 240, 12)],
+        [_line((0.15, 0.02), (0.85, 0.02), (0.42, 0.42)) + _arc(0.48, 0.7, 0.36, 0.3, -20, 230, 12)]],
+    4: [[_line((0.62, 0.0), (0.1, 0.68), (0.92, 0.68)), _line((0.66, 0.3), (0.66, 1.0))],
+        [_line((0.15, 0.0), (0.1, 0.55), (0.88, 0.55)), _line((0.68, 0.05), (0.68, 1.0))]],  # open top
+    5: [[_line((0.25, 0.02), (0.2, 0.42)) + _arc(0.48, 0.67, 0.36, 0.32, -60, 220, 14),
+         _line((0.24, 0.02), (0.85, 0.02))],
+        [_line((0.85, 0.0), (0.28, 0.0), (0.22, 0.45)) + _arc(0.5, 0.68, 0.34, 0.3, -55, 225, 14)]],
+    6: [[_line((0.78, 0.02), (0.35, 0.3), (0.14, 0.65)) + _arc(0.5, 0.7, 0.36, 0.28, 250, 610, 20)],
+        [_line((0.7, 0.0), (0.3, 0.45), (0.16, 0.72)) + _arc(0.48, 0.72, 0.32, 0.27, 240, 600, 20)]],
+    7: [[_line((0.08, 0.02), (0.92, 0.02), (0.4, 1.0))],
+        [_line((0.08, 0.02), (0.92, 0.02), (0.42, 1.0)), _line((0.3, 0.52), (0.8, 0.52))],  # crossbar
+        [_line((0.1, 0.18), (0.1, 0.02), (0.9, 0.02), (0.45, 1.0))]],
+    8: [[_arc(0.5, 0.26, 0.28, 0.25, 160, -160, 16) + _arc(0.5, 0.74, 0.34, 0.26, 20, 380, 18)],
+        [_arc(0.5, 0.25, 0.3, 0.24, 0, 360, 16), _arc(0.5, 0.74, 0.36, 0.26, 0, 360, 18)]],
+    9: [[_arc(0.45, 0.3, 0.33, 0.28, 90, 455, 18) + _line((0.78, 0.3), (0.72, 1.0))],
+        [_arc(0.5, 0.3, 0.32, 0.27, 70, 440, 18) + _line((0.82, 0.32), (0.8, 0.8)) + _arc(0.55, 0.8, 0.25, 0.2, 90, 200, 6)]],
+}
+
+
+def digit_strokes(digit: int, rng: np.random.Generator, canvas: int = 280) -> tuple[list[list[tuple[float, float]]], int]:
+    """(strokes in canvas pixels from its centre, pen width) of one `digit` as a person might draw it.
+
+    A style of the digit, then its height (30-85% of the canvas), width, slant (-25..+25 degrees),
+    position, a little wobble of every point, and a pen of 6 to 36 px (at most 14% of the height).
+    """
+    styles = DIGIT_STYLES[digit]
+    strokes = styles[int(rng.integers(len(styles)))]
+    height = canvas * rng.uniform(0.3, 0.85)
+    width = height * rng.uniform(0.5, 0.85) * (0.4 if digit == 1 else 1.0)
+    slant = np.tan(np.radians(rng.uniform(-25, 25)))
+    room_x, room_y = (canvas - width) / 2 - 15, (canvas - height) / 2 - 15
+    centre = (rng.uniform(-1, 1) * max(room_x, 0) * 0.8, rng.uniform(-1, 1) * max(room_y, 0) * 0.8)
+    wobble = height * 0.015
+    drawn = []
+    for stroke in strokes:
+        points = []
+        for x, y in stroke:
+            y_pixels = (y - 0.5) * height
+            x_pixels = (x - 0.5) * width - slant * y_pixels  # a right slant leans the top to the right
+            points.append((float(np.clip(centre[0] + x_pixels + rng.normal(0, wobble), -canvas / 2 + 2, canvas / 2 - 2)),
+                           float(np.clip(centre[1] + y_pixels + rng.normal(0, wobble), -canvas / 2 + 2, canvas / 2 - 2))))
+        drawn.append(points)
+    # A pen of 6 to 36 px, but not so wide for a small digit that its loops fill up (no one could read it).
+    return drawn, int(rng.integers(6, max(7, min(37, round(height * 0.14)))))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Write the photographed-scans set (scikit-learn's digits).")
+    parser.add_argument("set", choices=("scans",), help="which set to write")
+    parser.add_argument("--out", default="results/handwriting/scans", help="folder (default results/handwriting/scans)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed of placement, light, blur, noise, JPEG")
+    args = parser.parse_args(argv)
+    counts = write_scan_set(Path(args.out), args.seed)
+    print(f"wrote {args.out}: " + ", ".join(f"{name} {count}" for name, count in counts.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

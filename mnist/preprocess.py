@@ -1,0 +1,356 @@
+"""Make any digit image look like an MNIST digit: the one preprocessing of predict, the page and every evaluation.
+
+MNIST's digits are white ink on black, the longer side of the ink fitted into 20 px (aspect
+kept), centred by mass in 28x28, drawn with strokes about 2.9 px wide. A person's photo or
+drawing differs in paper and light, polarity, specks, slant, size, position and pen width.
+Each difference has one step below, each switchable (`Steps`) so its effect can be measured:
+
+    upright      EXIF orientation applied (a phone's JPEG is stored sideways, shown upright)
+    light        a light page divided by its own smooth brightness (shadows are not ink)
+    despeckle    connected components apart from the digit dropped (specks, marks, grain)
+    deskew       the slant removed by image moments (as the MNIST-era papers did)
+    stroke       strokes redrawn at MNIST's width: skeleton, then a pen of MNIST's width
+
+Always on: grayscale, dark-on-light inverted, the background cut at an Otsu threshold
+(the ink keeps its gray levels), crop, fit into 20x20, centre by mass.
+
+The target figures are MNIST's own (`python -m mnist.preprocess` measures them again on
+the training images; tests/test_preprocess.py checks the constants against it).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict, dataclass, fields, replace
+
+import numpy as np
+from PIL import Image, ImageFilter, ImageOps
+from scipy import ndimage
+from skimage.morphology import skeletonize
+
+from mnist.errors import UserError, run_cli
+
+DIGIT_BOX = 20  # MNIST: the digit's longer side is 20 px...
+CANVAS = 28  # ...inside a 28x28 image, centred by its centre of mass
+# Median stroke width of MNIST's training digits in pixels of the 20 px box (`digit_stroke_width`: ink
+# area over skeleton length), and its 5th and 95th percentiles: a width inside this range is one MNIST
+# has plenty of and is left alone; one outside is brought to the nearer end. (The 10th-90th range
+# cost 0.5-1 point on the scans' tune half: it redrew strokes the network reads well as they are.)
+# Measured on the 60,000 training images by `python -m mnist.preprocess`.
+MNIST_STROKE_WIDTH = 2.69
+MNIST_STROKE_RANGE = (1.78, 4.20)
+MIN_SIDE = 8  # smaller images cannot hold a legible digit
+WORKING_SIZE = 512  # larger photos are scaled down to this longer side first: a digit needs far fewer
+SUPERSAMPLE = 4  # strokes are measured and redrawn at 4x the final 20 px box, then scaled down (soft edges)
+SPECK_SHARE = 0.02  # a component under 2% of the digit's ink is a speck, wherever it lies...
+NEAR_SHARE = 0.25  # ...and one further than a quarter of the digit's size from it is a mark apart
+BLOB_FACTOR = 2.0  # ink deeper than twice the stroke's half-width is a filled loop, not a stroke
+MAX_SKEW = 1.0
+# 10th and 90th percentiles of MNIST's own slant (mu11 / mu02; negative leans right), measured on the
+# 60,000 training images (`python -m mnist.preprocess`). Deskewing every digit to 0 instead cost 1.1
+# points on the scans' tune half with an augmented model, and removing no slant cost 1.2 with a plain one.
+MNIST_SKEW_RANGE = (-0.46, 0.23)  # shear at most 45 degrees: beyond that the moments read a wide digit, not a slant
+
+
+class ImageError(UserError):
+    """One input image cannot be read as a digit; the other images go on."""
+
+
+@dataclass(frozen=True)
+class Steps:
+    """Which switchable steps run; all on by default. `Steps.before()` = the preprocessing before they existed."""
+    upright: bool = True
+    light: bool = True
+    despeckle: bool = True
+    deskew: bool = True
+    stroke: bool = True
+
+    @classmethod
+    def before(cls) -> "Steps":
+        """What mnist.predict did until 2026-12: light flattening only."""
+        return cls(upright=False, despeckle=False, deskew=False, stroke=False)
+
+    @classmethod
+    def parse(cls, text: str) -> "Steps":
+        """'all', 'none', 'before' or a comma list of the steps to turn off prefixed by '-' ("-deskew,-stroke")."""
+        if text in ("all", ""):
+            return cls()
+        if text == "before":
+            return cls.before()
+        if text == "none":
+            return cls(**{field.name: False for field in fields(cls)})
+        names = {field.name for field in fields(cls)}
+        off = [part.strip().lstrip("-") for part in text.split(",")]
+        unknown = sorted(set(off) - names)
+        if unknown:
+            raise UserError(f"unknown preprocessing step(s) {', '.join(unknown)} (steps: {', '.join(sorted(names))})")
+        return replace(cls(), **{name: False for name in off})
+
+
+@dataclass
+class Stages:
+    """What the page shows: the image as read (upright), the ink found in it, the 28x28 digit the model sees."""
+    original: Image.Image
+    ink: np.ndarray  # uint8, white ink on black, at the working size
+    digit: np.ndarray  # uint8 (28, 28)
+
+
+# ---------------------------------------------------------------- light and ink
+
+def otsu_threshold(gray: np.ndarray) -> float:
+    """The gray level that best separates two classes of pixels (Otsu, 1979)."""
+    histogram = np.bincount(gray.ravel(), minlength=256).astype(np.float64)
+    levels = np.arange(256)
+    weight_low = np.cumsum(histogram)
+    weight_high = weight_low[-1] - weight_low
+    mean_low = np.cumsum(histogram * levels) / np.maximum(weight_low, 1)
+    mean_high = (np.sum(histogram * levels) - np.cumsum(histogram * levels)) / np.maximum(weight_high, 1)
+    between = weight_low * weight_high * (mean_low - mean_high) ** 2
+    return float(np.argmax(between[:-1]))
+
+
+def to_grayscale(image: Image.Image) -> np.ndarray:
+    """uint8 gray; transparent pixels (drawings saved from paint programs) become white paper."""
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(paper, rgba)
+    return np.asarray(image.convert("L"), dtype=np.uint8)
+
+
+def flatten_lighting(gray: np.ndarray) -> np.ndarray:
+    """Divide a light page by its own smooth brightness, so shadows and uneven light do not pass for ink."""
+    size = max(3, min(gray.shape) // 8) | 1  # wider than a pen stroke, odd for the filter
+    # The page's brightness: the brightest pixel nearby (ink is dark), smoothed. scipy's max filter is
+    # separable (a few ms at 512 px; PIL's MaxFilter of this size takes a quarter of a second).
+    page = Image.fromarray(ndimage.maximum_filter(gray, size)).filter(ImageFilter.GaussianBlur(size))
+    return np.clip(gray / np.maximum(np.asarray(page, dtype=np.float32), 1) * 255, 0, 255).astype(np.uint8)
+
+
+def working_gray(image: Image.Image, steps: Steps) -> np.ndarray:
+    """Gray, at most WORKING_SIZE, denoised, white ink on black (a light page inverted, its light evened out)."""
+    gray = to_grayscale(image)
+    if min(gray.shape) < MIN_SIDE:
+        raise ImageError(f"image too small to hold a digit ({gray.shape[1]}x{gray.shape[0]} px, "
+                         f"needs at least {MIN_SIDE}x{MIN_SIDE})")
+    if max(gray.shape) > WORKING_SIZE:
+        scale = WORKING_SIZE / max(gray.shape)
+        size = (max(MIN_SIDE, round(gray.shape[1] * scale)), max(MIN_SIDE, round(gray.shape[0] * scale)))
+        gray = np.asarray(Image.fromarray(gray).resize(size, Image.BILINEAR, reducing_gap=2.0))
+    if min(gray.shape) >= 2 * CANVAS:  # sensor noise and paper grain: specks that would widen the crop
+        gray = np.asarray(Image.fromarray(gray).filter(ImageFilter.MedianFilter(3)))
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    if np.median(border) > 127:  # a light page: make the ink the bright part, as in MNIST
+        gray = 255 - (flatten_lighting(gray) if steps.light and min(gray.shape) >= 2 * CANVAS else gray)
+    if int(gray.max()) - int(gray.min()) < 32:
+        raise ImageError("no ink found (the image is nearly uniform)")
+    return gray
+
+
+def ink_of(gray: np.ndarray) -> np.ndarray:
+    """float ink: the gray levels above the Otsu threshold, background 0."""
+    threshold = otsu_threshold(gray)
+    return np.where(gray > threshold, gray.astype(np.float32) - threshold, 0.0)
+
+
+# ---------------------------------------------------------------- the switchable steps
+
+def drop_specks(ink: np.ndarray) -> np.ndarray:
+    """Keep the digit: the largest connected piece of ink, and the pieces near it that are not specks.
+
+    A piece is kept when it holds at least SPECK_SHARE of the largest piece's ink and lies within
+    NEAR_SHARE of the kept digit's size of its box (a 5's separate top bar, a 7's crossbar).
+    """
+    labels, count = ndimage.label(ink > 0, structure=np.ones((3, 3)))
+    if count <= 1:
+        return ink
+    mass = ndimage.sum_labels(ink > 0, labels, index=np.arange(1, count + 1))
+    boxes = ndimage.find_objects(labels)
+    keep = {int(np.argmax(mass))}
+    top, bottom, left, right = _box(boxes[next(iter(keep))])
+    grew = True
+    while grew:  # pieces join the digit one ring at a time: a broken stroke's parts chain together
+        grew = False
+        margin = NEAR_SHARE * max(bottom - top, right - left)
+        for index, box in enumerate(boxes):
+            if index in keep or mass[index] < SPECK_SHARE * mass.max():
+                continue
+            t, b, l, r = _box(box)
+            if t <= bottom + margin and b >= top - margin and l <= right + margin and r >= left - margin:
+                keep.add(index)
+                top, bottom, left, right = min(top, t), max(bottom, b), min(left, l), max(right, r)
+                grew = True
+    return np.where(np.isin(labels, [index + 1 for index in keep]), ink, 0.0)
+
+
+def _box(box: tuple[slice, slice]) -> tuple[int, int, int, int]:
+    return box[0].start, box[0].stop, box[1].start, box[1].stop
+
+
+def crop(ink: np.ndarray) -> np.ndarray:
+    rows, columns = np.nonzero(ink)
+    return ink[rows.min():rows.max() + 1, columns.min():columns.max() + 1]
+
+
+def skew_of(ink: np.ndarray) -> float:
+    """Horizontal shift per row of the ink's principal slant (mu11 / mu02 of its moments); 0 = upright."""
+    rows, columns = np.indices(ink.shape)
+    total = ink.sum()
+    mean_row, mean_column = (rows * ink).sum() / total, (columns * ink).sum() / total
+    mu02 = ((rows - mean_row) ** 2 * ink).sum() / total
+    mu11 = ((rows - mean_row) * (columns - mean_column) * ink).sum() / total
+    return float(np.clip(mu11 / mu02, -MAX_SKEW, MAX_SKEW)) if mu02 > 0 else 0.0
+
+
+def deskew(ink: np.ndarray) -> np.ndarray:
+    """Shear the rows so that the slant is gone: output column c of row r reads column c + skew * (r - centre).
+
+    Only a slant that MNIST rarely shows (outside MNIST_SKEW_RANGE) is removed: the network learnt the
+    slants its writers had, and the moments of an upright 2 or 7 read as a little slant too.
+    """
+    skew = skew_of(ink)
+    if MNIST_SKEW_RANGE[0] <= skew <= MNIST_SKEW_RANGE[1]:
+        return ink
+    height, width = ink.shape
+    pad = int(np.ceil(abs(skew) * height / 2)) + 1
+    padded = np.pad(ink, ((0, 0), (pad, pad)))
+    centre = (ink * np.arange(height)[:, None]).sum() / ink.sum()
+    sheared = ndimage.affine_transform(padded, np.array([[1, 0], [skew, 1]]), offset=(0, -skew * centre), order=1)
+    return crop(np.maximum(sheared, 0))
+
+
+def stroke_width(binary: np.ndarray) -> float:
+    """Mean stroke width in pixels: ink area over skeleton length (MNIST's measure, any resolution)."""
+    length = skeletonize(binary).sum()
+    return float(binary.sum() / length) if length else 0.0
+
+
+def open_filled_loops(binary: np.ndarray) -> np.ndarray:
+    """Punch a hole into each blob far thicker than the strokes: a loop drawn so thick that it filled up.
+
+    Skeletonizing a filled loop (a 9's head written small with a wide pen) gives a line, and the 9
+    becomes a 1; with a hole in it, the skeleton is a loop again.
+    """
+    distance = ndimage.distance_transform_edt(binary)
+    skeleton = skeletonize(binary)
+    if not skeleton.any():
+        return binary
+    radius = float(np.median(distance[skeleton]))  # half the typical stroke width
+    core = distance > BLOB_FACTOR * radius
+    if not core.any():
+        return binary
+    return binary & ~ndimage.binary_dilation(core, iterations=max(1, round(radius * 0.5)))
+
+
+def digit_stroke_width(ink: np.ndarray) -> float:
+    """Stroke width in pixels of the digit fitted to MNIST's 20 px box, measured at SUPERSAMPLE x that size
+    (at 20 px the skeleton of a thick stroke is too coarse to measure; MNIST's digits are measured alike)."""
+    return stroke_width(fit_box(ink, DIGIT_BOX * SUPERSAMPLE) > 127) / SUPERSAMPLE
+
+
+def normalize_stroke(ink: np.ndarray) -> np.ndarray:
+    """Bring strokes outside MNIST's range of widths to its nearer end: eroded or dilated by distance
+    transform at SUPERSAMPLE x the 20 px box, so the digit keeps its shape (and its loops, if open).
+
+    The soft edge becomes MNIST's gray rim when the digit is scaled down to 20 px.
+    """
+    width = digit_stroke_width(ink)
+    target = float(np.clip(width, *MNIST_STROKE_RANGE))
+    if width == 0 or target == width:
+        return ink
+    box = DIGIT_BOX * SUPERSAMPLE
+    # Pixels to take off (or, negative, to add) on each side of a stroke at the supersampled size. The
+    # digit's box shrinks (grows) by as much and is fitted to the box again: solve
+    # (width - 2 change) / (box - 2 change) = target / box, widths in supersampled pixels.
+    change = (width - target) * SUPERSAMPLE / 2 * box / (box - target * SUPERSAMPLE)
+    binary = np.pad(fit_box(ink, box) > 127, int(np.ceil(max(-change, 0))) + 2)
+    if change > 0:
+        return np.clip(ndimage.distance_transform_edt(binary) - change + 0.5, 0, 1).astype(np.float32) * 255
+    outside = ndimage.distance_transform_edt(~binary)
+    return np.maximum(np.clip(-change + 0.5 - outside, 0, 1), binary).astype(np.float32) * 255
+
+
+# ---------------------------------------------------------------- fit and centre
+
+def fit_box(ink: np.ndarray, box: int) -> np.ndarray:
+    """The ink's longer side scaled to `box` px (anti-aliased, aspect kept), stretched to 0..255."""
+    ink = crop(ink)
+    ink = ink / ink.max() * 255
+    height, width = ink.shape
+    scale = box / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return np.clip(np.asarray(Image.fromarray(ink.astype(np.float32)).resize(size, Image.LANCZOS)), 0, 255)
+
+
+def center_by_mass(digit: np.ndarray) -> np.ndarray:
+    """Paste `digit` (at most 20x20) into 28x28 so that its centre of mass is at the centre."""
+    total = digit.sum()
+    rows, columns = np.indices(digit.shape)
+    center_row, center_column = (rows * digit).sum() / total, (columns * digit).sum() / total
+    top = int(np.clip(round(CANVAS / 2 - 0.5 - center_row), 0, CANVAS - digit.shape[0]))
+    left = int(np.clip(round(CANVAS / 2 - 0.5 - center_column), 0, CANVAS - digit.shape[1]))
+    canvas = np.zeros((CANVAS, CANVAS), dtype=np.float32)
+    canvas[top:top + digit.shape[0], left:left + digit.shape[1]] = digit
+    return np.round(canvas).astype(np.uint8)
+
+
+# ---------------------------------------------------------------- the whole
+
+def upright(image: Image.Image) -> Image.Image:
+    """The image as viewers show it: EXIF orientation applied (phones store photos sideways and say so)."""
+    return ImageOps.exif_transpose(image)
+
+
+def preprocess_stages(image: Image.Image, steps: Steps = Steps()) -> Stages:
+    """Every stage of making `image` an MNIST digit (see the module's docstring)."""
+    original = upright(image) if steps.upright else image
+    gray = working_gray(original, steps)
+    ink = ink_of(gray)
+    if steps.despeckle:
+        ink = drop_specks(ink)
+    seen_ink = ink
+    ink = crop(ink)
+    if steps.deskew:
+        ink = deskew(ink)
+    if steps.stroke:
+        ink = normalize_stroke(ink)
+    digit = center_by_mass(fit_box(ink, DIGIT_BOX))
+    return Stages(original, np.clip(seen_ink / max(float(seen_ink.max()), 1e-6) * 255, 0, 255).astype(np.uint8), digit)
+
+
+def preprocess(image: Image.Image, steps: Steps = Steps()) -> np.ndarray:
+    """A user's digit image -> a 28x28 uint8 MNIST-style digit (white ink on black)."""
+    return preprocess_stages(image, steps).digit
+
+
+# ---------------------------------------------------------------- MNIST's own figures
+
+def mnist_statistics(images: np.ndarray) -> dict[str, float]:
+    """The figures the steps aim at, measured on MNIST digits (uint8, N x 28 x 28)."""
+    widths, sides, masses, levels = [], [], [], []
+    for image in images:
+        widths.append(digit_stroke_width(image.astype(np.float32)))
+        rows, columns = np.nonzero(image)
+        sides.append(max(rows.max() - rows.min(), columns.max() - columns.min()) + 1)
+        masses.append(image.sum() / 255)
+        levels.append(image[image > 0].mean())
+    return {"stroke_width_median": float(np.median(widths)),
+            "stroke_width_p5_p95": [float(p) for p in np.percentile(widths, [5, 95])], "box_side_median": float(np.median(sides)),
+            "ink_mass_median": float(np.median(masses)), "ink_level_median": float(np.median(levels)),
+            "skew_p10_p90": [float(p) for p in np.percentile([skew_of(image.astype(np.float32)) for image in images],
+                                                              [10, 90])]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from mnist.data import load_mnist
+
+    parser = argparse.ArgumentParser(description="Measure the MNIST figures preprocessing aims at.")
+    parser.add_argument("--count", type=int, default=60000, help="training images to measure (default all)")
+    args = parser.parse_args(argv)
+    images = load_mnist().train_images[:args.count]
+    print(json.dumps({"images": len(images), **mnist_statistics(images), "steps": asdict(Steps())}))
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

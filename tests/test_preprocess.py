@@ -1,0 +1,121 @@
+"""Making any input look like MNIST: each step on constructed cases, measured against MNIST itself."""
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from mnist.data import MnistData
+from mnist.errors import UserError
+from mnist.predict import Predictor, load_image
+from mnist.preprocess import (MNIST_SKEW_RANGE, MNIST_STROKE_RANGE, MNIST_STROKE_WIDTH, Steps, digit_stroke_width,
+                              mnist_statistics, preprocess, preprocess_stages, skew_of)
+
+
+def page(size: tuple[int, int] = (400, 400)) -> tuple[Image.Image, ImageDraw.ImageDraw]:
+    image = Image.new("L", size, 235)
+    return image, ImageDraw.Draw(image)
+
+
+def ring_image(pen: int) -> Image.Image:
+    image, draw = page()
+    draw.ellipse([110, 60, 290, 340], outline=20, width=pen)
+    return image
+
+
+def slanted_one(degrees: float) -> Image.Image:
+    image, draw = page()
+    lean = math.tan(math.radians(degrees)) * 140
+    draw.line([(200 - lean, 340), (200 + lean, 60)], fill=20, width=22)
+    return image
+
+
+def test_the_targets_are_mnists_own_figures(mnist_data: MnistData) -> None:
+    measured = mnist_statistics(mnist_data.train_images[:5000])  # a sample: the tails within 0.2 px
+    assert measured["stroke_width_median"] == pytest.approx(MNIST_STROKE_WIDTH, abs=0.1)
+    assert measured["stroke_width_p5_p95"] == pytest.approx(MNIST_STROKE_RANGE, abs=0.2)
+    assert measured["skew_p10_p90"] == pytest.approx(MNIST_SKEW_RANGE, abs=0.05)
+    assert measured["box_side_median"] == 20  # the 20 px box MNIST fits its digits into
+
+
+def test_a_thick_stroked_zero_comes_out_at_mnists_stroke_width_and_still_reads_zero(tiny_run: Path) -> None:
+    thick = ring_image(pen=70)
+    before, after = preprocess(thick, Steps(stroke=False)), preprocess(thick)
+    assert digit_stroke_width(before) > MNIST_STROKE_RANGE[1] + 0.5  # the case: far thicker than MNIST's
+    assert MNIST_STROKE_RANGE[0] - 0.25 <= digit_stroke_width(after) <= MNIST_STROKE_RANGE[1] + 0.25
+    hole = after[12:16, 12:16]  # the loop stays open: its middle is background
+    assert hole.max() < 128
+    assert Predictor(tiny_run / "best.pt").predict([after]).labels[0] == 0
+
+
+def test_a_thin_stroke_is_thickened_and_a_usual_one_left_alone() -> None:
+    thin, usual = ring_image(pen=3), ring_image(pen=40)
+    assert digit_stroke_width(preprocess(thin, Steps(stroke=False))) < MNIST_STROKE_RANGE[0]
+    assert digit_stroke_width(preprocess(thin)) >= MNIST_STROKE_RANGE[0] - 0.25
+    assert np.array_equal(preprocess(usual), preprocess(usual, Steps(stroke=False)))
+
+
+@pytest.mark.parametrize("degrees", [-30, 35])
+def test_a_slanted_one_comes_out_upright_within_5_degrees(degrees: float) -> None:
+    slanted = preprocess(slanted_one(degrees), Steps(deskew=False))
+    upright = preprocess(slanted_one(degrees))
+    assert abs(math.degrees(math.atan(skew_of(slanted.astype(np.float32))))) > 15  # the case
+    assert abs(math.degrees(math.atan(skew_of(upright.astype(np.float32))))) <= 5
+
+
+def test_a_slant_mnist_has_plenty_of_is_left_alone() -> None:
+    mild = slanted_one(10)  # leaning a little to the right, as MNIST's writers did
+    assert np.array_equal(preprocess(mild), preprocess(mild, Steps(deskew=False)))
+
+
+def test_a_speck_far_from_the_digit_is_dropped_and_a_separate_stroke_of_the_digit_kept() -> None:
+    clean, draw = page()
+    draw.line([(150, 80), (150, 200), (260, 200), (250, 330)], fill=20, width=18)  # a 5's body...
+    draw.line([(150, 80), (270, 80)], fill=20, width=18)
+    speckled = clean.copy()
+    ImageDraw.Draw(speckled).ellipse([370, 370, 382, 382], fill=20)  # a speck in the corner
+    assert np.abs(preprocess(speckled).astype(int) - preprocess(clean).astype(int)).mean() < 1
+    assert np.abs(preprocess(speckled, Steps(despeckle=False)).astype(int) - preprocess(clean).astype(int)).mean() > 5
+    broken, draw = page()  # ...and a 5 whose top bar was drawn apart from it: kept
+    draw.line([(150, 90), (150, 200), (260, 200), (250, 330)], fill=20, width=18)
+    draw.line([(165, 70), (270, 70)], fill=20, width=18)
+    stages = preprocess_stages(broken)
+    assert stages.digit[:8].sum() > 0.05 * stages.digit.sum()  # the bar is in the top rows of the 28x28
+
+
+def test_an_exif_rotated_jpeg_reads_as_its_upright_png(tmp_path: Path, tiny_run: Path) -> None:
+    upright, draw = page((300, 400))
+    draw.line([(80, 60), (220, 60), (120, 340)], fill=20, width=20)  # a 7
+    upright.save(tmp_path / "upright.png")
+    # A phone stores the pixels as the sensor saw them (sideways) and says "rotate 90 clockwise" (6).
+    sideways = upright.rotate(90, expand=True)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    sideways.save(tmp_path / "phone.jpg", quality=95, exif=exif)
+    _, expected = load_image(tmp_path / "upright.png")
+    original, read = load_image(tmp_path / "phone.jpg")
+    assert original.size == upright.size
+    assert np.abs(read.astype(int) - expected.astype(int)).mean() < 6
+    _, ignored = load_image(tmp_path / "phone.jpg", steps=Steps(upright=False))
+    assert np.abs(ignored.astype(int) - expected.astype(int)).mean() > 15  # without the step: sideways
+    predictor = Predictor(tiny_run / "best.pt")
+    assert predictor.predict([read]).labels[0] == predictor.predict([expected]).labels[0]
+
+
+def test_steps_are_named_and_a_wrong_name_is_refused() -> None:
+    assert Steps.parse("all") == Steps() and Steps.parse("-deskew,-stroke") == Steps(deskew=False, stroke=False)
+    assert Steps.parse("before") == Steps(upright=False, despeckle=False, deskew=False, stroke=False)
+    with pytest.raises(UserError, match="unknown preprocessing step.*deskw"):
+        Steps.parse("-deskw")
+
+
+def test_the_stages_are_what_the_page_shows() -> None:
+    buffer = io.BytesIO()
+    slanted_one(0).save(buffer, format="PNG")
+    stages = preprocess_stages(Image.open(buffer))
+    assert stages.digit.shape == (28, 28) and stages.ink.dtype == np.uint8
+    assert stages.ink.max() == 255 and stages.ink[0].max() == 0  # white ink on black, the page's edge blank
