@@ -86,7 +86,8 @@ def random_boxes(count: int, probability: float, seed: int, epoch: int) -> torch
     generator = _generator(seed, epoch, 100_003)
     chosen = torch.rand(count, generator=generator) < probability
     sides = torch.randint(*ERASE_SIDES, (count, 2), generator=generator)
-    corners = torch.randint(0, 28, (count, 2), generator=generator)
+    # Inside MNIST's 20x20 digit box (from 4 to 24), where the strokes are: a box on the background erases nothing.
+    corners = 4 + (torch.rand((count, 2), generator=generator) * (21 - sides)).long()
     return torch.cat([corners, sides * chosen[:, None]], dim=1)
 
 
@@ -154,11 +155,14 @@ def affine_images(pixels: torch.Tensor, theta: torch.Tensor, field: torch.Tensor
 
 
 def change_thickness(pixels: torch.Tensor, amount: torch.Tensor) -> torch.Tensor:
-    """Blend each image towards its 3x3 dilation (amount > 0: thicker strokes) or erosion (< 0: thinner)."""
+    """Blend each image towards its 3x3 dilation (amount > 0: thicker strokes) or erosion (< 0: thinner, at half
+    the strength)."""
     thicker = F.max_pool2d(pixels, 3, stride=1, padding=1)
     thinner = -F.max_pool2d(-pixels, 3, stride=1, padding=1)
     amount = amount.to(pixels.dtype)[:, None, None, None]
-    return pixels + amount.clamp(min=0) * (thicker - pixels) + (-amount).clamp(min=0) * (thinner - pixels)
+    # Thinning goes half as far: an erosion takes a pixel off each side of strokes about 2.7 px wide,
+    # so a full one would wipe out the thin digits rather than thin them.
+    return pixels + amount.clamp(min=0) * (thicker - pixels) + (-amount).clamp(min=0) / 2 * (thinner - pixels)
 
 
 def erase_boxes(pixels: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:

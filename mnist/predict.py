@@ -25,7 +25,7 @@ from mnist.data import device_images
 from mnist.errors import UserError, run_cli
 from mnist.handwriting import format_report, read_labels, reading_report
 from mnist.model import model_from_checkpoint, predict_logits
-from mnist.preprocess import ImageError, Stages, Steps, preprocess_stages
+from mnist.preprocess import WORKING_SIZE, ImageError, Stages, Steps, preprocess_stages
 
 MAX_SIDE = 2048  # larger images are scaled down on opening: the digit ends up 20 px anyway
 
@@ -36,7 +36,7 @@ def read_image(source: Path | BinaryIO, name: str) -> Image.Image:
         with Image.open(source) as opened:
             # A digit needs no more than MAX_SIDE pixels: bound the work and memory on huge files
             # (JPEG decodes straight at a fraction of its size; other formats are scaled once).
-            opened.draft(opened.mode, (MAX_SIDE, MAX_SIDE))
+            opened.draft(opened.mode, (WORKING_SIZE * 2, WORKING_SIZE * 2))  # still twice what preprocessing uses
             image = opened.copy()
         image.thumbnail((MAX_SIDE, MAX_SIDE))
     except Image.DecompressionBombError:
@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {error}", file=sys.stderr)
             failures += 1
     if not loaded:
-        return 1
+        return 2
     paths, originals, digits = zip(*loaded)
     prediction = predictor.predict(list(digits))
     if truth is None or args.json:
@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
                     [f"{paths[i].name} (is {truth[i]})" for i in wrong], misread, Path(args.misread))
         if len(wrong):
             print(f"misread images: {args.misread}", file=sys.stderr)
-    return 1 if failures else 0
+    return 2 if failures else 0  # bad input, as every CLI here: exit 2 (the other images were read)
 
 
 if __name__ == "__main__":

@@ -37,11 +37,13 @@ def draw_digit(browser, strokes: list[list[tuple[float, float]]], pen: int) -> t
     browser.find_element(By.ID, "clear").click()
     browser.execute_script("document.getElementById('pen').value = arguments[0];", pen)
     pad = browser.find_element(By.ID, "pad")
+    before = int(browser.execute_script("return document.body.dataset.sent || 0"))
     for stroke in strokes:
         draw_stroke(browser, pad, stroke)
+    # Each stroke's end sends the drawing (once the canvas is encoded); the last one's answer is shown.
     wait_for(browser, lambda: browser.execute_script(
-        "return document.body.dataset.sent && document.body.dataset.sent === document.body.dataset.answered"),
-        "the page's answer to the last stroke")
+        "const d = document.body.dataset; return Number(d.sent) >= arguments[0] && d.sent === d.answered;",
+        before + len(strokes)), "the page's answer to the last stroke")
     shown = browser.find_element(By.ID, "digit").text
     png = browser.execute_script("return document.getElementById('pad').toDataURL('image/png');")
     return shown, base64.b64decode(png.split(",", 1)[1])

@@ -91,7 +91,7 @@ def test_a_decompression_bomb_is_one_line_and_the_next_files_are_read(
     with pytest.raises(SystemExit) as exit_info:
         run_cli(predict_main, [str(bomb), str(good), "--checkpoint", str(tiny_run / "best.pt")])
     captured = capsys.readouterr()
-    assert exit_info.value.code == 1
+    assert exit_info.value.code == 2
     assert f"{bomb}: too large to read safely" in captured.err and "Traceback" not in captured.err
     assert f"{good}: " in captured.out
 

@@ -48,7 +48,7 @@ def test_augmented_images_keep_their_label_and_stay_in_the_frame(digits: tuple) 
     assert not torch.allclose(inputs, to_model_input(images[order]))
     # The same digit, moved: undoing each image's own transform gives back its source image,
     # and it matches that source better than any other image of the batch.
-    theta = batches.theta[order]
+    theta = batches.draw.theta[order]
     inverse = torch.linalg.inv(torch.cat([theta, torch.tensor([[[0.0, 0.0, 1.0]]]).expand(len(theta), 1, 3)], 1))
     restored = affine_images(pixels, inverse[:, :2]).flatten(1)
     source = (images[order].float() / 255).flatten(1)
@@ -73,6 +73,50 @@ def test_augmentation_differs_per_epoch_and_repeats_for_the_same_seed_and_epoch(
     _, _, order1 = one_batch(images, labels, Augmentation(), seed=0, epoch=1)
     assert not torch.allclose(first, later[torch.argsort(order2)][order1])  # same images, other transforms
     assert not torch.allclose(first, other)
+
+
+PEOPLES_VARIATION = {"shear": 20.0, "stretch": 0.25, "elastic": 3.0, "thickness": 0.8, "erase": 0.5}
+
+
+def center_of_mass(pixels: torch.Tensor) -> torch.Tensor:
+    """(B, 2) row and column of each image's centre of mass."""
+    axis = torch.arange(pixels.shape[-1], dtype=pixels.dtype)
+    mass = pixels.sum(dim=(1, 2, 3))
+    return torch.stack([(pixels.sum(dim=3)[:, 0] * axis).sum(1) / mass, (pixels.sum(dim=2)[:, 0] * axis).sum(1) / mass], 1)
+
+
+@pytest.mark.parametrize("knob", sorted(PEOPLES_VARIATION))
+def test_each_knob_of_peoples_variation_keeps_labels_stays_in_the_frame_and_repeats(digits: tuple, knob: str) -> None:
+    images, labels = digits
+    augmentation = Augmentation(**{knob: PEOPLES_VARIATION[knob]})
+    inputs, targets, order = one_batch(images, labels, augmentation)
+    assert torch.equal(targets, labels[order])  # labels never change
+    source = images[order].float() / 255
+    pixels = (inputs * 0.3081 + 0.1307).clamp(0, 1)
+    changed = (pixels - source).abs().flatten(1).amax(1) > 0.1
+    assert float(changed.float().mean()) > (0.3 if knob == "erase" else 0.75)  # it acts on most images
+    # Still inside the frame: the ink stays where it was (centre of mass within 3 px), and keeps
+    # most of its mass (thickness changes it by design, but not to nothing or to a blot).
+    assert float((center_of_mass(pixels) - center_of_mass(source)).abs().max()) < 3
+    mass = pixels.sum(dim=(1, 2, 3)) / source.sum(dim=(1, 2, 3))
+    assert float(mass.min()) > 0.4 and float(mass.max()) < 2.5
+    border = pixels.clone()
+    border[:, :, 2:-2, 2:-2] = 0  # the two outermost rings of the frame: nearly no ink gets there
+    assert float((border.sum(dim=(1, 2, 3)) / pixels.sum(dim=(1, 2, 3))).mean()) < 0.01
+    again, _, _ = one_batch(images, labels, augmentation)
+    later, _, later_order = one_batch(images, labels, augmentation, epoch=2)
+    assert torch.equal(inputs, again)  # the same (seed, epoch): the same draw
+    assert not torch.allclose(inputs, later[torch.argsort(later_order)][order])  # another epoch: another draw
+
+
+def test_erasing_takes_out_a_small_box_and_nothing_else(digits: tuple) -> None:
+    images, labels = digits
+    inputs, _, order = one_batch(images, labels, Augmentation(erase=1.0))
+    pixels = (inputs * 0.3081 + 0.1307).clamp(0, 1)
+    source = images[order].float() / 255
+    assert bool((pixels <= source + 1e-5).all())  # only taken away
+    removed = (source - pixels > 1e-5).flatten(1).sum(1)
+    assert int(removed.max()) <= 7 * 7
 
 
 def test_whole_pixel_shift_through_the_affine_path_equals_the_exact_shift(digits: tuple) -> None:
@@ -163,7 +207,8 @@ def test_every_knob_has_a_flag_and_the_tutorials_short_flags_stay() -> None:
 
 @pytest.mark.parametrize("key, value", [
     ("rotate", 46), ("rotate", -1), ("scale", 0.6), ("weight_decay", -0.1), ("label_smoothing", 0.5),
-    ("schedule", "linear"), ("shift", 1.5), ("amp", "yes"),
+    ("schedule", "linear"), ("shift", 1.5), ("amp", "yes"), ("shear", 50), ("stretch", -0.1), ("elastic", 7),
+    ("thickness", 1.5), ("erase", 2),
 ])
 def test_new_knobs_refuse_out_of_range_values_naming_the_key(key: str, value: object) -> None:
     with pytest.raises(UserError, match=f"^{key} must be"):

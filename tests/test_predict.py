@@ -113,7 +113,7 @@ def test_cli_reports_each_file_and_survives_bad_ones(tmp_path: Path, trained_mod
     with pytest.raises(SystemExit) as exit_info:
         run_cli(main, [str(folder), "--checkpoint", str(trained_model), "--json", "--sheet", str(sheet)])
     out, err = capsys.readouterr()
-    assert exit_info.value.code == 1  # some files failed
+    assert exit_info.value.code == 2  # some files failed: bad input, the others still read
     lines = [json.loads(line) for line in out.splitlines()]
     assert [Path(line["file"]).name for line in lines] == ["good_0.png", "good_1.png", "good_2.png"]
     assert all(len(line["top3"]) == 3 and 0 <= line["digit"] <= 9 for line in lines)
@@ -135,3 +135,42 @@ def test_bad_checkpoint_stops_before_any_image(tmp_path: Path, capsys: pytest.Ca
         run_cli(main, [str(tmp_path / "a.png"), "--checkpoint", str(checkpoint)])
     out, err = capsys.readouterr()
     assert exit_info.value.code == 2 and message in err and out == "" and err.count("\n") == 1
+
+
+def test_a_labelled_folder_is_scored_with_per_digit_accuracy_confusions_and_a_sheet_of_misreads(
+        tmp_path: Path, trained_model: Path, mnist_data: MnistData, capsys: pytest.CaptureFixture) -> None:
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    truth = mnist_data.test_labels[:60]
+    for index, digit in enumerate(mnist_data.test_images[:60]):
+        Image.fromarray(255 - digit).resize((84, 84)).save(folder / f"d{index:02d}.png")
+    labels = dict(zip([f"d{i:02d}.png" for i in range(60)], truth))
+    labels["d00.png"] = (truth[0] + 1) % 10  # one label the model will disagree with
+    (folder / "labels.csv").write_text("file,label\n" + "".join(f"{f},{d}\n" for f, d in labels.items()))
+    misread = tmp_path / "misread.png"
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(main, [str(folder), "--labels", str(folder / "labels.csv"), "--checkpoint", str(trained_model),
+                       "--misread", str(misread)])
+    out, _ = capsys.readouterr()
+    assert exit_info.value.code == 0
+    predicted = Predictor(trained_model).predict([load_image(folder / f)[1] for f in labels]).labels
+    right = int((predicted == np.array(list(labels.values()))).sum())
+    assert f"accuracy {right / 60:.4f} ({right}/60)" in out
+    assert "per digit: 0: " in out and f"{truth[0]} read as" in out  # the planted misreading is among them
+    assert misread.read_bytes()[:8] == PNG_MAGIC
+
+
+@pytest.mark.parametrize("content, message", [
+    ("name,digit\na.png,1\n", "needs a header row with the columns file,label"),
+    ("file,label\na.png,seven\n", "line 2: label must be a digit 0-9, got 'seven'"),
+    ("file,label\nnothere.png,1\n", "labels none of the 1 image(s) given"),
+])
+def test_a_bad_labels_file_is_one_line_naming_it(tmp_path: Path, trained_model: Path, capsys, content: str,
+                                                  message: str) -> None:
+    Image.new("L", (50, 50), 255).save(tmp_path / "a.png")
+    (tmp_path / "labels.csv").write_text(content)
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(main, [str(tmp_path / "a.png"), "--labels", str(tmp_path / "labels.csv"), "--checkpoint",
+                       str(trained_model)])
+    _, err = capsys.readouterr()
+    assert exit_info.value.code == 2 and f"labels.csv: {message}" in err and "Traceback" not in err

@@ -1,0 +1,84 @@
+"""Knowing when it does not know: temperature scaling, the "not sure" threshold, where they are stored and used."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mnist.calibration import calibrate_logits, expected_calibration_error, fit_temperature, unsure_threshold
+from mnist.checkpoint import load_checkpoint, save_checkpoint
+from mnist.data import MnistData
+from mnist.predict import Prediction, Predictor, main
+
+
+def overconfident(count: int = 4000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Logits of a model right 80% of the time but nearly always ~100% sure: the case calibration fixes."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, count)
+    read = np.where(rng.random(count) < 0.8, labels, rng.integers(0, 10, count))
+    logits = rng.normal(0, 1, (count, 10))
+    logits[np.arange(count), read] += 12  # far too sure of whatever it read
+    return logits, labels
+
+
+def test_temperature_scaling_lowers_the_expected_calibration_error_of_an_overconfident_model() -> None:
+    logits, labels = overconfident()
+    result = calibrate_logits(logits, labels)
+    assert result["temperature"] > 2  # softened
+    assert result["val_ece_before"] > 0.15 and result["val_ece_after"] < result["val_ece_before"] / 3
+    # The same predictions: dividing by T changes confidence, never the ranking.
+    assert np.array_equal((logits / result["temperature"]).argmax(1), logits.argmax(1))
+
+
+def test_a_calibrated_model_keeps_a_temperature_near_one() -> None:
+    rng = np.random.default_rng(1)
+    logits = rng.normal(0, 2, (5000, 10))
+    probabilities = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    labels = np.array([rng.choice(10, p=p) for p in probabilities])  # labels drawn from the model itself
+    assert fit_temperature(logits, labels) == pytest.approx(1.0, abs=0.1)
+    assert expected_calibration_error(probabilities, labels) < 0.03
+
+
+def test_the_threshold_keeps_the_sure_answers_within_the_target_risk() -> None:
+    confidence = np.linspace(0.3, 1.0, 1000)
+    probabilities = np.zeros((1000, 10))
+    probabilities[:, 0] = confidence
+    probabilities[:, 1:] = ((1 - confidence) / 9)[:, None]
+    labels = np.where(confidence < 0.6, 1, 0)  # everything below 0.6 is misread
+    threshold = unsure_threshold(probabilities, labels, risk=0.0)
+    assert 0.59 < threshold < 0.61
+    assert unsure_threshold(probabilities, np.ones(1000, dtype=int), risk=0.0) == 1.0  # never right: never sure
+
+
+def test_unsure_answers_name_the_two_likeliest_digits() -> None:
+    probabilities = np.array([[0.0, 0, 0, 0, 0.45, 0, 0, 0, 0, 0.55], [0.0, 0, 0, 0, 0, 0, 0, 0.99, 0, 0.01]])
+    prediction = Prediction(probabilities.argmax(1), probabilities, np.array([True, False]))
+    assert prediction.describe(0) == "not sure: 9 or 4" and prediction.describe(1) == "7"
+
+
+def test_training_stores_the_calibration_in_best_pt_and_predict_uses_it(tiny_run: Path, mnist_data: MnistData,
+                                                                         tmp_path: Path, capsys) -> None:
+    state = load_checkpoint(tiny_run / "best.pt")
+    calibration = state["calibration"]
+    assert calibration["val_count"] == 400 and calibration["temperature"] > 0
+    assert calibration["val_ece_after"] <= calibration["val_ece_before"]
+    # predict's --json carries the calibrated probabilities and the flag.
+    for index in range(5):
+        Image.fromarray(255 - mnist_data.test_images[index]).save(tmp_path / f"d{index}.png")
+    main([str(tmp_path), "--checkpoint", str(tiny_run / "best.pt"), "--json"])
+    answers = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(answers) == 5 and all(set(a) >= {"digit", "unsure", "probabilities", "top3"} for a in answers)
+    predictor = Predictor(tiny_run / "best.pt")
+    digits = [np.asarray(Image.open(tmp_path / f"d{i}.png")) for i in range(5)]
+    assert predictor.temperature == calibration["temperature"]
+    for answer in answers:
+        assert sum(answer["probabilities"]) == pytest.approx(1, abs=1e-4)
+        assert answer["unsure"] == (max(answer["probabilities"]) < calibration["unsure_below"])
+    # A checkpoint from before calibration existed reads as before: T = 1, never unsure.
+    del state["calibration"]
+    save_checkpoint(state, tmp_path / "old.pt")
+    old = Predictor(tmp_path / "old.pt")
+    assert old.temperature == 1.0 and not old.predict([255 - d for d in digits]).unsure.any()
