@@ -17,12 +17,9 @@ from PIL import Image
 
 from mnist.data import MnistData
 from mnist.predict import Predictor, load_image, top_three
-from tests.canvas_set import draw_set
+from tests.canvas_set import draw_set, wait_for
 from tests.helpers import (ROOT, draw_stroke, free_port, headless_chromium, ring, start_server, stop_process,
                            vertical_bar)
-
-WAIT_S = 30
-
 
 @pytest.fixture(scope="module")
 def browser():
@@ -55,12 +52,6 @@ def draw_page(digit_model: Path, tmp_path_factory: pytest.TempPathFactory):
     yield url
     stop_process(process)
     assert process.returncode == 0, log.read_text()[-2000:]
-
-
-def wait_for(browser, condition, what: str):
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    return WebDriverWait(browser, WAIT_S).until(lambda _: condition(), message=f"waited {WAIT_S} s for {what}")
 
 
 def answer(browser) -> tuple[str, str]:

@@ -82,3 +82,25 @@ def test_training_stores_the_calibration_in_best_pt_and_predict_uses_it(tiny_run
     save_checkpoint(state, tmp_path / "old.pt")
     old = Predictor(tmp_path / "old.pt")
     assert old.temperature == 1.0 and not old.predict([255 - d for d in digits]).unsure.any()
+
+
+def test_the_field_test_reads_each_set_with_both_preprocessings(tiny_run: Path, tmp_path: Path) -> None:
+    """mnist.field_test on small sets: MNIST test accuracy, and each set's reading before and now."""
+    from sklearn.datasets import load_digits
+
+    from mnist.field_test import field_test
+    from mnist.handwriting import CANVAS_SET, read_labels, scan_photo, write_labels
+
+    scans = tmp_path / "scans" / "report"
+    scans.mkdir(parents=True)
+    digits, rng = load_digits(), np.random.default_rng(0)
+    write_labels(scans, {f"s{i}.jpg": int(digits.target[i]) for i in range(20)})
+    for i in range(20):
+        scan_photo(digits.images[i], rng).save(scans / f"s{i}.jpg", quality=95)
+    committed = read_labels(CANVAS_SET / "report" / "labels.csv")
+    assert len(committed) == 200 and sorted(set(committed.values())) == list(range(10))  # the shipped set
+    result = field_test(tiny_run / "best.pt", {"scans": tmp_path / "scans", "canvas": CANVAS_SET}, "report")
+    assert 0.5 < result["mnist_test_accuracy"] <= 1 and result["calibrated"]
+    assert result["sets"]["scans"]["now"]["count"] == 20 and result["sets"]["canvas"]["before"]["count"] == 200
+    for reading in result["sets"].values():
+        assert {"before", "now"} == set(reading) and all(0 <= r["accuracy"] <= 1 for r in reading.values())
