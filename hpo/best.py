@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from hpo.retrain import Fit, newest_experiment, print_comparison, retrain_winner
+from hpo.retrain import Fit, newest_experiment, print_comparison, retrain_winner, staging_folder
 from hpo.storage import ExperimentStore, join_uri, split_experiment
 from mnist.errors import UserError, run_cli
 
@@ -53,12 +53,14 @@ def main(argv: list[str] | None = None) -> int:
     store = ExperimentStore(*split_experiment(location), local_root=args.local_dir)
     if not store.exists():
         raise UserError(f"{location}: no such experiment folder")
-    store.pull()
-    # Ray Train's runs (workers > 1) go where every node reaches: beside the experiment.
-    train_storage = join_uri(store.location, "best") if store.remote else str((store.local / "best").resolve())
-    fit = Fit(args.workers, args.gpus_per_worker, args.address, train_storage)
-    summary = retrain_winner(store.local, args.select, args.seeds, args.epochs, args.full, args.baseline, fit)
-    store.push("best")
+    with store.lock("best.py"):  # no search and no other best.py writes this experiment meanwhile
+        store.pull()
+        # Ray Train's runs (workers > 1) go where every node reaches: beside the experiment.
+        train_storage = (join_uri(store.location, "best") if store.remote
+                         else str(staging_folder(store.local).resolve()))
+        fit = Fit(args.workers, args.gpus_per_worker, args.address, train_storage)
+        summary = retrain_winner(store.local, args.select, args.seeds, args.epochs, args.full, args.baseline, fit)
+        store.push("best")
     print_comparison(summary)
     print(f"wrote {store}/best: model.pt, metrics.json, comparison.json, comparison.png, confusion_matrix.png, "
           "misclassified.png")

@@ -30,7 +30,7 @@ from hpo.storage import ExperimentStore
 from hpo.tb_logger import TrialTensorBoard
 from hpo.trainable import ccnet_trainable
 from mnist.checkpoint import run_metadata, write_json_atomic
-from mnist.data import load_mnist
+from mnist.data import MnistData, load_mnist, split_train_val
 from mnist.errors import UserError
 
 
@@ -56,9 +56,20 @@ def search_space(experiment: dict[str, Any]) -> dict[str, Any]:
     return {**trial_config(experiment, {}), **domains}
 
 
+def training_data(experiment: dict[str, Any]) -> MnistData:
+    """The data every trial trains on, read and split once before anything starts: bad data, or a split
+    with no validation images to select on, is refused before Ray starts or a file is written."""
+    config = trial_config(experiment, {})
+    if config["val_fraction"] == 0:
+        raise UserError("train.val_fraction is 0: a search selects on validation accuracy, so it needs a "
+                        "validation split (0 is for retraining a winner: hpo/best.py --full)")
+    data = load_mnist(config["data"])
+    split_train_val(data, config["val_fraction"], config["limit"])
+    return data
+
+
 def make_tuner(experiment: dict[str, Any], store: ExperimentStore, resume: bool, resources: dict[str, float],
-               concurrent: int) -> tune.Tuner:
-    data = load_mnist(experiment["train"].get("data"))
+               concurrent: int, data: MnistData) -> tune.Tuner:
     print(f"each trial: {resources['cpu']:g} CPU, {resources['gpu']:g} GPU; up to {concurrent} at once", flush=True)
     # with_parameters puts the 60 MB of uint8 images in the object store once; trials read it zero-copy.
     trainable = tune.with_resources(tune.with_parameters(ccnet_trainable, data=data), resources)
@@ -140,6 +151,7 @@ def run_search(experiment: dict[str, Any], store: ExperimentStore, resume: bool,
     # folder even at verbose=0; the classic one stays quiet: the console is SearchProgress's.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    data = training_data(experiment)
     connect(address)
     try:
         resources, concurrent = trial_resources(experiment)
@@ -149,7 +161,7 @@ def run_search(experiment: dict[str, Any], store: ExperimentStore, resume: bool,
             write_json_atomic(store.local / "experiment.json", {"experiment": experiment, **run_metadata(),
                                                                 "whereabouts": store.whereabouts()})
             store.push("experiment.json")
-        tuner = make_tuner(experiment, store, resume, resources, concurrent)
+        tuner = make_tuner(experiment, store, resume, resources, concurrent, data)
         started = time.monotonic()
         with live_dashboard(store, dashboard_port):
             results = tuner.fit()

@@ -8,6 +8,7 @@ the same seeds (paired), so the gain from the search is measured with its uncert
 from __future__ import annotations
 
 import json
+import shutil
 import statistics
 from pathlib import Path
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from hpo.storage import join_uri
 from hpo.plots import plot_comparison
 from hpo.summary import winner
 from mnist.calibration import calibrate_checkpoint
-from mnist.checkpoint import run_metadata, save_checkpoint, write_json_atomic
+from mnist.checkpoint import replace_folder, run_metadata, save_checkpoint, write_json_atomic
 from mnist.data import MnistData, load_mnist
 from mnist.errors import UserError
 from mnist.evaluate import evaluate_model, write_evaluation
@@ -142,7 +143,10 @@ def retrain_winner(folder: Path, select: str, seeds: int, epochs: int | None, fu
         config["val_fraction"] = 0.0
     seed_list = [experiment["seed"] + i for i in range(seeds)]
     data = load_mnist(config["data"])
-    out = folder / "best"
+    # Built aside and swapped in whole at the end: a run stopped at any moment leaves the previous best/
+    # (or none), never one run's comparison beside another's model.
+    out = staging_folder(folder)
+    shutil.rmtree(out, ignore_errors=True)  # a stopped run's leftovers (the lock says none is running)
     print(f"winner: trial {int(top['trial'])}, selected by {SELECTION_RULES[select]} "
           f"(val_acc {top['best_val_acc' if select == 'best' else 'last_val_acc']:.4f})", flush=True)
     baseline_params = baseline_point(experiment["search_space"], config["epochs"])
@@ -181,7 +185,13 @@ def retrain_winner(folder: Path, select: str, seeds: int, epochs: int | None, fu
             extra.update({"test_accuracy_mean": summary["winner"]["mean"],
                           "test_accuracy_std": summary["winner"]["std"], "search": summary})
         write_evaluation(result, data, arm_out, extra)
+    replace_folder(out, folder / "best")
     return summary
+
+
+def staging_folder(folder: Path) -> Path:
+    """Where best/ is built before it replaces the old one (Ray Train's runs go there too)."""
+    return folder / ".best.staging"
 
 
 def compare_runs(winner_runs: list, baseline_runs: list, data: MnistData) -> dict[str, Any]:

@@ -67,18 +67,21 @@ def newest_experiment(storage: str) -> str:
     return folders[-1].name
 
 
+def check_name(name: str) -> str:
+    """An experiment's name is one folder inside --storage-path: not a path, not '.' or '..'."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name or name.startswith("."):
+        raise UserError(f"--name {name!r}: must name one folder inside --storage-path (no '/', not '.' or '..', "
+                        "not starting with '.')")
+    return name
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.dashboard is not None:  # a busy port is refused now, not after the cluster has started
         check_port_free(args.dashboard, HOST)
     if args.resume:
-        store = ExperimentStore(args.storage_path, args.name or newest_experiment(args.storage_path), args.local_dir)
-        store.pull()
-        saved = store.local / "experiment.json"
-        if not saved.exists():
-            raise UserError(f"{store}: no experiment to resume there (no experiment.json)")
-        experiment = json.loads(saved.read_text())["experiment"]
-        print(f"resuming {store} with its saved experiment settings", flush=True)
+        store = ExperimentStore(args.storage_path, check_name(args.name or newest_experiment(args.storage_path)),
+                                args.local_dir)
     else:
         file_values = load_experiment_file(args.experiment) if args.experiment else {}
         overrides = {"num_samples": args.num_samples, "max_epochs": args.max_epochs, "grace_period": args.grace_period,
@@ -89,7 +92,21 @@ def main(argv: list[str] | None = None) -> int:
             file_values = {**file_values, "train": {**file_values.get("train", {}), "limit": args.limit}}
         experiment = resolve_experiment(file_values, overrides, args.experiment or "built-in experiment")
         stem = Path(args.experiment).stem if args.experiment else "default"
-        store = ExperimentStore(args.storage_path, args.name or f"{stem}-{datetime.now():%Y%m%d-%H%M%S}", args.local_dir)
+        store = ExperimentStore(args.storage_path, check_name(args.name or f"{stem}-{datetime.now():%Y%m%d-%H%M%S}"),
+                                args.local_dir)
+    with store.lock("search.py"):  # one driver per experiment folder, for its whole life
+        return search(store, args, None if args.resume else experiment)
+
+
+def search(store: ExperimentStore, args: argparse.Namespace, experiment: dict | None) -> int:
+    """Run (experiment given) or resume (None: its saved settings) the search in `store`, holding its lock."""
+    if experiment is None:
+        store.pull()
+        saved = store.local / "experiment.json"
+        if not saved.exists():
+            raise UserError(f"{store}: no experiment to resume there (no experiment.json)")
+        experiment = json.loads(saved.read_text())["experiment"]
+        print(f"resuming {store} with its saved experiment settings", flush=True)
     print(f"search {store.name}: {experiment['num_samples']} trials, {experiment['max_epochs']} epochs at most; "
           f"Ray's full log: {store.local / 'search.log'}", flush=True)
     try:

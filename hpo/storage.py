@@ -8,8 +8,12 @@ search (or best.py) ends and copied back from it to resume.
 """
 from __future__ import annotations
 
+import fcntl
+import os
 import posixpath
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 import pyarrow.fs
@@ -63,6 +67,40 @@ class ExperimentStore:
 
     def __str__(self) -> str:
         return self.location
+
+    @property
+    def lock_file(self) -> Path:
+        """Beside the experiment folder, not in it: taking the lock creates nothing inside (a refused run
+        leaves no folder), and the lock outlives a folder that is being swapped or removed."""
+        return self.local.parent / f".{self.name}.lock"
+
+    @contextmanager
+    def lock(self, what: str) -> Iterator[None]:
+        """Hold the experiment for one driver (`what`: "search.py", "best.py") for the whole block.
+
+        An exclusive flock on the lock file: the kernel drops it when the process ends, however
+        it ends (SIGKILL included), so no stale lock is ever left. A second driver is refused in
+        one line naming the first one's pid. (One machine's drivers only: flock does not reach
+        across the nodes of a cluster; run the drivers of one experiment from one machine.)
+        """
+        self.lock_file.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.lock_file, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise UserError(f"{self}: in use by {holder}; wait for it to end (or stop it), or choose another "
+                            "--name") from None
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"{what} (pid {os.getpid()})")
+            handle.flush()
+            yield
+        finally:
+            handle.close()  # releases the lock
 
     def whereabouts(self) -> dict[str, str]:
         """Where this experiment is, absolutely: Ray's and Optuna's saved state name these places."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -62,6 +63,17 @@ def write_atomic(path: str | Path, write: Callable[[str], None]) -> None:
         if _disk_full(error):  # what was there before stays whole: only the temporary file is gone
             raise UserError(f"no space left on the device of {path.parent} (writing {path.name})") from None
         raise
+
+
+def replace_folder(staging: Path, target: Path) -> None:
+    """Put the finished `staging` folder in `target`'s place: a reader finds the whole old folder, the whole
+    new one, or (for an instant, or after a kill at that instant) none; never a mix of the two."""
+    old = target.with_name(f".{target.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(staging, target)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _disk_full(error: BaseException) -> bool:

@@ -248,7 +248,11 @@ def main(argv: list[str] | None = None) -> int:
     data = load_mnist(config["data"])
     split_train_val(data, config["val_fraction"], config["limit"])
     default_out = Path(args.resume).parent if args.resume else Path("results/train") / datetime.now().strftime("%Y%m%d-%H%M%S")
-    outputs = RunOutputs(Path(args.out) if args.out else default_out, config)
+    out = Path(args.out) if args.out else default_out
+    if not args.resume and any((out / name).exists() for name in ("last.pt", "best.pt", "config.json")):
+        raise UserError(f"{out}: holds a training run already; continue it with --resume {out / 'last.pt'}, "
+                        "or choose another --out")
+    outputs = RunOutputs(out, config)
     print(f"run folder: {outputs.folder}", flush=True)
     history = train(config, data=data, on_epoch=outputs.on_epoch, resume_from=resume_from,
                     progress=sys.stderr.isatty())

@@ -1,0 +1,108 @@
+"""One owner per folder, nothing half-written: a lock per experiment, folders swapped in whole, refusals leave nothing.
+
+Each row of REFUSED is a member of a class: adding the next one is a line.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from hpo.storage import ExperimentStore
+from mnist.checkpoint import replace_folder
+from mnist.errors import UserError
+from tests.helpers import ROOT, run_script
+
+# (script, arguments with {tmp} for the test's folder, what the one line says) -- each refused with
+# exit 2, one line, no traceback, before Ray starts, and nothing left in {tmp}/results.
+REFUSED = [
+    ("search.py", ["--name", "..", "--storage-path", "{tmp}/results"], "must name one folder inside --storage-path"),
+    ("search.py", ["--name", "a/b", "--storage-path", "{tmp}/results"], "must name one folder inside --storage-path"),
+    ("search.py", ["--name", "/abs", "--storage-path", "{tmp}/results"], "must name one folder inside --storage-path"),
+    ("search.py", ["--name", "x", "--storage-path", "{tmp}/results", "--experiment", "{tmp}/val0.yaml"],
+     "train.val_fraction is 0"),
+    ("search.py", ["--name", "x", "--storage-path", "{tmp}/results", "--experiment", "{tmp}/baddata.yaml"],
+     "mnist_train.csv"),
+]
+
+
+@pytest.fixture
+def experiment_files(tmp_path: Path) -> Path:
+    (tmp_path / "val0.yaml").write_text("num_samples: 2\nmax_epochs: 1\ntrain:\n  val_fraction: 0.0\n")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "mnist_train.csv").write_text("not,a,digit\n")
+    (tmp_path / "baddata.yaml").write_text(f"num_samples: 2\nmax_epochs: 1\ntrain:\n  data: {tmp_path / 'data'}\n")
+    return tmp_path
+
+
+@pytest.mark.parametrize("script, arguments, message", REFUSED)
+def test_refused_in_one_line_before_any_work_leaving_nothing(experiment_files: Path, script: str,
+                                                             arguments: list[str], message: str) -> None:
+    tmp = experiment_files
+    result = run_script(script, [argument.format(tmp=tmp) for argument in arguments], timeout=120)
+    assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1, result.stderr
+    leftovers = [p.name for p in (tmp / "results").glob("*") if not p.name.endswith(".lock")]
+    assert leftovers == [], leftovers  # no stub folder, no log
+
+
+def test_a_second_driver_on_the_same_folder_is_refused_naming_the_first(tmp_path: Path) -> None:
+    store = ExperimentStore(str(tmp_path / "results"), "shared")
+    (tmp_path / "results" / "shared").mkdir(parents=True)  # the running search's folder
+    with store.lock("search.py"):
+        started = time.monotonic()
+        search = run_script("search.py", ["--name", "shared", "--storage-path", str(tmp_path / "results"),
+                                          "--num-samples", "2", "--max-epochs", "1", "--limit", "500"], timeout=120)
+        best = run_script("best.py", ["--experiment", str(tmp_path / "results" / "shared")], timeout=120)
+        resume = run_script("search.py", ["--resume", "--name", "shared", "--storage-path",
+                                          str(tmp_path / "results")], timeout=120)
+    for result in (search, best, resume):
+        assert result.returncode == 2 and f"in use by search.py (pid {os.getpid()})" in result.stderr, result.stderr
+        assert result.stderr.count("\n") == 1
+    assert time.monotonic() - started < 60  # refused at once, Ray never started
+    assert not any((tmp_path / "results" / "shared").iterdir())  # nothing touched in it
+
+
+def test_the_lock_dies_with_its_process_even_by_sigkill(tmp_path: Path) -> None:
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from hpo.storage import ExperimentStore\n"
+        f"store = ExperimentStore({str(tmp_path)!r}, 'x')\n"
+        "with store.lock('search.py'):\n    print('held', flush=True); time.sleep(600)")],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    store = ExperimentStore(str(tmp_path), "x")
+    with pytest.raises(UserError, match=f"in use by search.py \\(pid {holder.pid}\\)"):
+        with store.lock("best.py"):
+            pass
+    holder.kill()
+    holder.wait(timeout=30)
+    with store.lock("best.py"):  # no stale lock
+        assert f"pid {os.getpid()}" in store.lock_file.read_text()
+
+
+def test_a_folder_is_replaced_whole(tmp_path: Path) -> None:
+    target, staging = tmp_path / "best", tmp_path / ".best.staging"
+    target.mkdir()
+    (target / "model.pt").write_text("old")
+    (target / "comparison.json").write_text("old")
+    staging.mkdir()
+    (staging / "model.pt").write_text("new")
+    replace_folder(staging, target)
+    assert {p.name: p.read_text() for p in target.iterdir()} == {"model.pt": "new"}  # nothing of the old run
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best"]  # no staging, no .old left
+
+
+def test_training_into_a_folder_that_holds_a_run_is_refused(tiny_run: Path, capsys: pytest.CaptureFixture) -> None:
+    from mnist.errors import run_cli
+    from mnist.train import main as train_main
+
+    before = (tiny_run / "best.pt").read_bytes()
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(train_main, ["-e", "1", "--limit", "500", "--out", str(tiny_run)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "holds a training run already" in err and "--resume" in err
+    assert (tiny_run / "best.pt").read_bytes() == before  # never an overwritten best.pt
