@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 import torch
 
+from mnist.config import resolve_config, upgrade_config
 from mnist.errors import UserError
 
 # Every checkpoint has a model and its config; a training checkpoint also what resuming needs.
@@ -112,4 +113,21 @@ def load_checkpoint(path: str | Path, for_resume: bool = False) -> dict[str, Any
     if not isinstance(state, dict) or any(key not in state for key in needed):
         what = "training checkpoint to resume from" if for_resume else "CCNet checkpoint"
         raise UserError(f"{path}: not a {what} (expected keys {', '.join(needed)})")
+    check_contents(state, path)
     return state
+
+
+def check_contents(state: dict[str, Any], path: Path) -> None:
+    """Refuse, naming the file, weights that are not a table of tensors or not finite (a diverged run's),
+    and a config that breaks the knobs' rules."""
+    weights = state["model"]
+    if not isinstance(weights, dict) or not all(isinstance(value, torch.Tensor) for value in weights.values()):
+        raise UserError(f"{path}: its model is not a table of weight tensors")
+    if not all(bool(torch.isfinite(value).all()) for value in weights.values() if value.is_floating_point()):
+        raise UserError(f"{path}: its weights are not finite (a run that diverged); train again or pick another")
+    if not isinstance(state["config"], dict):
+        raise UserError(f"{path}: its config is not a mapping")
+    try:
+        resolve_config(upgrade_config(state["config"]))
+    except UserError as error:
+        raise UserError(f"{path}: config: {error}") from None

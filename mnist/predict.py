@@ -105,9 +105,13 @@ class Predictor:
 def default_checkpoint(results: Path = Path("results")) -> Path:
     """The newest retrained search winner (results/*/best/model.pt), else the newest training run's best.pt."""
     for pattern in ("*/best/model.pt", "train/*/best.pt"):
-        found = sorted(results.glob(pattern), key=lambda path: path.stat().st_mtime)
-        if found:
-            return found[-1]
+        for path in sorted(results.glob(pattern), key=lambda path: path.stat().st_mtime, reverse=True):
+            try:
+                load_checkpoint(path)
+            except UserError as error:  # a diverged or broken one is passed over, and said so
+                print(f"note: skipping {error}", file=sys.stderr)
+                continue
+            return path
     raise UserError(f"no checkpoint under {results}/ (no */best/model.pt, no train/*/best.pt): "
                     "train one with `python -m mnist.train` or pass --checkpoint")
 

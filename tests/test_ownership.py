@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from hpo.storage import ExperimentStore
 from mnist.checkpoint import replace_folder
@@ -106,3 +107,33 @@ def test_training_into_a_folder_that_holds_a_run_is_refused(tiny_run: Path, caps
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and "holds a training run already" in err and "--resume" in err
     assert (tiny_run / "best.pt").read_bytes() == before  # never an overwritten best.pt
+
+
+@pytest.mark.parametrize("spoil, message", [
+    (lambda state: state["model"]["fc.weight"].fill_(float("nan")), "its weights are not finite (a run that diverged)"),
+    (lambda state: state.update(model=torch.zeros(3)), "its model is not a table of weight tensors"),
+    (lambda state: state["config"].update(dropout=5), "config: dropout must be in [0, 1)"),
+])
+def test_a_spoiled_checkpoint_is_one_line_in_predict_and_evaluate_and_skipped_by_the_default_pick(
+        tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture, spoil, message: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from mnist.checkpoint import load_checkpoint, save_checkpoint
+    from mnist.errors import run_cli
+    from mnist.evaluate import main as evaluate_main
+    from mnist.predict import default_checkpoint
+    from mnist.predict import main as predict_main
+
+    state = load_checkpoint(tiny_run / "best.pt")
+    spoil(state)
+    spoiled = tmp_path / "results" / "train" / "new" / "best.pt"
+    save_checkpoint(state, spoiled)
+    for main, argv in ((predict_main, [str(tiny_run), "--checkpoint", str(spoiled)]),
+                       (evaluate_main, [str(spoiled), "--out", str(tmp_path / "eval")])):
+        with pytest.raises(SystemExit) as exit_info:
+            run_cli(main, argv)
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and f"{spoiled}: {message}" in err and err.count("\n") == 1, err
+    good = tmp_path / "results" / "train" / "old" / "best.pt"
+    save_checkpoint(load_checkpoint(tiny_run / "best.pt"), good)
+    os.utime(good, (1, 1))  # older than the spoiled one: the default pick passes over the newest
+    assert default_checkpoint(tmp_path / "results") == good
