@@ -21,7 +21,7 @@ import optuna_dashboard
 
 from hpo.searcher import check_any_study, optuna_storage
 from mnist.errors import run_cli
-from mnist.serve import check_port_free
+from mnist.webserver import check_port_free, guarded
 
 DEFAULT_PORT = 8080  # optuna-dashboard's own default
 HOST = "127.0.0.1"
@@ -30,6 +30,7 @@ HOST = "127.0.0.1"
 class ThreadingServer(ThreadingMixIn, WSGIServer):
     """One thread per request: the page's polling never queues behind a slow one."""
     daemon_threads = True
+    request_queue_size = 1024  # the listen backlog (socketserver's default of 5 dropped parallel page loads)
 
 
 class QuietHandler(WSGIRequestHandler):
@@ -40,15 +41,17 @@ class QuietHandler(WSGIRequestHandler):
 
 
 @contextmanager
-def serve_dashboard(folder: Path, port: int, host: str = HOST) -> Iterator[str]:
+def serve_dashboard(folder: Path, port: int, host: str = HOST, allow_edit: bool = False) -> Iterator[str]:
     """Serve optuna-dashboard for `folder`/optuna.db in a background thread; yields its URL.
 
-    The server thread is a daemon: Ctrl-C ends the process and the server with it, and leaving
-    the block (the search's end) shuts it down.
+    Read-only unless `allow_edit` (the dashboard can delete studies and trials), and only for
+    requests whose Host is this address (DNS rebinding). The server thread is a daemon: Ctrl-C
+    ends the process and the server with it, and leaving the block (the search's end) shuts it down.
     """
     check_port_free(port, host)
-    server = make_server(host, port, optuna_dashboard.wsgi(optuna_storage(folder)),
-                         server_class=ThreadingServer, handler_class=QuietHandler)
+    app = optuna_dashboard.wsgi(optuna_storage(folder))
+    server = make_server(host, port, app, server_class=ThreadingServer, handler_class=QuietHandler)
+    server.set_app(guarded(app, host, server.server_port, allow_edit))  # the port bound (0 = any free one)
     thread = threading.Thread(target=server.serve_forever, name="optuna-dashboard", daemon=True)
     thread.start()
     try:
@@ -62,11 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Open a search's Optuna study in the browser (optuna-dashboard).")
     parser.add_argument("folder", help="the search's folder, e.g. results/<name> (holds optuna.db)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port on {HOST} (default {DEFAULT_PORT})")
+    parser.add_argument("--allow-edit", action="store_true",
+                        help="let the page change the study (notes, deleting trials); read-only by default")
     args = parser.parse_args(argv)
     folder = Path(args.folder)
     check_port_free(args.port, HOST)
     check_any_study(folder)
-    with serve_dashboard(folder, args.port) as url:
+    with serve_dashboard(folder, args.port, allow_edit=args.allow_edit) as url:
         print(f"dashboard of {folder}: {url}  (Ctrl-C to stop)", flush=True)
         try:
             threading.Event().wait()

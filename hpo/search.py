@@ -20,7 +20,7 @@ from pathlib import Path
 
 from hpo.checkpoints import drop_stale_checkpoints
 from hpo.dashboard import DEFAULT_PORT, HOST
-from mnist.serve import check_port_free
+from mnist.webserver import check_port_free
 from hpo.driver import SearchInterrupted, run_search
 from hpo.experiment import load_experiment_file, resolve_experiment
 from hpo.progress import search_log

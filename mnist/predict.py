@@ -28,12 +28,18 @@ from mnist.model import model_from_checkpoint, predict_logits
 from mnist.preprocess import WORKING_SIZE, ImageError, Stages, Steps, preprocess_stages
 
 MAX_SIDE = 2048  # larger images are scaled down on opening: the digit ends up 20 px anyway
+# Larger images are refused before they are decoded: a 12000x12000 PNG of a few hundred KB would take
+# over a GB to decode. 70 MP holds an 8000x8000 scan and any phone's photo.
+MAX_PIXELS = 70_000_000
 
 
 def read_image(source: Path | BinaryIO, name: str) -> Image.Image:
     """An image from a file or a file-like object (an upload), bounded to MAX_SIDE; ImageError naming `name`."""
     try:
         with Image.open(source) as opened:
+            if opened.width * opened.height > MAX_PIXELS:  # read from the header: nothing decoded yet
+                raise ImageError(f"{name}: {opened.width}x{opened.height} px is over the {MAX_PIXELS / 1e6:.0f} "
+                                 "megapixels read here (a digit needs far fewer: scale it down)")
             # A digit needs no more than MAX_SIDE pixels: bound the work and memory on huge files
             # (JPEG decodes straight at a fraction of its size; other formats are scaled once).
             opened.draft(opened.mode, (WORKING_SIZE * 2, WORKING_SIZE * 2))  # still twice what preprocessing uses

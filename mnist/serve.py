@@ -13,32 +13,23 @@ from __future__ import annotations
 import argparse
 import base64
 import io
-import socket
 from pathlib import Path
 
 import numpy as np
 from flask import Flask, jsonify, render_template, request
 from PIL import Image
-from werkzeug.exceptions import RequestEntityTooLarge
-from werkzeug.serving import make_server
+from waitress.server import create_server
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from mnist.errors import UserError, run_cli
+from mnist.errors import run_cli
+from mnist.webserver import check_port_free, guarded
 from mnist.predict import ImageError, Predictor, answer, default_checkpoint, load_stages
 
 MAX_UPLOAD_MB = 16  # a phone photo is a few MB; more is not a digit worth reading
-
-
-def check_port_free(port: int, host: str) -> None:
-    """Refuse, in one line, a port that something already listens on (before anything slow starts)."""
-    if not 0 <= port <= 65535:
-        raise UserError(f"port {port}: not a TCP port (0 to 65535)")
-    with socket.socket() as probe:
-        # As the servers themselves do: a port whose last connections linger in TIME_WAIT is free.
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as error:
-            raise UserError(f"cannot listen on {host}:{port}: {error.strerror}; choose another port") from None
+# Requests answered at once (waitress's worker threads; more wait in its queue): each holds at most one
+# image of at most mnist.predict.MAX_PIXELS, decoded at most ~300 MB in RGBA, so the server stays under ~1.5 GB.
+SERVING_THREADS = 4
+BACKLOG = 1024  # connections the kernel queues while every thread is busy (wsgiref's 5 dropped them)
 
 
 STAGE_SIDE = 224  # the page shows the image as read and its ink at this size at most
@@ -91,6 +82,15 @@ def create_app(predictor: Predictor, checkpoint: Path) -> Flask:
     def too_large(_: RequestEntityTooLarge) -> tuple:
         return jsonify(error=f"file too large (over {MAX_UPLOAD_MB} MB)"), 413
 
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException) -> tuple:  # the page reads JSON, never an HTML error page
+        return jsonify(error=f"{error.code} {error.name}"), error.code
+
+    @app.errorhandler(Exception)
+    def unexpected(error: Exception) -> tuple:
+        app.logger.exception("unexpected error")
+        return jsonify(error=f"the server could not read this image ({type(error).__name__})"), 500
+
     return app
 
 
@@ -105,12 +105,17 @@ def main(argv: list[str] | None = None) -> int:
     checkpoint = Path(args.checkpoint) if args.checkpoint else default_checkpoint()
     app = create_app(Predictor(checkpoint), checkpoint)  # a bad checkpoint stops here, before listening
     check_port_free(args.port, args.host)
-    server = make_server(args.host, args.port, app, threaded=True)
-    print(f"draw a digit: http://{args.host}:{server.server_port}/  (model {checkpoint}; Ctrl-C to stop)", flush=True)
+    # waitress: a production WSGI server (pure Python), a real backlog, a bounded number of threads.
+    server = create_server(app, host=args.host, port=args.port, threads=SERVING_THREADS, backlog=BACKLOG)
+    server.application = guarded(app, args.host, server.effective_port)  # the port bound (0 = any free one)
+    print(f"draw a digit: http://{args.host}:{server.effective_port}/  (model {checkpoint}; Ctrl-C to stop)",
+          flush=True)
     try:
-        server.serve_forever()
+        server.run()
     except KeyboardInterrupt:
         print("stopped", flush=True)
+    finally:
+        server.close()
     return 0
 
 

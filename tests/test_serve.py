@@ -95,3 +95,68 @@ def test_the_dashboard_of_a_folder_without_a_search_is_refused_in_one_line(tmp_p
                                                                           capsys: pytest.CaptureFixture) -> None:
     assert refusal(dashboard_main, [str(tmp_path), "--port", "0"], capsys) == \
         f"error: {tmp_path / 'optuna.db'}: missing or empty; is it a search's folder (results/<name>)?"
+
+
+def http(url: str, method: str = "GET", host: str | None = None, data: bytes | None = None,
+         headers: dict | None = None) -> tuple[int, bytes]:
+    """(status, body) of one request; `host` sets the Host header (what a rebinding DNS would send)."""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, method=method, data=data, headers=headers or {})
+    if host:
+        request.add_unredirected_header("Host", host)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def test_the_dashboard_is_read_only_and_answers_only_its_own_host(tmp_path: Path) -> None:
+    import optuna
+
+    from hpo.dashboard import serve_dashboard
+    from hpo.searcher import optuna_storage
+    from tests.helpers import free_port
+
+    study = optuna.create_study(study_name="s", storage=optuna_storage(tmp_path))
+    study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=2)
+    port = free_port()
+    with serve_dashboard(tmp_path, port) as url:
+        base = url.split("/dashboard")[0]
+        assert http(f"{base}/api/studies")[0] == 200
+        assert http(f"{base}/api/studies", host=f"attacker.example:{port}")[0] == 403  # DNS rebinding
+        status, body = http(f"{base}/api/studies/1", method="DELETE")
+        assert status == 405 and b"read-only" in body
+    assert [s.study_name for s in optuna.get_all_study_summaries(optuna_storage(tmp_path))] == ["s"]  # not deleted
+    with serve_dashboard(tmp_path, free_port(), allow_edit=True) as url:
+        assert http(url.split("/dashboard")[0] + "/api/studies/1", method="DELETE")[0] in (200, 204)
+
+
+def test_the_page_refuses_an_image_over_the_pixel_limit_before_decoding_it(client) -> None:
+    buffer = io.BytesIO()
+    Image.new("1", (12000, 12000), 1).save(buffer, format="PNG")  # a few hundred KB, 144 megapixels
+    response = post(client, buffer.getvalue(), "huge.png")
+    assert response.status_code == 400 and "over the 70 megapixels" in response.get_json()["error"]
+
+
+def test_the_page_serves_many_loads_at_once_and_only_its_own_host(tiny_run: Path, tmp_path: Path) -> None:
+    """waitress behind the page: 100 page loads at once all answered; a foreign Host refused."""
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.helpers import free_port, start_server, stop_process
+
+    process, url = start_server([sys.executable, "-m", "mnist.serve", "--checkpoint", str(tiny_run / "best.pt"),
+                                 "--port", str(free_port())], "draw a digit:", tmp_path / "serve.log")
+    try:
+        with ThreadPoolExecutor(max_workers=100) as pool:
+            statuses = list(pool.map(lambda _: http(url)[0], range(100)))
+        assert statuses == [200] * 100
+        assert http(url, host="attacker.example")[0] == 403
+        status, body = http(url + "predict", method="POST", data=b"x", headers={"Content-Type": "text/plain"})
+        assert status == 400 and body.startswith(b"{")  # JSON, never an HTML error page
+    finally:
+        stop_process(process)
+    assert process.returncode == 0

@@ -1,0 +1,58 @@
+"""What every server here does to be safe by default: a free port checked first, only its own Host
+answered (no DNS rebinding), and, unless asked otherwise, nothing but reading.
+
+Used by the draw page (mnist.serve) and optuna-dashboard (hpo.dashboard); needs no web framework.
+"""
+from __future__ import annotations
+
+import socket
+from typing import Any, Callable, Iterable
+
+from mnist.errors import UserError
+
+WsgiApp = Callable[[dict, Callable], Iterable[bytes]]
+READING = ("GET", "HEAD", "OPTIONS")
+
+
+def check_port_free(port: int, host: str) -> None:
+    """Refuse, in one line, a port that something already listens on (before anything slow starts)."""
+    if not 0 <= port <= 65535:
+        raise UserError(f"port {port}: not a TCP port (0 to 65535)")
+    with socket.socket() as probe:
+        # As the servers themselves do: a port whose last connections linger in TIME_WAIT is free.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise UserError(f"cannot listen on {host}:{port}: {error.strerror}; choose another port") from None
+
+
+def allowed_hosts(host: str, port: int) -> set[str]:
+    """The Host headers a browser sends for this server: its address (and localhost for loopback)."""
+    names = {host}
+    if host in ("127.0.0.1", "::1", "localhost"):
+        names |= {"127.0.0.1", "localhost", "[::1]"}
+    return {f"{name}:{port}" for name in names} | ({name for name in names} if port == 80 else set())
+
+
+def guarded(app: WsgiApp, host: str, port: int, allow_edit: bool = True) -> WsgiApp:
+    """`app` answering only requests whose Host is this server's own (a page of another site that a
+    rebinding DNS points at 127.0.0.1 sends its own name) and, unless `allow_edit`, only reading methods.
+
+    A server bound to every interface (0.0.0.0) is meant to be reached by any name: no Host check.
+    """
+    hosts = None if host in ("0.0.0.0", "::") else allowed_hosts(host, port)
+
+    def app_with_guard(environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
+        if hosts is not None and environ.get("HTTP_HOST", "") not in hosts:
+            return _refuse(start_response, "403 Forbidden", f"this server answers only to {sorted(hosts)[0]}")
+        if not allow_edit and environ.get("REQUEST_METHOD", "GET") not in READING:
+            return _refuse(start_response, "405 Method Not Allowed", "read-only (start it with --allow-edit to edit)")
+        return app(environ, start_response)
+    return app_with_guard
+
+
+def _refuse(start_response: Callable, status: str, reason: str) -> list[bytes]:
+    body = (reason + "\n").encode()
+    start_response(status, [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))])
+    return [body]
