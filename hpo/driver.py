@@ -132,6 +132,9 @@ def live_dashboard(store: ExperimentStore, port: int | None) -> Iterator[None]:
         yield
 
 
+ENDED_FILE = "ended.json"  # written when a search ends by its time budget: it is final, not resumable
+
+
 def run_search(experiment: dict[str, Any], store: ExperimentStore, resume: bool, address: str | None,
                dashboard_port: int | None = None) -> tuple[tune.ResultGrid, dict[str, float]]:
     """Run (or resume) the search kept in `store`; returns Tune's ResultGrid and a trial's resources.
@@ -143,6 +146,11 @@ def run_search(experiment: dict[str, Any], store: ExperimentStore, resume: bool,
         raise UserError(f"{store}: an experiment is already there; --resume to continue it, or choose another --name")
     if resume and not exists:
         raise UserError(f"{store}: no experiment to resume there")
+    if resume and (store.local / ENDED_FILE).exists():
+        ended = json.loads((store.local / ENDED_FILE).read_text())
+        raise UserError(f"{store}: ended by its time budget ({ended['time_budget_s']:g} s) with "
+                        f"{ended['unfinished']} trial(s) unstarted or unfinished; its results are final "
+                        "(python hpo/best.py); for more trials start a new search")
     if resume:
         store.check_not_moved(saved_whereabouts(store))
         check_study(store.local, store.name)
@@ -172,6 +180,9 @@ def run_search(experiment: dict[str, Any], store: ExperimentStore, resume: bool,
     unfinished = unfinished_trials(results)
     if unfinished and not budget_spent:  # Ctrl-C: the unfinished trials go on when the search is resumed
         raise SearchInterrupted(unfinished)
+    if budget_spent:  # an end, not an interruption: said in the folder, so that --resume says so too
+        write_json_atomic(store.local / ENDED_FILE, {"ended_by": "time budget", "time_budget_s": budget,
+                                                    "unfinished": unfinished + experiment["num_samples"] - len(results)})
     fail_orphaned_optuna_trials(store.local)
     return results, resources
 

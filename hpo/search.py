@@ -21,11 +21,11 @@ from pathlib import Path
 from hpo.checkpoints import drop_stale_checkpoints
 from hpo.dashboard import DEFAULT_PORT, HOST
 from mnist.webserver import check_port_free
-from hpo.driver import SearchInterrupted, run_search
+from hpo.driver import ENDED_FILE, SearchInterrupted, run_search
 from hpo.experiment import load_experiment_file, resolve_experiment
 from hpo.progress import search_log
 from hpo.storage import ExperimentStore, is_uri
-from hpo.summary import console_summary, summarize
+from hpo.summary import NothingFinished, console_summary, summarize
 from mnist.errors import UserError, run_cli
 
 
@@ -112,7 +112,14 @@ def search(store: ExperimentStore, args: argparse.Namespace, experiment: dict | 
     try:
         with search_log(store.local):
             results, resources = run_search(experiment, store, args.resume, args.address, args.dashboard)
-            trials, best = summarize(store.local, results, experiment, resources, sys.argv)
+            try:
+                trials, best = summarize(store.local, results, experiment, resources, sys.argv)
+            except NothingFinished:
+                if not (store.local / ENDED_FILE).exists():
+                    raise
+                print(f"time budget reached ({experiment['time_budget_s']:g} s) before any trial finished an "
+                      "epoch: nothing to summarize", flush=True)
+                return 0
             drop_stale_checkpoints(trials, store)
     except SearchInterrupted as interrupted:
         print(f"interrupted, {interrupted}; continue with: python hpo/search.py --resume --name {store.name} "
@@ -120,6 +127,9 @@ def search(store: ExperimentStore, args: argparse.Namespace, experiment: dict | 
         return 130
     store.push()
     print(console_summary(trials, experiment["search_space"]))
+    if (store.local / ENDED_FILE).exists():
+        print(f"time budget reached ({experiment['time_budget_s']:g} s): the summary holds the trials that "
+              "finished by then", flush=True)
     print(f"winner: trial {best['trial']}, val_acc {best['val_acc']:.4f} at epoch {best['epoch']}")
     mirror = f", summaries also in {store.local}" if store.remote else ""
     print(f"results in {store} ({store.disk_usage() / 2**20:.1f} MiB on disk{mirror}); "

@@ -46,12 +46,18 @@ def read_progress(result: tune.Result) -> pd.DataFrame:
     return history[history["epoch"].notna()]
 
 
+class NothingFinished(UserError):
+    """No trial reported a result: nothing to summarize (a time budget shorter than one epoch)."""
+
+
 def trial_tables(results: tune.ResultGrid, experiment: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(one row per trial, one row per trial and epoch), trials in the order they were created."""
     searched = list(experiment["search_space"])
     baseline = baseline_point(experiment["search_space"], experiment["max_epochs"])
     rows, histories = [], []
     for result in results:
+        if result.config is None:  # never started (a time budget ended the search first): nothing to say
+            continue
         _, number, trial_id = Path(result.path).name.split("_", 2)  # trial_<number>_<id>, see driver.trial_name
         number = int(number)
         history = read_progress(result)
@@ -81,6 +87,8 @@ def trial_tables(results: tune.ResultGrid, experiment: dict[str, Any]) -> tuple[
             # When each epoch ended (Tune's wall clock): orders all trials' epochs for the anytime plot.
             columns += ["timestamp"] if "timestamp" in history else []
             histories.append(history.assign(trial=number)[columns])
+    if not rows:
+        raise NothingFinished("no trial finished an epoch")
     trials = pd.DataFrame(rows).sort_values("trial").reset_index(drop=True)
     history = pd.concat(histories, ignore_index=True) if histories else pd.DataFrame()
     return trials, history

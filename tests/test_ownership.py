@@ -137,3 +137,14 @@ def test_a_spoiled_checkpoint_is_one_line_in_predict_and_evaluate_and_skipped_by
     save_checkpoint(load_checkpoint(tiny_run / "best.pt"), good)
     os.utime(good, (1, 1))  # older than the spoiled one: the default pick passes over the newest
     assert default_checkpoint(tmp_path / "results") == good
+
+
+@pytest.mark.slow
+def test_a_time_budget_is_an_end_said_plainly_and_resume_says_so(tmp_path: Path) -> None:
+    flags = ["--name", "short", "--storage-path", str(tmp_path), "--num-samples", "6", "--max-epochs", "2",
+             "--limit", "2000"]
+    ended = run_script("search.py", [*flags, "--time-budget", "3"], timeout=300)
+    assert ended.returncode == 0 and "time budget reached (3 s)" in ended.stdout, ended.stderr[-2000:]
+    again = run_script("search.py", ["--resume", "--name", "short", "--storage-path", str(tmp_path)], timeout=120)
+    assert again.returncode == 2 and "ended by its time budget (3 s)" in again.stderr, again.stderr[-2000:]
+    assert again.stderr.count("\n") == 1
