@@ -20,7 +20,7 @@ def connect(address: str | None) -> None:
 
     A plain ray.init() would silently join any cluster left running by `ray start`.
     """
-    address = address or os.environ.get("RAY_ADDRESS") or "local"
+    address = check_address(address)
     check_reachable(address)
     private = {}
     if address == "local":
@@ -38,6 +38,19 @@ def connect(address: str | None) -> None:
         raise UserError(f"cannot reach the Ray cluster at {address} ({str(error).splitlines()[0]})") from None
     # Ray takes SIGTERM and kills the driver without a final save; as SIGINT, Tune stops cleanly and resumably.
     signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
+
+
+def check_address(address: str | None) -> str:
+    """The cluster address to use (the flag, else RAY_ADDRESS, else "local"), refused in one line when it is
+    not one Ray takes: local, auto, HOST:PORT or ray://HOST:PORT."""
+    where = "--address" if address else "RAY_ADDRESS"
+    address = address or os.environ.get("RAY_ADDRESS") or "local"
+    if address in ("local", "auto"):
+        return address
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UserError(f"{where} {address!r}: not a Ray cluster address (HOST:PORT, ray://HOST:PORT, auto or local)")
+    return address
 
 
 def check_reachable(address: str, timeout_s: float = 10.0) -> None:

@@ -14,6 +14,7 @@ import yaml
 
 from hpo.space import Dimension, dimensions
 from mnist.config import DEFAULTS as TRAIN_DEFAULTS
+from mnist.config import KNOBS, MAX_SEED
 from mnist.config import resolve_config
 from mnist.errors import UserError
 
@@ -88,7 +89,7 @@ def _resolve_space(space: dict[str, Any], max_epochs: int, where: str) -> dict[s
         raise UserError(f"{where}: search_space must be a non-empty mapping")
     resolved = {}
     for key, spec in space.items():
-        if key not in TRAIN_DEFAULTS or key in ("epochs", "seed", "data", "device", "threads"):
+        if key not in KNOBS or not KNOBS[key].searchable:
             raise UserError(f"{where}: search_space key {key!r} is not a searchable training setting")
         resolved[key] = Dimension.parse(key, spec, max_epochs, where).spec()
     return resolved
@@ -110,14 +111,34 @@ def in_space(point: dict[str, Any], space: dict[str, dict[str, list]]) -> bool:
     return all(dimension.contains(point[key]) for key, dimension in dimensions(space).items())
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (plain YAML keeps the last, silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} given twice", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_experiment_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
-        content = yaml.safe_load(path.read_text())
+        content = yaml.load(path.read_text(encoding="utf-8"), Loader=UniqueKeyLoader)
     except FileNotFoundError:
         raise UserError(f"{path}: no such experiment file") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: a folder, not an experiment file (a YAML file such as experiments/cpu-quick.yaml)"
+                        ) from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a text file (not UTF-8)") from None
+    except OSError as error:
+        raise UserError(f"{path}: cannot read ({error.strerror})") from None
     except yaml.YAMLError as error:
-        raise UserError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+        raise UserError(f"{path}: not valid YAML ({' '.join(str(error).split())})") from None
     if content is None:
         return {}
     if not isinstance(content, dict):
@@ -133,8 +154,9 @@ def resolve_experiment(file_values: dict[str, Any], overrides: dict[str, Any], w
         raise UserError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(experiment)})")
     experiment.update(copy.deepcopy(file_values))
     experiment.update({key: value for key, value in overrides.items() if value is not None})
-    if experiment["grace_period"] is None:
-        experiment["grace_period"] = max(1, experiment["max_epochs"] // experiment["reduction_factor"])
+    budget, factor = experiment["max_epochs"], experiment["reduction_factor"]
+    if experiment["grace_period"] is None and all(_is_int(v) and v >= 1 for v in (budget, factor)):
+        experiment["grace_period"] = max(1, budget // factor)  # else _check_experiment names the bad one
     _check_experiment(experiment, where)
     experiment["search_space"] = _resolve_space(experiment["search_space"], experiment["max_epochs"], where)
     _check_baseline_inside(experiment, where)
@@ -149,6 +171,14 @@ def _check_baseline_inside(experiment: dict[str, Any], where: str) -> None:
         if not in_space({key: baseline[key]}, {key: spec}):
             raise UserError(f"{where}: search_space.{key} {spec} does not hold the tutorial's value {baseline[key]!r}, "
                             "the baseline of every comparison; widen it (a choice can list it)")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _check_experiment(experiment: dict[str, Any], where: str) -> None:
@@ -166,17 +196,18 @@ def _check_experiment(experiment: dict[str, Any], where: str) -> None:
         raise UserError(f"{where}: scheduler must be asha or fifo, got {experiment['scheduler']!r}")
     if experiment["searcher"] not in ("tpe", "random"):
         raise UserError(f"{where}: searcher must be tpe or random, got {experiment['searcher']!r}")
-    if experiment["seed"] is None or not isinstance(experiment["seed"], int) or experiment["seed"] < 0:
-        raise UserError(f"{where}: seed must be an integer >= 0, got {experiment['seed']!r}")
+    seed = experiment["seed"]
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
+        raise UserError(f"{where}: seed must be an integer in [0, {MAX_SEED}] (what numpy and torch take), got {seed!r}")
     if experiment["grace_period"] > experiment["max_epochs"]:
         raise UserError(f"{where}: grace_period ({experiment['grace_period']}) exceeds max_epochs ({experiment['max_epochs']})")
     if experiment["max_concurrent"] is not None:
         positive_int("max_concurrent")
     gpus = experiment["gpus_per_trial"]
-    if gpus is not None and (not isinstance(gpus, (int, float)) or isinstance(gpus, bool) or gpus < 0):
+    if gpus is not None and not (_is_finite_number(gpus) and gpus >= 0):
         raise UserError(f"{where}: gpus_per_trial must be a number >= 0 (fractions allowed), got {gpus!r}")
     budget = experiment["time_budget_s"]
-    if budget is not None and (not isinstance(budget, (int, float)) or budget <= 0):
+    if budget is not None and not (_is_finite_number(budget) and budget > 0):
         raise UserError(f"{where}: time_budget_s must be a number of seconds > 0, got {budget!r}")
     if not isinstance(experiment["train"], dict):
         raise UserError(f"{where}: train must be a mapping of mnist config keys to values")

@@ -19,6 +19,7 @@ from datetime import datetime
 from pathlib import Path
 
 from hpo.checkpoints import drop_stale_checkpoints
+from hpo.cluster import check_address
 from hpo.dashboard import DEFAULT_PORT, HOST
 from mnist.webserver import check_port_free
 from hpo.driver import ENDED_FILE, SearchInterrupted, run_search
@@ -77,6 +78,7 @@ def check_name(name: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    check_address(args.address)  # a malformed --address or RAY_ADDRESS is refused before anything starts
     if args.dashboard is not None:  # a busy port is refused now, not after the cluster has started
         check_port_free(args.dashboard, HOST)
     if args.resume:

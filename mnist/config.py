@@ -71,17 +71,23 @@ class Knob:
     help: str
     # CLI flags; empty = "--" + the key with dashes. The tutorial's short flags are kept.
     flags: tuple[str, ...] = ()
+    # Whether a search may vary it: not what the search sets itself (epochs, seed, threads), nor what
+    # defines the data, the split it selects on, or where and how precisely it runs.
+    searchable: bool = True
+
+
+MAX_SEED = 2**32 - 1  # numpy's legacy seeding and many tools take no more
 
 
 KNOBS: dict[str, Knob] = {
     # The tutorial's model; the only one there is, kept as a flag for its CLI.
-    "model": Knob("CCNet", one_of("CCNet"), "model to train", ("-m", "--model")),
+    "model": Knob("CCNet", one_of("CCNet"), "model to train", ("-m", "--model"), searchable=False),
     # "logits" is the fixed head; "tutorial" reproduces the tutorial's ReLU+Softmax head (to compare).
     "head": Knob("logits", one_of("logits", "tutorial"), "'tutorial' = the tutorial's ReLU+Softmax head"),
     # The tutorial's hand-picked optimiser settings are the baseline every search must beat.
     "lr": Knob(2e-4, positive(), "initial (peak, for onecycle) learning rate", ("-l", "--init_lr")),
     "batch_size": Knob(32, integer(1), "batch size", ("-b", "--batch_size")),
-    "epochs": Knob(100, integer(1), "number of epochs", ("-e", "--epochs")),
+    "epochs": Knob(100, integer(1), "number of epochs", ("-e", "--epochs"), searchable=False),
     "dropout": Knob(0.5, number(0, 1, high_open=True), "dropout before the classifier"),
     # Decoupled weight decay (AdamW); 0 = plain Adam, the tutorial's optimiser.
     "weight_decay": Knob(0.0, number(0, 1), "decoupled weight decay (AdamW); 0 = Adam"),
@@ -113,21 +119,23 @@ KNOBS: dict[str, Knob] = {
     # Probability of erasing a 3-7 px box of an image: gaps in a stroke, faint pens, scan dropouts.
     "erase": Knob(0.0, number(0, 1), "augment: erase a small box with probability P"),
     # Seeds weights, dropout, the per-epoch shuffle and augmentation: same seed + config = same run.
-    "seed": Knob(0, integer(0), "random seed"),
+    "seed": Knob(0, integer(0, MAX_SEED), "random seed", searchable=False),
     # None = the MNIST copy bundled in the package; else a folder of IDX or Kaggle CSV files.
-    "data": Knob(None, FOLDER, "folder of IDX or Kaggle CSV files (default: bundled MNIST)"),
+    "data": Knob(None, FOLDER, "folder of IDX or Kaggle CSV files (default: bundled MNIST)", searchable=False),
     # Use only the first `limit` of the 60,000 training images (quick runs); None = all.
-    "limit": Knob(None, optional(integer(10)), "train on the first N training images only"),
+    "limit": Knob(None, optional(integer(10)), "train on the first N training images only", searchable=False),
     # The tutorial's split: the last 20% of the training images are the validation set;
     # 0 trains on all of them (final retraining only: there is nothing left to select on).
-    "val_fraction": Knob(0.2, number(0, 1, high_open=True), "share of training images for validation"),
+    "val_fraction": Knob(0.2, number(0, 1, high_open=True), "share of training images for validation",
+                         searchable=False),
     # "auto" takes CUDA when there is one.
-    "device": Knob("auto", one_of("auto", "cpu", "cuda"), "auto takes CUDA when present"),
+    "device": Knob("auto", one_of("auto", "cpu", "cuda"), "auto takes CUDA when present", searchable=False),
     # CPU threads for torch; None = every CPU this process may use (Ray sets it per trial).
-    "threads": Knob(None, optional(integer(1)), "CPU threads for torch (default: all available)"),
+    "threads": Knob(None, optional(integer(1)), "CPU threads for torch (default: all available)", searchable=False),
     # bf16 autocast where the hardware runs bf16 natively (recent NVIDIA GPUs; CPUs with
     # AVX512-BF16/AMX, where it trains ~1.5x faster); fp32 elsewhere. False = always fp32.
-    "amp": Knob(True, BOOLEAN, "bf16 autocast where the hardware does bf16 natively (--no-amp = fp32)"),
+    "amp": Knob(True, BOOLEAN, "bf16 autocast where the hardware does bf16 natively (--no-amp = fp32)",
+                searchable=False),
 }
 
 DEFAULTS: dict[str, Any] = {key: knob.default for key, knob in KNOBS.items()}

@@ -148,3 +148,63 @@ def test_a_time_budget_is_an_end_said_plainly_and_resume_says_so(tmp_path: Path)
     again = run_script("search.py", ["--resume", "--name", "short", "--storage-path", str(tmp_path)], timeout=120)
     assert again.returncode == 2 and "ended by its time budget (3 s)" in again.stderr, again.stderr[-2000:]
     assert again.stderr.count("\n") == 1
+
+
+# Experiment settings refused before any work, naming the key: (YAML text, CLI flags, what the line says).
+BAD_SETTINGS = [
+    ("max_epochs: '6'\n", [], "max_epochs must be an integer >= 1, got '6'"),
+    ("max_epochs: [6]\n", [], "max_epochs must be an integer >= 1, got [6]"),
+    ("train: [1, 2]\n", [], "train must be a mapping"),
+    ("", ["--reduction-factor", "0"], "reduction_factor must be an integer >= 1, got 0"),
+    ("", ["--seed", str(2**40)], "seed must be an integer in [0, 4294967295]"),
+    ("", ["--gpus-per-trial", "nan"], "gpus_per_trial must be a number >= 0"),
+    ("", ["--time-budget", "nan"], "time_budget_s must be a number of seconds > 0"),
+    ("search_space:\n  limit: {choice: [1000, 2000]}\n", [], "search_space key 'limit' is not a searchable"),
+    ("num_samples: 2\nnum_samples: 3\n", [], "key 'num_samples' given twice"),
+]
+
+
+@pytest.mark.parametrize("yaml_text, flags, message", BAD_SETTINGS)
+def test_bad_experiment_settings_are_one_line_naming_the_key(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                              yaml_text: str, flags: list[str], message: str) -> None:
+    from hpo.search import main as search_main
+    from mnist.errors import run_cli
+
+    (tmp_path / "exp.yaml").write_text(yaml_text)
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(search_main, ["--experiment", str(tmp_path / "exp.yaml"), "--storage-path", str(tmp_path / "r"),
+                              "--name", "x", *flags])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "r").exists()  # refused before anything was written
+
+
+@pytest.mark.parametrize("setup, flags, message", [
+    (lambda tmp: (tmp / "folder.yaml").mkdir(), ["--experiment", "{tmp}/folder.yaml"], "a folder, not an experiment file"),
+    (lambda tmp: (tmp / "latin.yaml").write_bytes(b"num_samples: 2 # \xe9t\xe9\n"), ["--experiment", "{tmp}/latin.yaml"],
+     "not a text file (not UTF-8)"),
+    (lambda tmp: None, ["--address", "localhost"], "--address 'localhost': not a Ray cluster address"),
+])
+def test_bad_files_and_addresses_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture, setup, flags: list[str],
+                                             message: str) -> None:
+    from hpo.search import main as search_main
+    from mnist.errors import run_cli
+
+    setup(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(search_main, [flag.format(tmp=tmp_path) for flag in flags] + ["--storage-path", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and message in err and err.count("\n") == 1, err
+
+
+def test_a_garbage_ray_address_in_the_environment_is_one_line(monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    from hpo.search import main as search_main
+    from mnist.errors import run_cli
+
+    monkeypatch.setenv("RAY_ADDRESS", "garbage")
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(search_main, ["--storage-path", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "RAY_ADDRESS 'garbage': not a Ray cluster address" in err
+    assert not (tmp_path / "r").exists()
