@@ -1,9 +1,12 @@
 """The Ray cluster a search runs on: joining one (or starting a private one), and what a trial may ask of it."""
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import signal
 import socket
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -38,6 +41,59 @@ def connect(address: str | None) -> None:
         raise UserError(f"cannot reach the Ray cluster at {address} ({str(error).splitlines()[0]})") from None
     # Ray takes SIGTERM and kills the driver without a final save; as SIGINT, Tune stops cleanly and resumably.
     signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
+
+
+def private_session_dir() -> str | None:
+    """The session folder of the Ray cluster this process started (Ray's private bookkeeping), or None."""
+    node = getattr(ray._private.worker, "_global_node", None)
+    return node.get_session_dir_path() if node is not None else None
+
+
+def end_private_cluster(session: str | None) -> None:
+    """Shut Ray down and remove the private cluster's session folder (0.5 MB a search, never removed by Ray)."""
+    ray.shutdown()
+    if session:
+        shutil.rmtree(session, ignore_errors=True)
+
+
+def end_leftover_cluster(record: Path) -> None:
+    """End what a killed driver's private cluster left running (its processes live on for up to a minute,
+    one listening on the machine's address) and remove its session folder; `record` names the session."""
+    if not record.exists():
+        return
+    session = record.read_text().strip()
+    name = os.path.basename(session)
+    if name.startswith("session_"):
+        for pid in processes_of(name):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(session, ignore_errors=True)
+    record.unlink(missing_ok=True)
+
+
+def processes_of(session_name: str) -> list[int]:
+    """The processes whose command line names the Ray session (gcs, raylet, Ray's helpers) and their
+    children (the workers), read from /proc; none where there is no /proc."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return []
+    parents, found = {}, set()
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if session_name.encode() in (entry / "cmdline").read_bytes():
+                found.add(int(entry.name))
+            parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    grew = True
+    while grew:  # the workers are children of the raylet
+        children = {pid for pid, parent in parents.items() if parent in found} - found
+        grew = bool(children)
+        found |= children
+    found.discard(os.getpid())
+    return sorted(found)
 
 
 def check_address(address: str | None) -> str:

@@ -19,7 +19,8 @@ import optuna
 import ray
 from ray import tune
 
-from hpo.cluster import connect, trial_resources
+from hpo.cluster import (check_address, connect, end_leftover_cluster, end_private_cluster, private_session_dir,
+                         trial_resources)
 from hpo.experiment import trial_config
 from hpo.progress import SearchProgress
 from hpo.dashboard import serve_dashboard
@@ -160,7 +161,12 @@ def run_search(experiment: dict[str, Any], store: ExperimentStore, resume: bool,
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     data = training_data(experiment)
+    for record in [store.ray_session_file, *store.leftover_ray_sessions()]:  # killed drivers' clusters
+        end_leftover_cluster(record)
     connect(address)
+    session = private_session_dir() if check_address(address) == "local" else None
+    if session:
+        store.ray_session_file.write_text(session)
     try:
         resources, concurrent = trial_resources(experiment)
         # Only once the cluster is there and can hold a trial: a refused start leaves no folder to resume.
@@ -176,7 +182,8 @@ def run_search(experiment: dict[str, Any], store: ExperimentStore, resume: bool,
         budget = experiment["time_budget_s"]
         budget_spent = budget is not None and time.monotonic() - started >= budget
     finally:
-        ray.shutdown()
+        end_private_cluster(session)
+        store.ray_session_file.unlink(missing_ok=True)
     unfinished = unfinished_trials(results)
     if unfinished and not budget_spent:  # Ctrl-C: the unfinished trials go on when the search is resumed
         raise SearchInterrupted(unfinished)

@@ -74,6 +74,25 @@ class ExperimentStore:
         leaves no folder), and the lock outlives a folder that is being swapped or removed."""
         return self.local.parent / f".{self.name}.lock"
 
+    @property
+    def ray_session_file(self) -> Path:
+        """Beside the lock: the session folder of the private Ray cluster the running driver started."""
+        return self.local.parent / f".{self.name}.ray-session"
+
+    def leftover_ray_sessions(self) -> list[Path]:
+        """Records of private Ray clusters beside this experiment whose driver is gone (its lock is free):
+        killed drivers' clusters, for the next driver to end."""
+        leftovers = []
+        for record in sorted(self.local.parent.glob(".*.ray-session")):
+            lock_file = record.with_name(record.name.removesuffix(".ray-session") + ".lock")
+            with open(lock_file, "a+") as handle:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # its driver runs
+                leftovers.append(record)
+        return leftovers
+
     @contextmanager
     def lock(self, what: str) -> Iterator[None]:
         """Hold the experiment for one driver (`what`: "search.py", "best.py") for the whole block.

@@ -208,3 +208,32 @@ def test_a_garbage_ray_address_in_the_environment_is_one_line(monkeypatch: pytes
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and "RAY_ADDRESS 'garbage': not a Ray cluster address" in err
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.slow
+def test_the_next_search_ends_what_a_killed_driver_left_and_sessions_are_removed(tmp_path: Path) -> None:
+    import signal
+
+    from hpo.cluster import processes_of
+
+    flags = ["--storage-path", str(tmp_path), "--num-samples", "2", "--max-epochs", "3", "--limit", "3000"]
+    log = tmp_path / "killed.log"
+    with open(log, "w") as output:
+        driver = subprocess.Popen([sys.executable, str(ROOT / "hpo" / "search.py"), "--name", "killed", *flags],
+                                  stdout=output, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
+    record = tmp_path / ".killed.ray-session"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (record.exists() and "trials 0/2" in log.read_text()):
+        assert driver.poll() is None, log.read_text()[-2000:]
+        time.sleep(0.5)
+    session = record.read_text().strip()
+    os.kill(driver.pid, signal.SIGKILL)  # the driver only: its cluster lives on
+    driver.wait(timeout=30)
+    assert Path(session).is_dir()  # the case: the killed driver's session folder (and maybe processes) left behind
+    result = run_script("search.py", ["--name", "next", *flags, "--num-samples", "1", "--max-epochs", "1"],
+                        timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert processes_of(Path(session).name) == [] and not Path(session).exists() and not record.exists()
+    assert not (tmp_path / ".next.ray-session").exists()
+    ray_sessions = [p for p in Path(session).parent.glob("session_*") if p.name.startswith("session_")]
+    assert all(p.name != Path(session).name for p in ray_sessions)
