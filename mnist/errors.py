@@ -19,6 +19,13 @@ def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | No
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    except OSError as error:
+        if error.filename is None:  # not about a file the user named: a real fault, with its traceback
+            raise
+        # A file or folder the user named that cannot be read or written (read-only, a file where a
+        # folder is wanted, ...): the one error path, one line naming it.
+        print(f"error: {error.filename}: {error.strerror or error}", file=sys.stderr)
+        sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)

@@ -237,3 +237,14 @@ def test_the_next_search_ends_what_a_killed_driver_left_and_sessions_are_removed
     assert not (tmp_path / ".next.ray-session").exists()
     ray_sessions = [p for p in Path(session).parent.glob("session_*") if p.name.startswith("session_")]
     assert all(p.name != Path(session).name for p in ray_sessions)
+
+
+def test_a_file_where_a_folder_is_wanted_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from mnist.errors import run_cli
+    from mnist.train import main as train_main
+
+    (tmp_path / "taken").write_text("a file, not a folder")
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(train_main, ["-e", "1", "--limit", "500", "--out", str(tmp_path / "taken" / "run")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and str(tmp_path / "taken") in err and err.count("\n") == 1, err
