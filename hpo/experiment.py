@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,44 +15,60 @@ import yaml
 
 from hpo.space import Dimension, dimensions
 from mnist.config import DEFAULTS as TRAIN_DEFAULTS
-from mnist.config import KNOBS, MAX_SEED
-from mnist.config import resolve_config
+from mnist.config import KNOBS, MAX_SEED, Rule, integer, one_of, optional, resolve_config
 from mnist.errors import UserError
 
-EXPERIMENT_DEFAULTS: dict[str, Any] = {
+# Rules of the settings below, built like mnist.config's knob rules (a check and the words for it).
+GPUS = Rule(lambda v: _is_finite_number(v) and v >= 0, "a number >= 0 (fractions allowed)", float)
+SECONDS = Rule(lambda v: _is_finite_number(v) and v > 0, "a number of seconds > 0", float)
+MAPPING = Rule(lambda v: isinstance(v, dict), "a mapping of mnist config keys to values", None)
+SPACE = Rule(lambda v: isinstance(v, dict) and bool(v), "a non-empty mapping of searched keys", None)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One experiment setting: its default, its rule (the why is the comment above its entry)."""
+    default: Any
+    rule: Rule
+
+
+# The one table of experiment settings: what a YAML file or a flag may set, and what each takes.
+# A key not in it is an error; every value is checked against its rule before anything starts.
+SETTINGS: dict[str, Setting] = {
     # Trials Optuna proposes (the tutorial's setting is the first of them).
-    "num_samples": 50,
+    "num_samples": Setting(50, integer(1)),
     # The full epoch budget of one trial; ASHA stops most trials long before it.
-    "max_epochs": 30,
+    "max_epochs": Setting(30, integer(1)),
     # "asha" stops weak trials early; "fifo" trains every trial to max_epochs (for comparison).
-    "scheduler": "asha",
+    "scheduler": Setting("asha", one_of("asha", "fifo")),
     # "tpe" is Optuna's TPE; "random" samples the space uniformly (for comparison).
-    "searcher": "tpe",
+    "searcher": Setting("tpe", one_of("tpe", "random")),
     # ASHA: every trial trains at least grace_period epochs; at each rung only the best
     # 1/reduction_factor go on. None = max_epochs // reduction_factor: tied to the budget, so
     # that slow starters (augmented, one-cycle) are not judged on their first epochs; measured
     # against a 1-epoch grace period by hpo/bench.py (README, "Benchmarks").
-    "grace_period": None,
-    "reduction_factor": 4,
+    "grace_period": Setting(None, optional(integer(1))),
+    "reduction_factor": Setting(4, integer(2)),
     # Trials at once; None = as many as the cluster's GPUs (or CPUs) hold, capped at 8 so that
     # TPE proposes from results instead of sampling blind.
-    "max_concurrent": None,
+    "max_concurrent": Setting(None, optional(integer(1))),
     # Resources of one trial; gpus_per_trial None = 1 when the cluster has GPUs, else 0.
-    "cpus_per_trial": 1,
-    "gpus_per_trial": None,
+    "cpus_per_trial": Setting(1, integer(1)),
+    "gpus_per_trial": Setting(None, optional(GPUS)),
     # Seeds TPE and every trial's training (weights, dropout, shuffle): same seed, same search.
-    "seed": 0,
+    "seed": Setting(0, integer(0, MAX_SEED)),
     # TPE samples at random for its first trials, then models the results.
-    "tpe_startup_trials": 10,
+    "tpe_startup_trials": Setting(10, integer(0)),
     # Stop starting and running trials after this many seconds; None = no limit.
-    "time_budget_s": None,
+    "time_budget_s": Setting(None, optional(SECONDS)),
     # Fixed settings of every trial's mnist config (data, limit, val_fraction, amp, ...).
-    "train": {},
-    # What is searched: key -> {distribution: [low, high]} or {choice: [values]}.
-    # A bound may be the string "max_epochs". randint bounds are inclusive. Every range holds
-    # the tutorial's value (the baseline, trial 1): weight decay is a choice because a
-    # log-uniform range cannot hold its 0. The one default search space: experiment files
-    # only state how they differ from it.
+    "train": Setting({}, MAPPING),
+    # What is searched: key -> {distribution: [low, high]} or {choice: [values]}; below.
+    "search_space": Setting(None, SPACE),
+}
+
+EXPERIMENT_DEFAULTS: dict[str, Any] = {
+    **{key: setting.default for key, setting in SETTINGS.items()},
     "search_space": {
         # The design card's four: Adam's step size, batch, dropout, StepLR.
         "lr": {"loguniform": [1e-5, 1e-2]},
@@ -84,9 +101,7 @@ def plain(value: Any) -> Any:
 
 
 def _resolve_space(space: dict[str, Any], max_epochs: int, where: str) -> dict[str, dict[str, list]]:
-    """Check the search space and replace "max_epochs" bounds by the budget."""
-    if not isinstance(space, dict) or not space:
-        raise UserError(f"{where}: search_space must be a non-empty mapping")
+    """Check the search space's keys and ranges and replace "max_epochs" bounds by the budget."""
     resolved = {}
     for key, spec in space.items():
         if key not in KNOBS or not KNOBS[key].searchable:
@@ -149,7 +164,7 @@ def load_experiment_file(path: str | Path) -> dict[str, Any]:
 def resolve_experiment(file_values: dict[str, Any], overrides: dict[str, Any], where: str) -> dict[str, Any]:
     """EXPERIMENT_DEFAULTS <- file <- CLI overrides (None = not given), checked; `where` names the source."""
     experiment = copy.deepcopy(EXPERIMENT_DEFAULTS)
-    unknown = sorted(set(file_values) - set(experiment))
+    unknown = sorted(set(file_values) - set(SETTINGS))
     if unknown:
         raise UserError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(experiment)})")
     experiment.update(copy.deepcopy(file_values))
@@ -182,35 +197,13 @@ def _is_finite_number(value: Any) -> bool:
 
 
 def _check_experiment(experiment: dict[str, Any], where: str) -> None:
-    def positive_int(key: str, minimum: int = 1) -> None:
+    """Every setting against its rule in SETTINGS, then what ties settings together."""
+    for key, setting in SETTINGS.items():
         value = experiment[key]
-        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-            raise UserError(f"{where}: {key} must be an integer >= {minimum}, got {value!r}")
-
-    for key in ("num_samples", "max_epochs", "reduction_factor", "cpus_per_trial"):
-        positive_int(key)
-    positive_int("reduction_factor", 2)
-    positive_int("grace_period")
-    positive_int("tpe_startup_trials", 0)
-    if experiment["scheduler"] not in ("asha", "fifo"):
-        raise UserError(f"{where}: scheduler must be asha or fifo, got {experiment['scheduler']!r}")
-    if experiment["searcher"] not in ("tpe", "random"):
-        raise UserError(f"{where}: searcher must be tpe or random, got {experiment['searcher']!r}")
-    seed = experiment["seed"]
-    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
-        raise UserError(f"{where}: seed must be an integer in [0, {MAX_SEED}] (what numpy and torch take), got {seed!r}")
+        if not setting.rule.check(value):
+            raise UserError(f"{where}: {key} must be {setting.rule.text}, got {value!r}")
     if experiment["grace_period"] > experiment["max_epochs"]:
         raise UserError(f"{where}: grace_period ({experiment['grace_period']}) exceeds max_epochs ({experiment['max_epochs']})")
-    if experiment["max_concurrent"] is not None:
-        positive_int("max_concurrent")
-    gpus = experiment["gpus_per_trial"]
-    if gpus is not None and not (_is_finite_number(gpus) and gpus >= 0):
-        raise UserError(f"{where}: gpus_per_trial must be a number >= 0 (fractions allowed), got {gpus!r}")
-    budget = experiment["time_budget_s"]
-    if budget is not None and not (_is_finite_number(budget) and budget > 0):
-        raise UserError(f"{where}: time_budget_s must be a number of seconds > 0, got {budget!r}")
-    if not isinstance(experiment["train"], dict):
-        raise UserError(f"{where}: train must be a mapping of mnist config keys to values")
     reserved = sorted(set(experiment["train"]) & {"epochs", "seed", "threads"})
     if reserved:
         raise UserError(f"{where}: train.{reserved[0]} is set by the search (use max_epochs, seed, cpus_per_trial)")

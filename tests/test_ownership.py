@@ -155,7 +155,7 @@ BAD_SETTINGS = [
     ("max_epochs: '6'\n", [], "max_epochs must be an integer >= 1, got '6'"),
     ("max_epochs: [6]\n", [], "max_epochs must be an integer >= 1, got [6]"),
     ("train: [1, 2]\n", [], "train must be a mapping"),
-    ("", ["--reduction-factor", "0"], "reduction_factor must be an integer >= 1, got 0"),
+    ("", ["--reduction-factor", "0"], "reduction_factor must be an integer >= 2, got 0"),
     ("", ["--seed", str(2**40)], "seed must be an integer in [0, 4294967295]"),
     ("", ["--gpus-per-trial", "nan"], "gpus_per_trial must be a number >= 0"),
     ("", ["--time-budget", "nan"], "time_budget_s must be a number of seconds > 0"),
