@@ -24,7 +24,7 @@ from hpo.storage import join_uri
 from hpo.plots import plot_comparison
 from hpo.summary import winner
 from mnist.calibration import calibrate_checkpoint
-from mnist.checkpoint import replace_folder, run_metadata, save_checkpoint, write_json_atomic
+from mnist.checkpoint import recover_folder, replace_folder, run_metadata, save_checkpoint, write_json_atomic
 from mnist.data import MnistData, load_mnist
 from mnist.errors import UserError
 from mnist.evaluate import evaluate_model, write_evaluation
@@ -147,6 +147,7 @@ def retrain_winner(folder: Path, select: str, seeds: int, epochs: int | None, fu
     # (or none), never one run's comparison beside another's model.
     out = staging_folder(folder)
     shutil.rmtree(out, ignore_errors=True)  # a stopped run's leftovers (the lock says none is running)
+    recover_folder(folder / "best")  # a run killed mid-swap: its previous best/ comes back
     print(f"winner: trial {int(top['trial'])}, selected by {SELECTION_RULES[select]} "
           f"(val_acc {top['best_val_acc' if select == 'best' else 'last_val_acc']:.4f})", flush=True)
     baseline_params = baseline_point(experiment["search_space"], config["epochs"])

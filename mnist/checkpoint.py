@@ -77,6 +77,13 @@ def replace_folder(staging: Path, target: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def recover_folder(target: Path) -> None:
+    """Undo a `replace_folder` killed between its two renames: the old folder comes back."""
+    old = target.with_name(f".{target.name}.old")
+    if old.exists() and not target.exists():
+        os.replace(old, target)
+
+
 def _disk_full(error: BaseException) -> bool:
     """ENOSPC, also when torch.save wraps it ("file write failed", "unexpected pos ...")."""
     while error is not None:

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from hpo.storage import ExperimentStore
-from mnist.checkpoint import replace_folder
+from mnist.checkpoint import recover_folder, replace_folder
 from mnist.errors import UserError
 from tests.helpers import ROOT, run_script
 
@@ -95,6 +95,9 @@ def test_a_folder_is_replaced_whole(tmp_path: Path) -> None:
     replace_folder(staging, target)
     assert {p.name: p.read_text() for p in target.iterdir()} == {"model.pt": "new"}  # nothing of the old run
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best"]  # no staging, no .old left
+    (tmp_path / "best").rename(tmp_path / ".best.old")  # killed between the two renames: best/ absent...
+    recover_folder(target)  # ...until the next run brings the old one back
+    assert (target / "model.pt").read_text() == "new"
 
 
 def test_training_into_a_folder_that_holds_a_run_is_refused(tiny_run: Path, capsys: pytest.CaptureFixture) -> None:
