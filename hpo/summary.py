@@ -207,6 +207,8 @@ def summarize(folder: Path, results: tune.ResultGrid, experiment: dict[str, Any]
     searched = list(experiment["search_space"])
     write_text_atomic(folder / "trials.csv", trials.drop(columns=["config", "path"]).to_csv(index=False))
     write_text_atomic(folder / "history.csv", history.to_csv(index=False))
+    if trials["best_val_acc"].isna().all():
+        raise NothingFinished("no trial finished an epoch")
     try:
         top = winner(trials)
     except ValueError:
