@@ -42,28 +42,49 @@ def experiment_files(tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("script, arguments, message", REFUSED)
 def test_refused_in_one_line_before_any_work_leaving_nothing(experiment_files: Path, script: str,
-                                                             arguments: list[str], message: str) -> None:
+                                                             arguments: list[str], message: str,
+                                                             capsys: pytest.CaptureFixture) -> None:
+    from hpo.search import main as search_main
+    from mnist.errors import run_cli
+
     tmp = experiment_files
-    result = run_script(script, [argument.format(tmp=tmp) for argument in arguments], timeout=120)
-    assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]
-    assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1, result.stderr
+    mains = {"search.py": search_main}
+    with pytest.raises(SystemExit) as exit_info:  # in this process: no Ray may start for a refusal
+        run_cli(mains[script], [argument.format(tmp=tmp) for argument in arguments])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and message in err and err.count("\n") == 1, err
     leftovers = [p.name for p in (tmp / "results").glob("*") if not p.name.endswith(".lock")]
     assert leftovers == [], leftovers  # no stub folder, no log
 
 
-def test_a_second_driver_on_the_same_folder_is_refused_naming_the_first(tmp_path: Path) -> None:
+def refusal(main, argv: list[str], capsys: pytest.CaptureFixture) -> str:
+    """The one line a CLI printed refusing `argv` (exit 2)."""
+    from mnist.errors import run_cli
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(main, argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1, err
+    return err
+
+
+def test_a_second_driver_on_the_same_folder_is_refused_naming_the_first(tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture) -> None:
+    from hpo.best import main as best_main
+    from hpo.search import main as search_main
+
     store = ExperimentStore(str(tmp_path / "results"), "shared")
     (tmp_path / "results" / "shared").mkdir(parents=True)  # the running search's folder
-    with store.lock("search.py"):
+    with store.lock("search.py"):  # another driver's lock (flock: another open file, even in this process)
         started = time.monotonic()
         search = run_script("search.py", ["--name", "shared", "--storage-path", str(tmp_path / "results"),
                                           "--num-samples", "2", "--max-epochs", "1", "--limit", "500"], timeout=120)
-        best = run_script("best.py", ["--experiment", str(tmp_path / "results" / "shared")], timeout=120)
-        resume = run_script("search.py", ["--resume", "--name", "shared", "--storage-path",
-                                          str(tmp_path / "results")], timeout=120)
-    for result in (search, best, resume):
-        assert result.returncode == 2 and f"in use by search.py (pid {os.getpid()})" in result.stderr, result.stderr
-        assert result.stderr.count("\n") == 1
+        others = [refusal(best_main, ["--experiment", str(tmp_path / "results" / "shared")], capsys),
+                  refusal(search_main, ["--resume", "--name", "shared", "--storage-path", str(tmp_path / "results")],
+                          capsys)]
+    assert search.returncode == 2 and search.stderr.count("\n") == 1, search.stderr
+    for err in (search.stderr, *others):
+        assert f"in use by search.py (pid {os.getpid()})" in err, err
     assert time.monotonic() - started < 60  # refused at once, Ray never started
     assert not any((tmp_path / "results" / "shared").iterdir())  # nothing touched in it
 
