@@ -11,6 +11,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
+
+from mnist.errors import run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -119,3 +122,12 @@ def vertical_bar(length: float = 180, steps: int = 12) -> list[tuple[float, floa
 def ring(width: float = 120, height: float = 180, steps: int = 36) -> list[tuple[float, float]]:
     angles = np.linspace(0, 2 * np.pi, steps + 1) + 0.3  # a little past the start: the ring closes
     return [(width / 2 * np.sin(a), -height / 2 * np.cos(a)) for a in np.append(angles, angles[1:3])]
+
+
+def refused(main, argv: list[str], capsys) -> str:
+    """The one line a CLI printed when it refused `argv` with exit code 2."""
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(main, argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1, err
+    return err

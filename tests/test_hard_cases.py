@@ -16,16 +16,7 @@ from mnist.checkpoint import load_checkpoint, save_checkpoint
 from mnist.errors import UserError, run_cli
 from mnist.predict import main as predict_main
 from mnist.train import main as train_main
-from tests.helpers import run_script
-
-
-def refused(main, argv: list[str], capsys: pytest.CaptureFixture) -> str:
-    """The one line a CLI printed when it refused `argv` with exit code 2."""
-    with pytest.raises(SystemExit) as exit_info:
-        run_cli(main, argv)
-    err = capsys.readouterr().err
-    assert exit_info.value.code == 2 and err.count("\n") == 1, err
-    return err
+from tests.helpers import refused, run_script
 
 
 @pytest.mark.parametrize("flags, key", [

@@ -16,7 +16,7 @@ import torch
 from hpo.storage import ExperimentStore
 from mnist.checkpoint import recover_folder, replace_folder
 from mnist.errors import UserError
-from tests.helpers import ROOT, run_script
+from tests.helpers import ROOT, refused, run_script
 
 # (script, arguments with {tmp} for the test's folder, what the one line says) -- each refused with
 # exit 2, one line, no traceback, before Ray starts, and nothing left in {tmp}/results.
@@ -57,17 +57,6 @@ def test_refused_in_one_line_before_any_work_leaving_nothing(experiment_files: P
     assert leftovers == [], leftovers  # no stub folder, no log
 
 
-def refusal(main, argv: list[str], capsys: pytest.CaptureFixture) -> str:
-    """The one line a CLI printed refusing `argv` (exit 2)."""
-    from mnist.errors import run_cli
-
-    with pytest.raises(SystemExit) as exit_info:
-        run_cli(main, argv)
-    err = capsys.readouterr().err
-    assert exit_info.value.code == 2 and err.count("\n") == 1, err
-    return err
-
-
 def test_a_second_driver_on_the_same_folder_is_refused_naming_the_first(tmp_path: Path,
                                                                          capsys: pytest.CaptureFixture) -> None:
     from hpo.best import main as best_main
@@ -79,8 +68,8 @@ def test_a_second_driver_on_the_same_folder_is_refused_naming_the_first(tmp_path
         started = time.monotonic()
         search = run_script("search.py", ["--name", "shared", "--storage-path", str(tmp_path / "results"),
                                           "--num-samples", "2", "--max-epochs", "1", "--limit", "500"], timeout=120)
-        others = [refusal(best_main, ["--experiment", str(tmp_path / "results" / "shared")], capsys),
-                  refusal(search_main, ["--resume", "--name", "shared", "--storage-path", str(tmp_path / "results")],
+        others = [refused(best_main, ["--experiment", str(tmp_path / "results" / "shared")], capsys),
+                  refused(search_main, ["--resume", "--name", "shared", "--storage-path", str(tmp_path / "results")],
                           capsys)]
     assert search.returncode == 2 and search.stderr.count("\n") == 1, search.stderr
     for err in (search.stderr, *others):
