@@ -54,9 +54,11 @@ def round_of_chaos(folder: Path, rng: np.random.Generator, counts: dict[str, int
     time.sleep(rng.uniform(8, 20))
     was_running = any(p.poll() is None for p in (first, second))
     resume = subprocess.run([*SEARCH[:2], "--resume", *flags], capture_output=True, text=True, cwd=ROOT)
-    # While the search runs, a resume is refused; once it has ended (a short round), a resume may run.
+    # While the search runs, a resume is refused; once it has ended (a short round, or while the resume
+    # started), a resume may run: the lock is free then.
+    ended_meanwhile = all(p.poll() is not None for p in (first, second))
     counts["resume_while_running_refused"] += (resume.returncode == 2 and "in use by" in resume.stderr
-                                               or not was_running)
+                                               or not was_running or ended_meanwhile)
     running = [p for p in (first, second) if p.poll() is None]
     for process in running:
         process.send_signal(signal.SIGTERM)  # a random moment of the search
@@ -90,7 +92,7 @@ def main() -> int:
         round_of_chaos(folder, rng, counts)
         print(f"round {index + 1}/{args.rounds}: " + ", ".join(f"{k} {v}" for k, v in counts.items()), flush=True)
     left = [record for record in out.glob(".*.ray-session")]
-    sessions = [p for p in Path("/tmp/ray").glob("session_2*") if processes_of(p.name)]
+    sessions = [p for p in Path("/tmp/ray").glob("session_2*") if processes_of(p.name)]  # any user's, ours included
     print(f"rounds {args.rounds}: " + ", ".join(f"{k} {v}/{args.rounds}" for k, v in counts.items())
           + f"; ray session records left {len(left)}, sessions with live processes {len(sessions)}")
     return 0 if all(v == args.rounds for v in counts.values()) and not left else 1
