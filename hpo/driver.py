@@ -16,7 +16,6 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 import optuna
-import ray
 from ray import tune
 
 from hpo.cluster import (check_address, connect, end_leftover_cluster, end_private_cluster, private_session_dir,

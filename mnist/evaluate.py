@@ -18,7 +18,7 @@ from mnist.calibration import expected_calibration_error
 from mnist.checkpoint import load_checkpoint, write_json_atomic
 from mnist.data import MnistData, device_images, load_mnist
 from mnist.device import pick_device
-from mnist.errors import UserError, run_cli
+from mnist.errors import run_cli
 from mnist.model import model_from_checkpoint, predict_logits
 
 DIGITS = list(range(10))

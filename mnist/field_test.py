@@ -10,7 +10,6 @@ model is not sure of. One row per checkpoint, as Markdown; results/field_test.js
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np

@@ -1,7 +1,7 @@
 """Make any digit image look like an MNIST digit: the one preprocessing of predict, the page and every evaluation.
 
 MNIST's digits are white ink on black, the longer side of the ink fitted into 20 px (aspect
-kept), centred by mass in 28x28, drawn with strokes about 2.9 px wide. A person's photo or
+kept), centred by mass in 28x28, drawn with strokes about 2.7 px wide. A person's photo or
 drawing differs in paper and light, polarity, specks, slant, size, position and pen width.
 Each difference has one step below, each switchable (`Steps`) so its effect can be measured:
 
@@ -9,8 +9,8 @@ Each difference has one step below, each switchable (`Steps`) so its effect can 
     light        a light page divided by its own smooth brightness (shadows are not ink)
     contrast     the ink's gray levels stretched so that as much of it is white as in MNIST (blurred photos)
     despeckle    connected components apart from the digit dropped (specks, marks, grain)
-    deskew       the slant removed by image moments (as the MNIST-era papers did)
-    stroke       strokes redrawn at MNIST's width: skeleton, then a pen of MNIST's width
+    deskew       a slant MNIST rarely shows removed by image moments (as the MNIST-era papers did)
+    stroke       a stroke width MNIST rarely shows eroded or dilated to the nearest one it has
 
 Always on: grayscale, dark-on-light inverted, the background cut at an Otsu threshold
 (the ink keeps its gray levels), crop, fit into 20x20, centre by mass.
@@ -48,7 +48,6 @@ WORKING_SIZE = 512  # larger photos are scaled down to this longer side first: a
 SUPERSAMPLE = 4  # strokes are measured and redrawn at 4x the final 20 px box, then scaled down (soft edges)
 SPECK_SHARE = 0.02  # a component under 2% of the digit's ink is a speck, wherever it lies...
 NEAR_SHARE = 0.25  # ...and one further than a quarter of the digit's size from it is a mark apart
-BLOB_FACTOR = 2.0  # ink deeper than twice the stroke's half-width is a filled loop, not a stroke
 MAX_SKEW = 1.0
 # 10th and 90th percentiles of MNIST's own slant (mu11 / mu02; negative leans right), measured on the
 # 60,000 training images (`python -m mnist.preprocess`). Deskewing every digit to 0 instead cost 1.1
@@ -228,23 +227,6 @@ def stroke_width(binary: np.ndarray) -> float:
     """Mean stroke width in pixels: ink area over skeleton length (MNIST's measure, any resolution)."""
     length = skeletonize(binary).sum()
     return float(binary.sum() / length) if length else 0.0
-
-
-def open_filled_loops(binary: np.ndarray) -> np.ndarray:
-    """Punch a hole into each blob far thicker than the strokes: a loop drawn so thick that it filled up.
-
-    Skeletonizing a filled loop (a 9's head written small with a wide pen) gives a line, and the 9
-    becomes a 1; with a hole in it, the skeleton is a loop again.
-    """
-    distance = ndimage.distance_transform_edt(binary)
-    skeleton = skeletonize(binary)
-    if not skeleton.any():
-        return binary
-    radius = float(np.median(distance[skeleton]))  # half the typical stroke width
-    core = distance > BLOB_FACTOR * radius
-    if not core.any():
-        return binary
-    return binary & ~ndimage.binary_dilation(core, iterations=max(1, round(radius * 0.5)))
 
 
 def digit_stroke_width(ink: np.ndarray) -> float:
