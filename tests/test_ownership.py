@@ -261,3 +261,30 @@ def test_a_file_where_a_folder_is_wanted_is_one_line(tmp_path: Path, capsys: pyt
         run_cli(train_main, ["-e", "1", "--limit", "500", "--out", str(tmp_path / "taken" / "run")])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and str(tmp_path / "taken") in err and err.count("\n") == 1, err
+
+
+def test_malformed_pngs_are_one_line_each_and_the_other_images_are_still_read(
+        tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import struct
+    import zlib
+
+    from PIL import Image, ImageDraw
+
+    from mnist.errors import run_cli
+    from mnist.predict import main as predict_main
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = chunk(b"IHDR", struct.pack(">IIBBBBB", 50, 50, 8, 0, 0, 0, 0))
+    for name, idat in (("a_garbage.png", b"not zlib at all"), ("b_short.png", zlib.compress(b"\0" * 10))):
+        (tmp_path / name).write_bytes(b"\x89PNG\r\n\x1a\n" + header + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    good = Image.new("L", (100, 100), 255)
+    ImageDraw.Draw(good).line([(50, 10), (50, 90)], fill=0, width=10)
+    good.save(tmp_path / "c_good.png")
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(predict_main, [str(tmp_path), "--checkpoint", str(tiny_run / "best.pt")])
+    captured = capsys.readouterr()
+    assert exit_info.value.code == 2 and "Traceback" not in captured.err
+    assert "a_garbage.png: broken data stream" in captured.err and "b_short.png: image file is truncated" in captured.err
+    assert "c_good.png: " in captured.out  # the other image was read
