@@ -114,6 +114,8 @@ def http(url: str, method: str = "GET", host: str | None = None, data: bytes | N
 
 
 def test_the_dashboard_is_read_only_and_answers_only_its_own_host(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
     import optuna
 
     from hpo.dashboard import serve_dashboard
@@ -125,6 +127,8 @@ def test_the_dashboard_is_read_only_and_answers_only_its_own_host(tmp_path: Path
     port = free_port()
     with serve_dashboard(tmp_path, port) as url:
         base = url.split("/dashboard")[0]
+        with ThreadPoolExecutor(max_workers=200) as pool:  # 200 page loads at once: none dropped by the backlog
+            assert list(pool.map(lambda _: http(url)[0], range(200))) == [200] * 200
         assert http(f"{base}/api/studies")[0] == 200
         assert http(f"{base}/api/studies", host=f"attacker.example:{port}")[0] == 403  # DNS rebinding
         status, body = http(f"{base}/api/studies/1", method="DELETE")
