@@ -2,11 +2,13 @@
 
     python -m mnist.serve [--checkpoint FILE] [--port 8000] [--host 127.0.0.1]
 
-A page with a canvas (mouse, pen and touch), a clear button and an image upload. At the end of
-each stroke the drawing goes to the server, through the same MNIST-style preprocessing as
-`python -m mnist.predict` (mnist.predict.load_image), and the page shows the predicted digit,
-the top-3 probabilities and the 28x28 image the model saw. The default checkpoint is the one
-mnist.predict picks; the page names it.
+A page with a canvas (mouse, pen and touch, a pen-width slider), a clear button and an image
+upload. At the end of each stroke the drawing goes to the server, through the same MNIST-style
+preprocessing as `python -m mnist.predict` (mnist.preprocess), and the page shows the digit
+read (or "not sure: 4 or 9", from the checkpoint's calibration), the top-3 probabilities and
+the steps: the image as read, the ink found, the 28x28 image the model saw. The default
+checkpoint is the one mnist.predict picks; the page names it. Served by waitress, answering only
+requests addressed to its own host (mnist.webserver).
 """
 from __future__ import annotations
 
@@ -22,8 +24,8 @@ from waitress.server import create_server
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from mnist.errors import run_cli
-from mnist.webserver import check_port_free, guarded
 from mnist.predict import ImageError, Predictor, answer, default_checkpoint, load_stages
+from mnist.webserver import check_port_free, guarded
 
 MAX_UPLOAD_MB = 16  # a phone photo is a few MB; more is not a digit worth reading
 # Requests answered at once (waitress's worker threads; more wait in its queue): each holds at most one
