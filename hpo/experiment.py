@@ -15,12 +15,12 @@ import yaml
 
 from hpo.space import Dimension, dimensions
 from mnist.config import DEFAULTS as TRAIN_DEFAULTS
-from mnist.config import KNOBS, MAX_SEED, Rule, integer, one_of, optional, resolve_config
+from mnist.config import KNOBS, MAX_SEED, Rule, integer, is_int, is_number, one_of, optional, resolve_config
 from mnist.errors import UserError
 
 # Rules of the settings below, built like mnist.config's knob rules (a check and the words for it).
-GPUS = Rule(lambda v: _is_finite_number(v) and v >= 0, "a number >= 0 (fractions allowed)", float)
-SECONDS = Rule(lambda v: _is_finite_number(v) and v > 0, "a number of seconds > 0", float)
+GPUS = Rule(lambda v: is_number(v) and v >= 0, "a number >= 0 (fractions allowed)", float)
+SECONDS = Rule(lambda v: is_number(v) and v > 0, "a number of seconds > 0", float)
 MAPPING = Rule(lambda v: isinstance(v, dict), "a mapping of mnist config keys to values", None)
 SPACE = Rule(lambda v: isinstance(v, dict) and bool(v), "a non-empty mapping of searched keys", None)
 
@@ -170,7 +170,7 @@ def resolve_experiment(file_values: dict[str, Any], overrides: dict[str, Any], w
     experiment.update(copy.deepcopy(file_values))
     experiment.update({key: value for key, value in overrides.items() if value is not None})
     budget, factor = experiment["max_epochs"], experiment["reduction_factor"]
-    if experiment["grace_period"] is None and all(_is_int(v) and v >= 1 for v in (budget, factor)):
+    if experiment["grace_period"] is None and all(is_int(v) and v >= 1 for v in (budget, factor)):
         experiment["grace_period"] = max(1, budget // factor)  # else _check_experiment names the bad one
     _check_experiment(experiment, where)
     experiment["search_space"] = _resolve_space(experiment["search_space"], experiment["max_epochs"], where)
@@ -186,14 +186,6 @@ def _check_baseline_inside(experiment: dict[str, Any], where: str) -> None:
         if not in_space({key: baseline[key]}, {key: spec}):
             raise UserError(f"{where}: search_space.{key} {spec} does not hold the tutorial's value {baseline[key]!r}, "
                             "the baseline of every comparison; widen it (a choice can list it)")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_finite_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _check_experiment(experiment: dict[str, Any], where: str) -> None:

@@ -27,29 +27,31 @@ class Rule:
     choices: tuple | None = None
 
 
-def _is_int(value: Any) -> bool:
+def is_int(value: Any) -> bool:
+    """An int, not a bool (YAML's true is not 1 here)."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
+    """A finite int or float, not a bool."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def integer(low: int, high: int | None = None) -> Rule:
     text = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
-    return Rule(lambda v: _is_int(v) and v >= low and (high is None or v <= high), text, int)
+    return Rule(lambda v: is_int(v) and v >= low and (high is None or v <= high), text, int)
 
 
 def number(low: float, high: float, low_open: bool = False, high_open: bool = False) -> Rule:
     """A finite float in the interval; open ends say so ("(0, 1]")."""
     def check(value: Any) -> bool:
-        return (_is_number(value) and (value > low if low_open else value >= low)
+        return (is_number(value) and (value > low if low_open else value >= low)
                 and (value < high if high_open else value <= high))
     return Rule(check, f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}", float)
 
 
 def positive() -> Rule:
-    return Rule(lambda v: _is_number(v) and v > 0, "> 0", float)
+    return Rule(lambda v: is_number(v) and v > 0, "> 0", float)
 
 
 def one_of(*choices: Any) -> Rule:
@@ -174,7 +176,7 @@ def resolve_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     config.update(upgrade_config(overrides or {}))
     # YAML and JSON give ints where floats are meant (lr: 1); keep floats floats.
     for key, knob in KNOBS.items():
-        if knob.rule.parse is float and _is_int(config.get(key)):
+        if knob.rule.parse is float and is_int(config.get(key)):
             config[key] = float(config[key])
     validate_config(config)
     return config

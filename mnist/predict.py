@@ -40,8 +40,8 @@ def read_image(source: Path | BinaryIO, name: str) -> Image.Image:
             if opened.width * opened.height > MAX_PIXELS:  # read from the header: nothing decoded yet
                 raise ImageError(f"{name}: {opened.width}x{opened.height} px is over the {MAX_PIXELS / 1e6:.0f} "
                                  "megapixels read here (a digit needs far fewer: scale it down)")
-            # A digit needs no more than MAX_SIDE pixels: bound the work and memory on huge files
-            # (JPEG decodes straight at a fraction of its size; other formats are scaled once).
+            # A digit needs far fewer pixels: bound the work and memory on huge files (a JPEG decodes
+            # straight at a fraction of its size; other formats are scaled to MAX_SIDE once).
             opened.draft(opened.mode, (WORKING_SIZE * 2, WORKING_SIZE * 2))  # still twice what preprocessing uses
             image = opened.copy()
         image.thumbnail((MAX_SIDE, MAX_SIDE))
