@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFilter
+from scipy import ndimage
 
 from mnist.data import MnistData
 from mnist.errors import UserError
 from mnist.predict import Predictor, load_image
-from mnist.preprocess import (MNIST_SKEW_RANGE, MNIST_STROKE_RANGE, MNIST_STROKE_WIDTH, MNIST_WHITE_SHARE, Steps, digit_stroke_width,
+from mnist.preprocess import (MNIST_CENTER, MNIST_SKEW_RANGE, MNIST_STROKE_RANGE, MNIST_STROKE_WIDTH, MNIST_WHITE_SHARE, Steps, digit_stroke_width,
                               mnist_statistics, preprocess, preprocess_stages, skew_of)
 
 
@@ -41,6 +42,20 @@ def test_the_targets_are_mnists_own_figures(mnist_data: MnistData) -> None:
     assert measured["white_share_median"] == pytest.approx(MNIST_WHITE_SHARE, abs=0.03)
     assert measured["skew_p10_p90"] == pytest.approx(MNIST_SKEW_RANGE, abs=0.05)
     assert measured["box_side_median"] == 20  # the 20 px box MNIST fits its digits into
+    assert measured["center_of_mass_mean"] == pytest.approx([MNIST_CENTER, MNIST_CENTER], abs=0.1)
+
+
+def test_digits_land_where_mnists_centre_of_mass_lies(mnist_data: MnistData) -> None:
+    """MNIST test digits photographed as dark ink on paper, off centre, come back centred as MNIST centres."""
+    centers, grid_middle = [], []
+    for index, digit in enumerate(mnist_data.test_images[:40]):
+        paper = Image.new("L", (200, 160), 235)
+        ink = Image.fromarray(255 - digit).resize((112, 112), Image.BILINEAR)
+        paper.paste(ink, (index % 80, index % 40))
+        centers.append(ndimage.center_of_mass(preprocess(paper).astype(np.float64)))
+        grid_middle.append(ndimage.center_of_mass(preprocess(paper, Steps(center=False)).astype(np.float64)))
+    assert np.mean(centers, axis=0) == pytest.approx([MNIST_CENTER, MNIST_CENTER], abs=0.15)
+    assert np.mean(grid_middle, axis=0) == pytest.approx([13.5, 13.5], abs=0.15)  # the step turned off
 
 
 def test_a_thick_stroked_zero_comes_out_at_mnists_stroke_width_and_still_reads_zero(tiny_run: Path) -> None:
@@ -58,6 +73,16 @@ def test_a_thin_stroke_is_thickened_and_a_usual_one_left_alone() -> None:
     assert digit_stroke_width(preprocess(thin, Steps(stroke=False))) < MNIST_STROKE_RANGE[0]
     assert digit_stroke_width(preprocess(thin)) >= MNIST_STROKE_RANGE[0] - 0.25
     assert np.array_equal(preprocess(usual), preprocess(usual, Steps(stroke=False)))
+
+
+def test_a_faint_blurred_blob_thins_to_its_core_line_not_to_nothing() -> None:
+    """A blurred photo of a short 1 is all stroke and no length: thinning it to MNIST's width once erased it."""
+    blob = Image.new("L", (300, 170), 205)
+    ImageDraw.Draw(blob).ellipse([130, 40, 175, 120], fill=160)
+    blob = blob.filter(ImageFilter.GaussianBlur(10))
+    assert digit_stroke_width(preprocess(blob, Steps(stroke=False))) > MNIST_STROKE_RANGE[1] + 2  # the case
+    digit = preprocess(blob)
+    assert digit.max() == 255 and (digit > 127).sum() >= 20  # a stroke is left
 
 
 @pytest.mark.parametrize("degrees", [-30, 35])
@@ -109,7 +134,8 @@ def test_an_exif_rotated_jpeg_reads_as_its_upright_png(tmp_path: Path, tiny_run:
 
 def test_steps_are_named_and_a_wrong_name_is_refused() -> None:
     assert Steps.parse("all") == Steps() and Steps.parse("-deskew,-stroke") == Steps(deskew=False, stroke=False)
-    assert Steps.parse("before") == Steps(upright=False, contrast=False, despeckle=False, deskew=False, stroke=False)
+    assert Steps.parse("before") == Steps(upright=False, contrast=False, despeckle=False, deskew=False, stroke=False,
+                                                   center=False)
     with pytest.raises(UserError, match="unknown preprocessing step.*deskw"):
         Steps.parse("-deskw")
 
