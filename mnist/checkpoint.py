@@ -132,6 +132,12 @@ def check_contents(state: dict[str, Any], path: Path) -> None:
         raise UserError(f"{path}: its model is not a table of weight tensors")
     if not all(bool(torch.isfinite(value).all()) for value in weights.values() if value.is_floating_point()):
         raise UserError(f"{path}: its weights are not finite (a run that diverged); train again or pick another")
+    members = state.get("members", 1)
+    if not isinstance(members, int) or isinstance(members, bool) or members < 1:
+        raise UserError(f"{path}: its member count {members!r} is not a whole number >= 1")
+    held = {name.split(".")[1] for name in weights if name.startswith("members.")}
+    if members > 1 and (len(held) != members or held != {str(index) for index in range(members)}):
+        raise UserError(f"{path}: says {members} ensemble members but its weights hold {len(held)}")
     if not isinstance(state["config"], dict):
         raise UserError(f"{path}: its config is not a mapping")
     try:

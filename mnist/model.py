@@ -61,10 +61,34 @@ def predict_logits(model: torch.nn.Module, images: torch.Tensor, batch_size: int
     return torch.cat(outputs)
 
 
-def model_from_checkpoint(state: dict[str, Any], device: torch.device) -> CCNet:
-    """The CCNet a checkpoint holds, on `device`, in eval mode; UserError when the weights do not fit."""
+class Ensemble(nn.Module):
+    """CCNets trained alike from different seeds, answering the mean of their logits.
+
+    hpo/best.py trains the winner with K seeds anyway (to measure its gain); averaging those K
+    models reads people's digits better than any one of them (a point or more on the scans,
+    where one seed's model differs from the next by as much) at K times a CCNet's inference.
+    """
+
+    def __init__(self, members: list[nn.Module]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([member(x) for member in self.members]).mean(dim=0)
+
+
+def ensemble_weights(member_weights: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The state dict of an Ensemble of CCNets with these weights (keys members.<i>.<name>)."""
+    return {f"members.{index}.{name}": value for index, weights in enumerate(member_weights)
+            for name, value in weights.items()}
+
+
+def model_from_checkpoint(state: dict[str, Any], device: torch.device) -> nn.Module:
+    """The CCNet (or Ensemble of CCNets, when the checkpoint says `members`) a checkpoint holds, on `device`,
+    in eval mode; UserError when the weights do not fit."""
     config = upgrade_config(state["config"])
-    model = CCNet(config.get("dropout", 0.5), config.get("head", "logits"))
+    members = [CCNet(config.get("dropout", 0.5), config.get("head", "logits")) for _ in range(state.get("members", 1))]
+    model = members[0] if len(members) == 1 else Ensemble(members)
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as error:

@@ -109,16 +109,21 @@ class Predictor:
 
 
 def default_checkpoint(results: Path = Path("results")) -> Path:
-    """The newest retrained search winner (results/*/best/model.pt), else the newest training run's best.pt."""
-    for pattern in ("*/best/model.pt", "train/*/best.pt"):
-        for path in sorted(results.glob(pattern), key=lambda path: path.stat().st_mtime, reverse=True):
-            try:
-                load_checkpoint(path)
-            except UserError as error:  # a diverged or broken one is passed over, and said so
-                print(f"note: skipping {error}", file=sys.stderr)
-                continue
-            return path
-    raise UserError(f"no checkpoint under {results}/ (no */best/model.pt, no train/*/best.pt): "
+    """The newest retrained search winner (results/*/best/: its ensemble.pt, else its model.pt), else the
+    newest training run's best.pt."""
+    def newest_first(paths: list[Path]) -> list[Path]:
+        return sorted(paths, key=lambda path: path.stat().st_mtime, reverse=True)
+
+    winners = [path for model in newest_first(list(results.glob("*/best/model.pt")))
+               for path in (model.with_name("ensemble.pt"), model) if path.exists()]
+    for path in winners + newest_first(list(results.glob("train/*/best.pt"))):
+        try:
+            load_checkpoint(path)
+        except UserError as error:  # a diverged or broken one is passed over, and said so
+            print(f"note: skipping {error}", file=sys.stderr)
+            continue
+        return path
+    raise UserError(f"no checkpoint under {results}/ (no */best/ensemble.pt or model.pt, no train/*/best.pt): "
                     "train one with `python -m mnist.train` or pass --checkpoint")
 
 

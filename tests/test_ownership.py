@@ -126,6 +126,8 @@ def test_training_into_a_folder_that_holds_a_run_is_refused(tiny_run: Path, caps
     (lambda state: state["model"]["fc.weight"].fill_(float("nan")), "its weights are not finite (a run that diverged)"),
     (lambda state: state.update(model=torch.zeros(3)), "its model is not a table of weight tensors"),
     (lambda state: state["config"].update(dropout=5), "config: dropout must be in [0, 1)"),
+    (lambda state: state.update(members=0), "its member count 0 is not a whole number >= 1"),
+    (lambda state: state.update(members=10**9), "says 1000000000 ensemble members but its weights hold 0"),
 ])
 def test_a_spoiled_checkpoint_is_one_line_in_predict_and_evaluate_and_skipped_by_the_default_pick(
         tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture, spoil, message: str,

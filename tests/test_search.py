@@ -13,7 +13,13 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import pytest
+import torch
 
+from mnist.checkpoint import load_checkpoint
+from mnist.data import MnistData
+from mnist.evaluate import evaluate_model
+from mnist.model import model_from_checkpoint
+from mnist.predict import default_checkpoint
 from tests.helpers import PNG_MAGIC, ROOT, free_port, run_script, stop_ray_start
 
 pytestmark = pytest.mark.slow  # Ray clusters and searches: minutes
@@ -88,7 +94,7 @@ def test_tensorboard_has_scalars_and_hparams_per_trial(smoke_search: tuple[Path,
 
 
 def test_best_retrains_and_compares_with_the_tutorials_setting(
-        smoke_search: tuple[Path, subprocess.CompletedProcess]) -> None:
+        smoke_search: tuple[Path, subprocess.CompletedProcess], mnist_data: MnistData) -> None:
     folder, _ = smoke_search
     result = run_script("best.py", ["--experiment", str(folder), "--epochs", "1", "--seeds", "2"])
     assert result.returncode == 0, result.stderr[-3000:]
@@ -109,6 +115,15 @@ def test_best_retrains_and_compares_with_the_tutorials_setting(
     assert (folder / "best" / "baseline" / "metrics.json").exists()
     assert "the tutorial's setting, same 1 epochs and seeds" in result.stdout and "gain " in result.stdout
     assert "95% CI" in result.stdout and comparison["verdict"] in result.stdout
+    # The seeds' models as one ensemble: what predict and the page pick by default.
+    ensemble, single = load_checkpoint(folder / "best" / "ensemble.pt"), load_checkpoint(folder / "best" / "model.pt")
+    assert ensemble["members"] == 2 and ensemble["seeds"] == comparison["seeds"]
+    assert all(torch.equal(ensemble["model"][f"members.0.{name}"], value) for name, value in single["model"].items())
+    assert not torch.equal(ensemble["model"]["members.1.fc.weight"], single["model"]["fc.weight"])  # another seed
+    model = model_from_checkpoint(ensemble, torch.device("cpu"))
+    assert search["ensemble"]["test_accuracy"] == evaluate_model(model, mnist_data, torch.device("cpu"))["test_accuracy"]
+    assert f"test accuracy {search['ensemble']['test_accuracy']:.4f}" in result.stdout
+    assert default_checkpoint(folder.parent) == folder / "best" / "ensemble.pt"
 
 
 def test_gpus_asked_where_there_are_none_fails_fast(tmp_path: Path, smoke_flags: list[str]) -> None:
