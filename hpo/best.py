@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = retrain_winner(store.local, args.select, args.seeds, args.epochs, args.full, args.baseline, fit)
         store.push("best")
     print_comparison(summary)
-    print(f"wrote {store}/best: model.pt, metrics.json, comparison.json, comparison.png, confusion_matrix.png, "
+    print(f"wrote {store}/best: ensemble.pt, model.pt, metrics.json, comparison.json, comparison.png, confusion_matrix.png, "
           "misclassified.png")
     return 0
 

@@ -43,8 +43,9 @@ def read_image(source: Path | BinaryIO, name: str) -> Image.Image:
             # A digit needs far fewer pixels: bound the work and memory on huge files (a JPEG decodes
             # straight at a fraction of its size; other formats are scaled to MAX_SIDE once).
             opened.draft(opened.mode, (WORKING_SIZE * 2, WORKING_SIZE * 2))  # still twice what preprocessing uses
+            # Shrunk in place before it is copied: one full-size decode in memory at a time, not two.
+            opened.thumbnail((MAX_SIDE, MAX_SIDE))
             image = opened.copy()
-        image.thumbnail((MAX_SIDE, MAX_SIDE))
     except Image.DecompressionBombError:
         raise ImageError(f"{name}: too large to read safely (over {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} "
                          "megapixels)") from None
@@ -210,7 +211,7 @@ def labelled(files: list[Path], labels_file: Path) -> tuple[list[Path], np.ndarr
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Recognise your own handwritten digit images with a trained CCNet.")
     parser.add_argument("paths", nargs="+", help="image files (PNG, JPEG, BMP, ...) or folders of them")
-    parser.add_argument("--checkpoint", default=None, help="model (default: newest results/*/best/model.pt, "
+    parser.add_argument("--checkpoint", default=None, help="model (default: newest results/*/best/ensemble.pt or model.pt, "
                                                            "else newest results/train/*/best.pt)")
     parser.add_argument("--json", action="store_true", help="one JSON object per image instead of text")
     parser.add_argument("--sheet", default=None, metavar="OUT.png", help="contact sheet: input, 28x28, prediction")

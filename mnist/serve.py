@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import base64
 import io
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -28,9 +29,15 @@ from mnist.predict import ImageError, Predictor, answer, default_checkpoint, loa
 from mnist.webserver import check_port_free, guarded
 
 MAX_UPLOAD_MB = 16  # a phone photo is a few MB; more is not a digit worth reading
-# Requests answered at once (waitress's worker threads; more wait in its queue): each holds at most one
-# image of at most mnist.predict.MAX_PIXELS, decoded at most ~300 MB in RGBA, so the server stays under ~1.5 GB.
+# Requests answered at once (waitress's worker threads; more wait in its queue).
 SERVING_THREADS = 4
+# Large images are read by two threads of their own: decoding one of mnist.predict.MAX_PIXELS (70 MP)
+# takes ~380 MB until it is shrunk, and the C allocator keeps what a thread freed for that thread's next
+# use, so every thread that ever read one would hold its ~380 MB for good. Two readers bound it: the
+# server stays under 1.5 GB under any load (`python -m mnist.bench_serve` measures it); drawings and
+# ordinary photos are read by the serving threads and never wait for a large one.
+LARGE_IMAGE_PIXELS = 16_000_000
+LARGE_IMAGE_READERS = 2
 BACKLOG = 1024  # connections the kernel queues while every thread is busy (wsgiref's 5 dropped them)
 
 
@@ -60,9 +67,19 @@ def read_upload(data: bytes, name: str, predictor: Predictor) -> dict:
             "original": png_data_url(thumbnail(stages.original)), "ink": png_data_url(thumbnail(stages.ink))}
 
 
+def pixels_of(data: bytes) -> int:
+    """An image's pixel count from its header (nothing decoded); 0 when it is not one (read_upload says why)."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.width * image.height
+    except Exception:  # PIL raises many types on bad headers
+        return 0
+
+
 def create_app(predictor: Predictor, checkpoint: Path) -> Flask:
     """The page and its /predict endpoint, for one loaded model."""
     app = Flask(__name__)
+    large_image_readers = ThreadPoolExecutor(LARGE_IMAGE_READERS, thread_name_prefix="large-image")
     app.config["MAX_CONTENT_LENGTH"] = MAX_UPLOAD_MB * 2**20
 
     @app.get("/")
@@ -75,8 +92,11 @@ def create_app(predictor: Predictor, checkpoint: Path) -> Flask:
         if upload is None:
             return jsonify(error="no image in the request (form field 'image')"), 400
         name = Path(upload.filename or "drawing").name
+        data = upload.read()
         try:
-            return jsonify(read_upload(upload.read(), name, predictor)), 200
+            if pixels_of(data) > LARGE_IMAGE_PIXELS:
+                return jsonify(large_image_readers.submit(read_upload, data, name, predictor).result()), 200
+            return jsonify(read_upload(data, name, predictor)), 200
         except ImageError as error:
             return jsonify(error=str(error)), 400
 
@@ -99,7 +119,7 @@ def create_app(predictor: Predictor, checkpoint: Path) -> Flask:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Draw a digit in the browser and see what a trained CCNet reads.")
     parser.add_argument("--checkpoint", default=None, help="model (default: the one mnist.predict picks: newest "
-                                                           "results/*/best/model.pt, else newest results/train/*/best.pt)")
+                                                           "results/*/best/ensemble.pt or model.pt, else newest results/train/*/best.pt)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine "
                                                             "only; 0.0.0.0 shows it to your network)")

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SEARCH = [sys.executable, str(ROOT / "hpo" / "search.py"), "--experiment", str(ROOT / "experiments" / "cpu-quick.yaml"),
           "--num-samples", "3", "--max-epochs", "2", "--limit", "2000", "--max-concurrent", "2"]
 BEST = [sys.executable, str(ROOT / "hpo" / "best.py"), "--seeds", "2", "--epochs", "1"]
-BEST_FILES = {"model.pt", "metrics.json", "comparison.json", "comparison.png", "curves.png", "confusion_matrix.png",
+BEST_FILES = {"model.pt", "ensemble.pt", "metrics.json", "comparison.json", "comparison.png", "curves.png", "confusion_matrix.png",
               "misclassified.png", "baseline"}
 
 

@@ -1,6 +1,7 @@
 """Helpers the tests share (plain functions and constants; shared data are fixtures in conftest.py)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -131,3 +132,29 @@ def refused(main, argv: list[str], capsys) -> str:
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and err.count("\n") == 1, err
     return err
+
+
+@contextlib.contextmanager
+def read_only_folder(path: Path):
+    """`path` (made if missing) made unwritable, for root too (chattr +i; chmod 555 for anyone else), and
+    writable again after; skips the test where the file system allows neither."""
+    path.mkdir(parents=True, exist_ok=True)
+    as_root = os.geteuid() == 0
+    if as_root:
+        subprocess.run(["chattr", "+i", str(path)], capture_output=True)
+    else:
+        path.chmod(0o555)
+    try:
+        probe = path / ".probe"
+        try:
+            probe.touch()
+        except OSError:
+            yield path
+        else:
+            probe.unlink()
+            pytest.skip(f"cannot make {path} read-only here (chattr/chmod had no effect)")
+    finally:
+        if as_root:
+            subprocess.run(["chattr", "-i", str(path)], capture_output=True)
+        else:
+            path.chmod(0o755)

@@ -16,7 +16,7 @@ import torch
 from hpo.storage import ExperimentStore
 from mnist.checkpoint import recover_folder, replace_folder
 from mnist.errors import UserError
-from tests.helpers import ROOT, refused, run_script
+from tests.helpers import ROOT, read_only_folder, refused, run_script
 
 # (script, arguments with {tmp} for the test's folder, what the one line says) -- each refused with
 # exit 2, one line, no traceback, before Ray starts, and nothing left in {tmp}/results.
@@ -290,3 +290,37 @@ def test_malformed_pngs_are_one_line_each_and_the_other_images_are_still_read(
     assert exit_info.value.code == 2 and "Traceback" not in captured.err
     assert "a_garbage.png: broken data stream" in captured.err and "b_short.png: image file is truncated" in captured.err
     assert "c_good.png: " in captured.out  # the other image was read
+
+
+@pytest.mark.parametrize("program, arguments", [
+    ("search", ["--storage-path", "{ro}", "--name", "x"]),
+    ("search", ["--storage-path", "{ro}/results", "--name", "x"]),
+    ("train", ["-e", "1", "--limit", "500", "--out", "{ro}/run"]),
+    ("predict", ["{images}", "--checkpoint", "{checkpoint}", "--sheet", "{ro}/sheet.png"]),
+    ("predict", ["{images}", "--checkpoint", "{checkpoint}", "--labels", "{images}/labels.csv",
+                 "--misread", "{ro}/misread.png"]),
+])
+def test_a_read_only_output_folder_is_one_line_naming_it(tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                         program: str, arguments: list[str]) -> None:
+    from PIL import Image, ImageDraw
+
+    from hpo.search import main as search_main
+    from mnist.errors import run_cli
+    from mnist.predict import main as predict_main
+    from mnist.train import main as train_main
+
+    images = tmp_path / "images"
+    images.mkdir()
+    one = Image.new("L", (100, 100), 255)
+    ImageDraw.Draw(one).line([(50, 10), (50, 90)], fill=0, width=10)
+    one.save(images / "one.png")
+    (images / "labels.csv").write_text("file,label\none.png,7\n")  # misread on purpose: a misread sheet is due
+    mains = {"search": search_main, "train": train_main, "predict": predict_main}
+    with read_only_folder(tmp_path / "ro") as ro:
+        argv = [argument.format(ro=ro, images=images, checkpoint=tiny_run / "best.pt") for argument in arguments]
+        with pytest.raises(SystemExit) as exit_info:
+            run_cli(mains[program], argv)
+        err = capsys.readouterr().err  # predict says first which checkpoint it reads: one error line after it
+        errors = [line for line in err.splitlines() if line.startswith("error:")]
+        assert exit_info.value.code == 2 and len(errors) == 1 and str(ro) in errors[0] and "Traceback" not in err, err
+        assert list(ro.iterdir()) == []  # nothing half-written left in it

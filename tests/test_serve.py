@@ -13,7 +13,8 @@ from hpo.dashboard import main as dashboard_main
 from hpo.search import main as search_main
 from mnist.errors import run_cli
 from mnist.predict import Predictor
-from mnist.serve import MAX_UPLOAD_MB, create_app
+from mnist import serve
+from mnist.serve import LARGE_IMAGE_PIXELS, MAX_UPLOAD_MB, create_app
 from mnist.serve import main as serve_main
 
 
@@ -136,6 +137,27 @@ def test_the_dashboard_is_read_only_and_answers_only_its_own_host(tmp_path: Path
     assert [s.study_name for s in optuna.get_all_study_summaries(optuna_storage(tmp_path))] == ["s"]  # not deleted
     with serve_dashboard(tmp_path, free_port(), allow_edit=True) as url:
         assert http(url.split("/dashboard")[0] + "/api/studies/1", method="DELETE")[0] in (200, 204)
+
+
+def test_a_large_photo_is_read_by_the_large_image_readers_and_reads_as_its_small_copy(
+        client, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    readers = []
+    read_upload = serve.read_upload
+
+    def spy(*arguments):
+        readers.append(threading.current_thread().name)
+        return read_upload(*arguments)
+
+    monkeypatch.setattr(serve, "read_upload", spy)
+    small = png_of_a_bar()
+    side = int((LARGE_IMAGE_PIXELS * 1.2) ** 0.5)
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(small)).resize((side, side)).save(buffer, format="PNG")
+    answers = [post(client, data).get_json() for data in (small, buffer.getvalue())]
+    assert not readers[0].startswith("large-image") and readers[1].startswith("large-image")  # the case
+    assert answers[0]["digit"] == answers[1]["digit"] and answers[0]["top3"][0]["digit"] == answers[1]["top3"][0]["digit"]
 
 
 def test_the_page_refuses_an_image_over_the_pixel_limit_before_decoding_it(client) -> None:
