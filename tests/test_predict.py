@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw
 from mnist.data import MnistData
 from mnist.errors import run_cli
 from mnist.predict import Predictor, load_image, main
-from mnist.preprocess import preprocess
+from mnist.preprocess import MNIST_CENTER, preprocess
 from mnist.train import main as train_main
 from tests.helpers import PNG_MAGIC
 
@@ -45,7 +45,7 @@ def test_off_centre_large_digit_is_centred_and_20px_tall(dark_on_light: bool) ->
     height, width = ink_box(digit)
     assert height in (20, 21) and width < height  # the longer side is 20 px, aspect kept
     row, column = center_of_mass(digit.astype(float))
-    assert abs(row - 13.5) <= 0.5 and abs(column - 13.5) <= 0.5
+    assert abs(row - MNIST_CENTER) <= 0.5 and abs(column - MNIST_CENTER) <= 0.5  # where MNIST's centres lie
     assert digit[0].max() == 0 and digit[:, 0].max() == 0  # black background, as in MNIST
 
 
@@ -156,7 +156,9 @@ def test_a_labelled_folder_is_scored_with_per_digit_accuracy_confusions_and_a_sh
     predicted = Predictor(trained_model).predict([load_image(folder / f)[1] for f in labels]).labels
     right = int((predicted == np.array(list(labels.values()))).sum())
     assert f"accuracy {right / 60:.4f} ({right}/60)" in out
-    assert "per digit: 0: " in out and f"{truth[0]} read as" in out  # the planted misreading is among them
+    planted = labels["d00.png"]
+    assert predicted[0] != planted  # the case: the model disagrees with the planted label
+    assert "per digit: 0: " in out and f"{planted} read as {predicted[0]}" in out  # the planted misreading is listed
     assert misread.read_bytes()[:8] == PNG_MAGIC
 
 
