@@ -36,7 +36,8 @@ def trials_per_minute(nodes: int, experiment: dict, storage: Path) -> float:
     cluster.wait_for_nodes()
     try:
         started = time.perf_counter()
-        run_search(experiment, ExperimentStore(str(storage), f"{nodes}_nodes"), resume=False, address=cluster.address)
+        run_search(experiment, ExperimentStore(str(storage), f"{nodes}_nodes"), resume=False, address=cluster.address,
+                   shared_storage=True)  # every node is this machine
         return experiment["num_samples"] / ((time.perf_counter() - started) / 60)
     finally:
         ray.shutdown()

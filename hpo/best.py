@@ -39,7 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1,
                         help="data-parallel workers (Ray Train, DDP); the global batch stays the trial's, "
                              "each worker takes batch/N, the learning rate is unchanged (default 1: plain)")
-    parser.add_argument("--gpus-per-worker", type=float, default=0, help="GPUs of each data-parallel worker")
+    parser.add_argument("--gpus-per-worker", type=float, default=0,
+                        help="GPUs of each data-parallel worker: 0 or whole GPUs (NCCL refuses two workers on one GPU)")
+    parser.add_argument("--shared-storage", action="store_true",
+                        help="with --workers > 1 on a multi-node cluster: the experiment folder is mounted at the "
+                             "same path on every node")
     parser.add_argument("--address", default=None,
                         help="Ray cluster for --workers > 1 (default: RAY_ADDRESS, else a local one)")
     args = parser.parse_args(argv)
@@ -47,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--seeds must be >= 1, got {args.seeds}")
     if args.workers < 1:
         raise UserError(f"--workers must be >= 1, got {args.workers}")
+    if not (args.gpus_per_worker >= 0 and float(args.gpus_per_worker).is_integer()):
+        raise UserError(f"--gpus-per-worker must be 0 or a whole number of GPUs, got {args.gpus_per_worker:g}: Ray would "
+                        "pack fractional workers onto one GPU, and NCCL refuses two ranks on one GPU")
     if args.epochs is not None and args.epochs < 1:
         raise UserError(f"--epochs must be >= 1, got {args.epochs}")
     location = args.experiment or str(newest_experiment(Path(args.storage_path)))
@@ -58,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         # Ray Train's runs (workers > 1) go where every node reaches: beside the experiment.
         train_storage = (join_uri(store.location, "best") if store.remote
                          else str(staging_folder(store.local).resolve()))
-        fit = Fit(args.workers, args.gpus_per_worker, args.address, train_storage)
+        fit = Fit(args.workers, int(args.gpus_per_worker), args.address, train_storage, args.shared_storage)
         summary = retrain_winner(store.local, args.select, args.seeds, args.epochs, args.full, args.baseline, fit)
         store.push("best")
     print_comparison(summary)

@@ -6,16 +6,28 @@ import os
 import shutil
 import signal
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
 import ray
+import torch
 from ray._raylet import AuthenticationTokenLoader, Config  # private: see tests/test_ray_internals.py
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from mnist.errors import UserError
 
-# Concurrency beyond this makes TPE propose mostly blind (constant liar helps, but only so much).
+# Concurrency beyond this makes TPE propose mostly blind (constant liar helps, but only so much);
+# with fractional GPUs the cap grows with the packing (0.25 GPU a trial: 32), as docs/cluster.md says.
 MAX_DEFAULT_CONCURRENCY = 8
+# For tests on machines without a GPU: "1" lets trials hold GPUs that torch cannot see (a Ray cluster
+# started with `ray start --num-gpus 2` on a CPU machine); they then train on the CPU. Unset, such a
+# trial is refused: it would hold the GPU and train on one CPU thread.
+FAKE_GPUS = "HPO_FAKE_GPUS"
+CUDA_HINT = ("install torch's CUDA build there (pip install torch --index-url https://download.pytorch.org/whl/cu126, "
+             "or the command pytorch.org gives for its driver)")
+# How long a GPU node may take to answer what its torch sees (it starts a worker and imports torch).
+GPU_CHECK_TIMEOUT_S = 120
 
 
 def connect(address: str | None) -> None:
@@ -122,24 +134,108 @@ def check_reachable(address: str, timeout_s: float = 10.0) -> None:
                         f"({getattr(error, 'strerror', None) or error})") from None
 
 
-def trial_resources(experiment: dict[str, Any]) -> tuple[dict[str, float], int]:
+def shortfall(cluster: dict[str, float], cpus_per_trial: float, gpus_per_trial: float) -> str | None:
+    """What the cluster lacks to place one trial, or None."""
+    cpus, gpus = cluster.get("CPU", 0), cluster.get("GPU", 0)
+    if gpus_per_trial > 0 and gpus == 0:
+        return f"gpus_per_trial is {gpus_per_trial:g}, but the Ray cluster has no GPUs ({cpus:g} CPUs)"
+    if gpus_per_trial > gpus:
+        return f"gpus_per_trial is {gpus_per_trial:g}, but the Ray cluster has only {gpus:g} GPUs"
+    if cpus_per_trial > cpus:
+        return f"cpus_per_trial is {cpus_per_trial:g}, but the Ray cluster has only {cpus:g} CPUs"
+    return None
+
+
+def wait_for_trial_resources(cpus_per_trial: float, gpus_per_trial: float, wait_s: float) -> dict[str, float]:
+    """The cluster's resources once it can place one trial (an autoscaling cluster adds nodes as asked), waiting
+    at most `wait_s` seconds and saying so; UserError naming what is missing after that."""
+    cluster = ray.cluster_resources()
+    missing = shortfall(cluster, cpus_per_trial, gpus_per_trial)
+    if missing and wait_s > 0:
+        print(f"waiting up to {wait_s:g} s for the cluster to offer a trial's {cpus_per_trial:g} CPU and "
+              f"{gpus_per_trial:g} GPU ({missing})", flush=True)
+        deadline = time.monotonic() + wait_s
+        while missing and time.monotonic() < deadline:
+            time.sleep(2)
+            cluster = ray.cluster_resources()
+            missing = shortfall(cluster, cpus_per_trial, gpus_per_trial)
+    if missing:
+        waited = f" after waiting {wait_s:g} s" if wait_s > 0 else ""
+        advice = "use --gpus-per-trial 0 to run on CPUs" if gpus_per_trial > 0 else "use fewer --cpus-per-trial"
+        raise UserError(f"{missing}{waited}: {advice}")
+    return cluster
+
+
+def trial_resources(experiment: dict[str, Any], wait_s: float = 0) -> tuple[dict[str, float], int]:
     """({"cpu": c, "gpu": g} of one trial, trials at once), checked against what the cluster has.
 
-    Ray would leave a trial asking for GPUs that do not exist PENDING forever: fail now instead.
+    Ray would leave a trial asking for what no node has PENDING forever: wait `wait_s` seconds for it
+    (an autoscaling cluster's workers joining), then fail in one line.
     """
-    cluster = ray.cluster_resources()
-    cpus, gpus = cluster.get("CPU", 0), cluster.get("GPU", 0)
     cpus_per_trial = experiment["cpus_per_trial"]
     gpus_per_trial = experiment["gpus_per_trial"]
     if gpus_per_trial is None:
-        gpus_per_trial = 1 if gpus >= 1 else 0
-    if gpus_per_trial > 0 and gpus == 0:
-        raise UserError(f"gpus_per_trial is {gpus_per_trial}, but the Ray cluster has no GPUs "
-                        f"({cpus:g} CPUs): use --gpus-per-trial 0 to run on CPUs")
-    if gpus_per_trial > gpus:
-        raise UserError(f"gpus_per_trial is {gpus_per_trial}, but the Ray cluster has only {gpus:g} GPUs")
-    if cpus_per_trial > cpus:
-        raise UserError(f"cpus_per_trial is {cpus_per_trial}, but the Ray cluster has only {cpus:g} CPUs")
+        gpus_per_trial = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+        if gpus_per_trial == 0 and wait_s > 0:  # a joined cluster: GPU workers may be yet to come
+            print("the cluster has no GPUs now: trials run on CPUs (on an autoscaling cluster, --gpus-per-trial 1 "
+                  "waits for GPU workers to join)", flush=True)
+    cluster = wait_for_trial_resources(cpus_per_trial, gpus_per_trial, wait_s)
+    cpus, gpus = cluster.get("CPU", 0), cluster.get("GPU", 0)
     slots = int(gpus // gpus_per_trial) if gpus_per_trial else int(cpus // cpus_per_trial)
-    concurrent = experiment["max_concurrent"] or max(1, min(slots, MAX_DEFAULT_CONCURRENCY))
+    cap = int(MAX_DEFAULT_CONCURRENCY / min(gpus_per_trial, 1)) if gpus_per_trial else MAX_DEFAULT_CONCURRENCY
+    concurrent = experiment["max_concurrent"] or max(1, min(slots, cap))
+    could_run = min(experiment["num_samples"], experiment["max_concurrent"] or MAX_DEFAULT_CONCURRENCY)
+    if gpus_per_trial >= 1 and slots < could_run:
+        print(f"{gpus:g} GPU(s) run {slots} trial(s) at once while the CPUs wait; CCNet uses about 1% of a GPU: "
+              f"--gpus-per-trial 0.25 runs 4 trials on each GPU", flush=True)
     return {"cpu": cpus_per_trial, "gpu": gpus_per_trial}, concurrent
+
+
+def check_storage_shared(storage_is_local: bool, shared: bool, storage: str) -> None:
+    """Refuse a folder on this machine as the storage of a multi-node cluster: a trial on another node
+    fails at its first checkpoint ("Unable to set up cluster storage"), unless the user says every node
+    mounts it at the same path."""
+    nodes = [node for node in ray.nodes() if node["Alive"]]
+    if storage_is_local and not shared and len(nodes) > 1:
+        raise UserError(f"the Ray cluster has {len(nodes)} nodes and --storage-path {storage} is a folder on this "
+                        "machine: trials on other nodes cannot write there; use a folder every node mounts at the "
+                        "same path (and say so with --shared-storage) or a bucket (s3://..., gs://...)")
+
+
+def fake_gpus() -> bool:
+    return os.environ.get(FAKE_GPUS) == "1"
+
+
+def torch_without_cuda(gpu_ids: list) -> str | None:
+    """Why this process cannot use the GPUs Ray gave it (torch's build, the node), or None when it can."""
+    if not gpu_ids or torch.cuda.is_available():
+        return None
+    build = ("built without CUDA" if torch.version.cuda is None
+             else f"built for CUDA {torch.version.cuda} but finds no usable GPU (driver too old or missing?)")
+    return (f"node {ray.util.get_node_ip_address()} gives trials GPUs, but its torch {torch.__version__} is {build}: "
+            f"{CUDA_HINT}; or --gpus-per-trial 0 to train on CPUs")
+
+
+@ray.remote(num_cpus=0)
+def _torch_on_this_node() -> str | None:
+    return torch_without_cuda(ray.get_gpu_ids())
+
+
+def check_gpus_usable(gpus: float) -> None:
+    """Refuse in one line, naming the node and its torch, when a node's torch cannot use the GPUs it offers:
+    a trial placed there would hold a GPU and silently train on one CPU thread. One probe per GPU node,
+    holding `gpus` (at most 1) of a GPU for the moment it takes; skipped when FAKE_GPUS says so."""
+    if gpus <= 0 or fake_gpus():
+        return
+    for node in ray.nodes():
+        if not node["Alive"] or node["Resources"].get("GPU", 0) <= 0:
+            continue
+        probe = _torch_on_this_node.options(num_gpus=min(gpus, 1), scheduling_strategy=NodeAffinitySchedulingStrategy(
+            node["NodeID"], soft=False)).remote()
+        try:
+            problem = ray.get(probe, timeout=GPU_CHECK_TIMEOUT_S)
+        except ray.exceptions.GetTimeoutError:  # its GPUs are busy: the trial itself checks again
+            ray.cancel(probe, force=True)
+            continue
+        if problem:
+            raise UserError(problem)

@@ -17,7 +17,9 @@ from ray.train import RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer, get_device
 
 from hpo.checkpoints import read_checkpoint, report_with_checkpoint
-from hpo.cluster import connect
+from hpo.cluster import check_gpus_usable, check_storage_shared, connect
+from hpo.storage import is_uri
+from mnist.errors import UserError
 from mnist.data import MnistData
 from mnist.train import train
 
@@ -39,18 +41,24 @@ def _worker_loop(loop_config: dict[str, Any]) -> None:
     train(loop_config["config"], data=data, on_epoch=report)
 
 
-def train_data_parallel(config: dict[str, Any], data: MnistData, workers: int, gpus_per_worker: float,
-                        storage: str, address: str | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def train_data_parallel(config: dict[str, Any], data: MnistData, workers: int, gpus_per_worker: int,
+                        storage: str, address: str | None = None,
+                        shared_storage: bool = False) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Train `config` on `workers` Ray Train workers; returns (per-epoch metrics, final checkpoint state).
 
-    `storage` (a folder every node reaches, or a URI) receives rank 0's checkpoints.
+    `storage` (a folder every node reaches, or a URI) receives rank 0's checkpoints. Each worker takes
+    whole GPUs: NCCL refuses two ranks on one GPU, and Ray would pack fractional workers together.
     """
+    if gpus_per_worker < 0 or int(gpus_per_worker) != gpus_per_worker:
+        raise UserError(f"gpus per data-parallel worker must be 0 or a whole number, got {gpus_per_worker}")
     use_gpu = gpus_per_worker > 0
     config = {**config, "device": "cuda" if use_gpu else "cpu", "threads": 1}
     started_here = not ray.is_initialized()
     if started_here:
         connect(address)
     try:
+        check_storage_shared(not is_uri(storage), shared_storage, storage)
+        check_gpus_usable(gpus_per_worker)
         trainer = TorchTrainer(
             _worker_loop,
             train_loop_config={"config": config, "data": ray.put(data)},

@@ -18,8 +18,8 @@ from typing import Any, Iterator
 import optuna
 from ray import tune
 
-from hpo.cluster import (check_address, connect, end_leftover_cluster, end_private_cluster, private_session_dir,
-                         trial_resources)
+from hpo.cluster import (check_address, check_gpus_usable, check_storage_shared, connect, end_leftover_cluster,
+                         end_private_cluster, fake_gpus, private_session_dir, trial_resources)
 from hpo.experiment import trial_config
 from hpo.progress import SearchProgress
 from hpo.dashboard import serve_dashboard
@@ -72,7 +72,7 @@ def make_tuner(experiment: dict[str, Any], store: ExperimentStore, resume: bool,
                concurrent: int, data: MnistData) -> tune.Tuner:
     print(f"each trial: {resources['cpu']:g} CPU, {resources['gpu']:g} GPU; up to {concurrent} at once", flush=True)
     # with_parameters puts the 60 MB of uint8 images in the object store once; trials read it zero-copy.
-    trainable = tune.with_resources(tune.with_parameters(ccnet_trainable, data=data), resources)
+    trainable = tune.with_resources(tune.with_parameters(ccnet_trainable, data=data, fake_gpus=fake_gpus()), resources)
     if resume:
         # The searcher (its Optuna study and sampler state) and the scheduler come back from the saved state.
         return tune.Tuner.restore(store.tune_path, trainable=trainable, resume_errored=True)
@@ -135,11 +135,18 @@ def live_dashboard(store: ExperimentStore, port: int | None) -> Iterator[None]:
 ENDED_FILE = "ended.json"  # written when a search ends by its time budget: it is final, not resumable
 
 
+# Seconds a search on a cluster it joined waits for what a trial asks (an autoscaler adding GPU workers).
+JOINED_CLUSTER_WAIT_S = 600
+
+
 def run_search(experiment: dict[str, Any], store: ExperimentStore, resume: bool, address: str | None,
-               dashboard_port: int | None = None) -> tuple[tune.ResultGrid, dict[str, float]]:
+               dashboard_port: int | None = None, wait_s: float | None = None,
+               shared_storage: bool = False) -> tuple[tune.ResultGrid, dict[str, float]]:
     """Run (or resume) the search kept in `store`; returns Tune's ResultGrid and a trial's resources.
 
-    With `dashboard_port`, optuna-dashboard serves the search's study on 127.0.0.1 while it runs.
+    With `dashboard_port`, optuna-dashboard serves the search's study on 127.0.0.1 while it runs. On a
+    cluster it joined, it waits `wait_s` seconds (default JOINED_CLUSTER_WAIT_S; on its own cluster 0) for
+    the resources of a trial; `shared_storage` says a local --storage-path is mounted on every node.
     """
     exists = store.exists() and tune.Tuner.can_restore(store.tune_path)
     if exists and not resume:
@@ -166,8 +173,12 @@ def run_search(experiment: dict[str, Any], store: ExperimentStore, resume: bool,
     session = private_session_dir() if check_address(address) == "local" else None
     if session:
         store.ray_session_file.write_text(session)
+    if wait_s is None:
+        wait_s = 0 if check_address(address) == "local" else JOINED_CLUSTER_WAIT_S
     try:
-        resources, concurrent = trial_resources(experiment)
+        check_storage_shared(not store.remote, shared_storage, store.tune_storage_path)
+        resources, concurrent = trial_resources(experiment, wait_s)
+        check_gpus_usable(resources["gpu"])
         # Only once the cluster is there and can hold a trial: a refused start leaves no folder to resume.
         if not resume:
             store.local.mkdir(parents=True, exist_ok=True)

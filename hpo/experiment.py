@@ -19,7 +19,9 @@ from mnist.config import KNOBS, MAX_SEED, Rule, integer, is_int, is_number, one_
 from mnist.errors import UserError
 
 # Rules of the settings below, built like mnist.config's knob rules (a check and the words for it).
-GPUS = Rule(lambda v: is_number(v) and v >= 0, "a number >= 0 (fractions allowed)", float)
+# Ray places a fraction of one GPU or whole GPUs: a trial asking 1.5 would wait forever.
+GPUS = Rule(lambda v: is_number(v) and v >= 0 and (v <= 1 or float(v).is_integer()),
+            "0, a fraction of one GPU (0.25) or a whole number of GPUs", float)
 SECONDS = Rule(lambda v: is_number(v) and v > 0, "a number of seconds > 0", float)
 MAPPING = Rule(lambda v: isinstance(v, dict), "a mapping of mnist config keys to values", None)
 SPACE = Rule(lambda v: isinstance(v, dict) and bool(v), "a non-empty mapping of searched keys", None)

@@ -96,9 +96,10 @@ class Fit:
     reaches) keeps Ray Train's runs: rank 0 may run on another node and writes its checkpoints there.
     """
     workers: int = 1
-    gpus_per_worker: float = 0
+    gpus_per_worker: int = 0
     address: str | None = None
     train_storage: str = ""
+    shared_storage: bool = False  # a local train_storage is mounted on every node
 
     def __call__(self, config: dict[str, Any], data: MnistData,
                  run_name: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -106,7 +107,7 @@ class Fit:
         if self.workers <= 1:
             return fit_here(config, data)
         history, state = train_data_parallel(config, data, self.workers, self.gpus_per_worker,
-                                             join_uri(self.train_storage, run_name), self.address)
+                                             join_uri(self.train_storage, run_name), self.address, self.shared_storage)
         for metrics in history:
             print(f"  {format_epoch(metrics, config['epochs'])}", flush=True)
         return history, state

@@ -53,6 +53,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--time-budget", type=float, default=None, help="stop the search after this many seconds")
     parser.add_argument("--resume", action="store_true", help="continue the experiment --name (default: the newest)")
     parser.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a local one)")
+    parser.add_argument("--wait-for-resources", type=float, default=None, metavar="SECONDS",
+                        help="on a joined cluster, wait this long for the CPUs/GPUs a trial asks (an autoscaler "
+                             "adding workers) before refusing (default 600; on this machine's own cluster 0)")
+    parser.add_argument("--shared-storage", action="store_true",
+                        help="a local --storage-path is mounted at the same path on every node of the cluster "
+                             "(else a multi-node cluster needs a bucket URI)")
     parser.add_argument("--dashboard", type=int, nargs="?", const=DEFAULT_PORT, default=None, metavar="PORT",
                         help=f"serve optuna-dashboard on 127.0.0.1:PORT (default {DEFAULT_PORT}) while the search runs")
     return parser.parse_args(argv)
@@ -79,6 +85,8 @@ def check_name(name: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     check_address(args.address)  # a malformed --address or RAY_ADDRESS is refused before anything starts
+    if args.wait_for_resources is not None and not 0 <= args.wait_for_resources < float("inf"):
+        raise UserError(f"--wait-for-resources must be a number of seconds >= 0, got {args.wait_for_resources}")
     if args.dashboard is not None:  # a busy port is refused now, not after the cluster has started
         check_port_free(args.dashboard, HOST)
     if args.resume:
@@ -113,7 +121,8 @@ def search(store: ExperimentStore, args: argparse.Namespace, experiment: dict | 
           f"Ray's full log: {store.local / 'search.log'}", flush=True)
     try:
         with search_log(store.local):
-            results, resources = run_search(experiment, store, args.resume, args.address, args.dashboard)
+            results, resources = run_search(experiment, store, args.resume, args.address, args.dashboard,
+                                            args.wait_for_resources, args.shared_storage)
             try:
                 trials, best = summarize(store.local, results, experiment, resources, sys.argv)
             except NothingFinished:

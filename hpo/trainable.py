@@ -16,6 +16,7 @@ import torch
 from ray import tune
 
 from hpo.checkpoints import read_checkpoint, report_with_checkpoint
+from hpo.cluster import torch_without_cuda
 from mnist.data import MnistData
 from mnist.train import train
 
@@ -33,9 +34,13 @@ def _crash_once_if_asked(epoch: int) -> None:
         raise RuntimeError(f"injected crash after epoch {epoch} ({CRASH_ONCE_AT_EPOCH})")
 
 
-def where_it_runs() -> dict[str, Any]:
-    """What a trial records about its placement: device, Ray's GPU ids, node."""
+def where_it_runs(fake_gpus: bool = False) -> dict[str, Any]:
+    """What a trial records about its placement: device, Ray's GPU ids, node. A trial given GPUs that its
+    torch cannot use fails (a node that joined after the search's check), unless the GPUs are fake on purpose."""
     gpu_ids = [str(i) for i in ray.get_gpu_ids()]
+    problem = torch_without_cuda(gpu_ids)
+    if problem and not fake_gpus:
+        raise GpuWithoutCuda(problem)
     # Ray sets CUDA_VISIBLE_DEVICES to the trial's GPUs, so cuda:0 is the first of them.
     device = "cuda:0" if gpu_ids and torch.cuda.is_available() else "cpu"
     return {"device": device, "gpu_ids": ",".join(gpu_ids), "node": socket.gethostname(),
@@ -48,9 +53,14 @@ def restored_state() -> dict[str, Any] | None:
     return None if checkpoint is None else read_checkpoint(checkpoint)
 
 
-def ccnet_trainable(config: dict[str, Any], data: MnistData | None = None) -> None:
-    """Ray Tune function trainable: `config` is one full mnist config (see hpo.experiment.trial_config)."""
-    placement = where_it_runs()
+class GpuWithoutCuda(RuntimeError):
+    """Ray gave the trial GPUs that this node's torch cannot use."""
+
+
+def ccnet_trainable(config: dict[str, Any], data: MnistData | None = None, fake_gpus: bool = False) -> None:
+    """Ray Tune function trainable: `config` is one full mnist config (see hpo.experiment.trial_config);
+    `fake_gpus` lets GPUs that torch cannot see be held anyway (tests; hpo.cluster.FAKE_GPUS)."""
+    placement = where_it_runs(fake_gpus)
     config = {**config, "device": "cuda" if placement["device"].startswith("cuda") else "cpu"}
 
     def report(metrics: dict[str, Any], state: dict[str, Any]) -> None:

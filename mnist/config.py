@@ -138,6 +138,11 @@ KNOBS: dict[str, Knob] = {
     # AVX512-BF16/AMX, where it trains ~1.5x faster); fp32 elsewhere. False = always fp32.
     "amp": Knob(True, BOOLEAN, "bf16 autocast where the hardware does bf16 natively (--no-amp = fp32)",
                 searchable=False),
+    # On CUDA: deterministic cuDNN kernels, no autotuning, no TF32, so that the same seed gives the same
+    # run on a GPU as it does on CPU; False trades that for speed (cudnn.benchmark, TF32 matmuls and
+    # convolutions: 10 mantissa bits). No effect on CPU. The checkpoint's "precision" says what ran.
+    "cuda_exact": Knob(True, BOOLEAN, "on CUDA: deterministic kernels and no TF32 (--no-cuda-exact: faster)",
+                       searchable=False),
 }
 
 DEFAULTS: dict[str, Any] = {key: knob.default for key, knob in KNOBS.items()}

@@ -23,9 +23,22 @@ def pick_device(name: str) -> torch.device:
 
 def bf16_is_native(device: torch.device) -> bool:
     """Whether bf16 matmuls and convolutions run in hardware here (else autocast would be slower)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+    if device.type == "cuda":  # not counting emulation (V100, T4 say True and run bf16 slower than fp32)
+        return torch.cuda.is_bf16_supported(including_emulation=False)
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
+
+
+def set_cuda_math(device: torch.device, exact: bool) -> str:
+    """Choose CUDA's float32 math deliberately (the knob cuda_exact); returns what it is: "fp32" (exact:
+    deterministic cuDNN kernels, no autotuning, no TF32) or "tf32" (autotuned kernels, TF32 matmuls and
+    convolutions). CPU: "fp32", nothing changed."""
+    if device.type != "cuda":
+        return "fp32"
+    torch.backends.cudnn.deterministic = exact
+    torch.backends.cudnn.benchmark = not exact
+    torch.backends.cuda.matmul.allow_tf32 = not exact
+    torch.backends.cudnn.allow_tf32 = not exact
+    return "fp32" if exact else "tf32"

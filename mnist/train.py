@@ -33,7 +33,7 @@ from mnist.batches import EpochBatches, steps_per_epoch
 from mnist.config import DEFAULTS, add_config_flags, config_from_flags, resolve_config
 from mnist.data import MnistData, device_images, device_labels, load_mnist, split_train_val
 from mnist.errors import UserError, run_cli
-from mnist.device import available_cpus, bf16_is_native, pick_device
+from mnist.device import available_cpus, bf16_is_native, pick_device, set_cuda_math
 from mnist.model import CCNet, predict_logits
 
 EpochHook = Callable[[dict[str, Any], dict[str, Any]], None]
@@ -142,6 +142,8 @@ def train(config: dict[str, Any], data: MnistData | None = None, on_epoch: Epoch
     device = pick_device(config["device"])
     torch.set_num_threads(config["threads"] or available_cpus())
     amp = config["amp"] and bf16_is_native(device)
+    float32_math = set_cuda_math(device, config["cuda_exact"])  # before any kernel runs
+    precision = "bf16 autocast" if amp else float32_math
     torch.manual_seed(config["seed"])
     split = split_train_val(data or load_mnist(config["data"]), config["val_fraction"], config["limit"])
     train_images, train_labels = device_images(split.train_images, device), device_labels(split.train_labels, device)
@@ -185,7 +187,7 @@ def train(config: dict[str, Any], data: MnistData | None = None, on_epoch: Epoch
         state = {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "epoch": epoch, "rng": _rng_state(device), "config": config, "history": history,
-            "precision": "bf16 autocast" if amp else "fp32", **metadata,
+            "precision": precision, **metadata,
         }
         if on_epoch is not None:
             on_epoch(metrics, state)

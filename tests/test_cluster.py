@@ -58,10 +58,23 @@ def two_nodes() -> tuple[str, subprocess.Popen, subprocess.Popen, str]:
                 stop_ray_start(process)
 
 
-def _search(smoke_flags: list[str], address: str, storage: Path, name: str, extra: list[str]) -> subprocess.Popen:
+def _search(smoke_flags: list[str], address: str, storage: Path, name: str, extra: list[str],
+            shared: bool = True) -> subprocess.Popen:
+    """A search on the two nodes; their storage is shared (both are this machine) and says so unless told not to."""
     return subprocess.Popen([sys.executable, str(ROOT / "hpo" / "search.py"), *smoke_flags, "--address", address,
-                             "--storage-path", str(storage), "--name", name, *extra],
+                             "--storage-path", str(storage), "--name", name, *extra,
+                             *(["--shared-storage"] if shared else [])],
                             env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_a_local_storage_on_a_multi_node_cluster_is_refused_unless_said_shared(tmp_path: Path, two_nodes: tuple,
+                                                                              smoke_flags: list[str]) -> None:
+    address, _, _, _ = two_nodes
+    search = _search(smoke_flags, address, tmp_path, "local", ["--num-samples", "2"], shared=False)
+    _, err = search.communicate(timeout=300)
+    assert search.returncode == 2 and err.count("\n") == 1, err[-3000:]
+    assert f"the Ray cluster has 2 nodes and --storage-path {tmp_path.resolve()} is a folder on this machine" in err
+    assert "--shared-storage" in err and not (tmp_path / "local").exists()
 
 
 def test_trials_spread_over_both_nodes(tmp_path: Path, two_nodes: tuple, smoke_flags: list[str]) -> None:

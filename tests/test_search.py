@@ -129,9 +129,9 @@ def test_best_retrains_and_compares_with_the_tutorials_setting(
 def test_gpus_asked_where_there_are_none_fails_fast(tmp_path: Path, smoke_flags: list[str]) -> None:
     started = time.monotonic()
     result = run_script("search.py", [*smoke_flags, "--gpus-per-trial", "1", "--storage-path", str(tmp_path)],
-                        timeout=120)
+                        timeout=120, env={"CUDA_VISIBLE_DEVICES": ""})  # no GPU for Ray, on a GPU host too
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "gpus_per_trial is 1.0, but the Ray cluster has no GPUs" in result.stderr
+    assert "gpus_per_trial is 1, but the Ray cluster has no GPUs" in result.stderr
     assert time.monotonic() - started < 120
 
 
@@ -147,7 +147,8 @@ def _wait_for_port(port: int, seconds: float = 90) -> None:
 
 def test_fake_gpu_cluster_gives_each_trial_its_own_gpu(tmp_path: Path, smoke_flags: list[str]) -> None:
     # A cluster started with `ray start` that advertises 2 GPUs: Ray assigns them (CUDA_VISIBLE_DEVICES)
-    # though torch sees none, so the trials train on CPU and record the ids they were given.
+    # though torch sees none. Unasked, the search refuses them (a trial would hold a GPU and train on one
+    # CPU thread); with HPO_FAKE_GPUS=1 the trials train on CPU and record the ids they were given.
     port = free_port()
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     head = subprocess.Popen(["ray", "start", "--head", "--block", f"--port={port}", "--num-cpus=2", "--num-gpus=2",
@@ -155,9 +156,14 @@ def test_fake_gpu_cluster_gives_each_trial_its_own_gpu(tmp_path: Path, smoke_fla
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         _wait_for_port(port)
-        result = run_script("search.py", [*smoke_flags, "--num-samples", "2", "--storage-path", str(tmp_path),
-                                          "--name", "gpus", "--address", f"127.0.0.1:{port}"],
-                            env={"RAY_AUTH_MODE": "disabled"})
+        flags = [*smoke_flags, "--num-samples", "2", "--storage-path", str(tmp_path), "--address", f"127.0.0.1:{port}"]
+        if not torch.cuda.is_available():  # a CPU torch: the GPUs Ray offers are refused, naming the node
+            refused = run_script("search.py", [*flags, "--name", "refused"], env={"RAY_AUTH_MODE": "disabled"})
+            assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr[-3000:]
+            assert "gives trials GPUs, but its torch" in refused.stderr and "download.pytorch.org" in refused.stderr
+            assert not (tmp_path / "refused" / "trials.csv").exists()
+        result = run_script("search.py", [*flags, "--name", "gpus"],
+                            env={"RAY_AUTH_MODE": "disabled", "HPO_FAKE_GPUS": "1"})
         assert result.returncode == 0, result.stderr[-3000:]
         assert "each trial: 1 CPU, 1 GPU; up to 2 at once" in result.stdout
         trials = pd.read_csv(tmp_path / "gpus" / "trials.csv", dtype={"gpu_ids": str})
