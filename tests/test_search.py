@@ -168,6 +168,13 @@ def test_fake_gpu_cluster_gives_each_trial_its_own_gpu(tmp_path: Path, smoke_fla
         assert "each trial: 1 CPU, 1 GPU; up to 2 at once" in result.stdout
         trials = pd.read_csv(tmp_path / "gpus" / "trials.csv", dtype={"gpu_ids": str})
         assert sorted(trials["gpu_ids"]) == ["0", "1"]
+        if not torch.cuda.is_available():  # data-parallel retraining on those GPUs: refused alike
+            retrain = run_script("best.py", ["--experiment", str(tmp_path / "gpus"), "--workers", "2",
+                                             "--gpus-per-worker", "1", "--seeds", "1", "--epochs", "1",
+                                             "--address", f"127.0.0.1:{port}"], env={"RAY_AUTH_MODE": "disabled"})
+            assert retrain.returncode == 2 and retrain.stderr.count("\n") == 1, retrain.stderr[-3000:]
+            assert "gives trials GPUs, but its torch" in retrain.stderr
+            assert not (tmp_path / "gpus" / "best").exists()
     finally:
         stop_ray_start(head)
 
