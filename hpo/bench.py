@@ -1,19 +1,23 @@
 """Benchmark: what early stopping costs and saves against FIFO + random search, same samples, data and budget, one run.
 
-    python hpo/bench.py [--num-samples 20] [--max-epochs 9] [--limit 12000] [--seeds 0 1 2]
+    python hpo/bench.py [--num-samples 20] [--max-epochs 9] [--limit 12000] [--seeds 0 1 2 3 4]
 
 Three arms over the default search space, each run once per searcher seed (the seed also
-seeds every trial's training; with two trials at a time ASHA's and TPE's decisions still
-depend on which trial reports first, so a rerun can differ by a few epochs), and the figures
-are means over seeds (about 45 minutes for the default 3 seeds on a free 2-core CPU):
-    asha_tpe     ASHA as before: grace period 1 epoch, reduction factor 4 (rungs at 1 and 4)
-    hedged_tpe   the default now: ASHA's grace period tied to the budget (max_epochs // 4)
+seeds every trial's training and ASHA's bracket draws; with two trials at a time ASHA's and
+TPE's decisions still depend on which trial reports first, so a rerun can differ by a few
+epochs); about 75 minutes for the default 5 seeds on a free 2-core CPU:
+    asha_tpe     plain ASHA: grace period 1 epoch, reduction factor 4, one bracket (rungs at 1 and 4)
+    hedged_tpe   the hedge: the same with a second bracket, whose trials are first judged at 4
     fifo_random  every trial trained to the full budget, random sampling
-Prints each run's epochs, wall time and best val_acc, then (means over seeds):
+Prints, per seed and as means with their spread over seeds: epochs, wall time, best val_acc,
+and the epochs each arm trained before it first passed the tutorial's final val_acc; then the
+paired comparison hedge minus FIFO over seeds with its 95% interval (scipy), and (means):
     epochs_ratio_asha_vs_fifo: X           best_val_acc_gap_points: Y (FIFO minus ASHA)
     hedged_epochs_ratio_vs_fifo: R         (target <= 0.5)
     hedged_best_val_acc_gap_points: G      (FIFO minus hedged, target <= 0.10)
     train_share_of_wall: Z                 (share of the hedged search's wall time spent training)
+Writes anytime.png (best-so-far against cumulative epochs, mean over seeds, band = min..max)
+into the --storage-path folder.
 """
 from __future__ import annotations
 
@@ -24,30 +28,67 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy import stats
 
+from hpo.comparison import paired_gain
 from hpo.driver import run_search
 from hpo.experiment import resolve_experiment
+from hpo.plots import plot_arms_anytime
 from hpo.storage import ExperimentStore
-from hpo.summary import trial_tables
-from mnist.errors import run_cli
+from hpo.summary import anytime_curve, trial_tables
+from mnist.errors import UserError, run_cli
+
+ARMS = {  # label: (scheduler, searcher, grace_period, brackets)
+    "asha_tpe": ("asha", "tpe", 1, 1),
+    "hedged_tpe": ("asha", "tpe", 1, 2),
+    "fifo_random": ("fifo", "random", None, 1),
+}
 
 
-def timed_search(experiment: dict[str, Any], folder: Path) -> dict[str, float]:
+def timed_search(experiment: dict[str, Any], folder: Path) -> dict[str, Any]:
     started = time.perf_counter()
-    results, resources = run_search(experiment, ExperimentStore(str(folder.parent), folder.name), resume=False,
-                                    address=None)
+    results, _ = run_search(experiment, ExperimentStore(str(folder.parent), folder.name), resume=False, address=None)
     wall = time.perf_counter() - started
-    trials, _ = trial_tables(results, experiment)
+    trials, history = trial_tables(results, experiment)
+    anytime = anytime_curve(history, trials)
     slots = experiment["max_concurrent"]
     return {"epochs": int(trials["epochs"].sum()), "wall_s": wall, "best_val_acc": float(trials["best_val_acc"].max()),
-            "train_s": float(trials["time_s"].sum()), "train_share": float(trials["time_s"].sum()) / (wall * slots)}
+            "train_s": float(trials["time_s"].sum()), "train_share": float(trials["time_s"].sum()) / (wall * slots),
+            "passed_at_epochs": anytime["passed_at_epochs"], "anytime": anytime}
 
 
-ARMS = {  # label: (scheduler, searcher, grace_period; None = tied to the budget)
-    "asha_tpe": ("asha", "tpe", 1),
-    "hedged_tpe": ("asha", "tpe", None),
-    "fifo_random": ("fifo", "random", None),
-}
+def spread(values: list[float]) -> str:
+    array = np.asarray(values, float)
+    return f"{array.mean():.3f} (sd {array.std(ddof=1) if len(array) > 1 else 0.0:.3f})"
+
+
+def print_runs(runs: dict[str, list[dict[str, Any]]], seeds: list[int]) -> None:
+    for label, rows in runs.items():
+        for seed, row in zip(seeds, rows):
+            passed = (f"passed the tutorial's final val_acc after {row['passed_at_epochs']} epochs"
+                      if row["passed_at_epochs"] is not None else "never passed the tutorial's final val_acc")
+            print(f"{label:12s} seed {seed}  epochs {row['epochs']:4d}  wall {row['wall_s']:7.1f} s  "
+                  f"best val_acc {row['best_val_acc']:.4f}  {passed}  training {row['train_s']:.1f} s")
+    for label, rows in runs.items():
+        passed = [row["passed_at_epochs"] for row in rows if row["passed_at_epochs"] is not None]
+        print(f"{label:12s} over seeds: epochs {spread([row['epochs'] for row in rows])}  best val_acc % "
+              f"{spread([100 * row['best_val_acc'] for row in rows])}  epochs to pass the tutorial "
+              f"{spread(passed) if passed else 'never'} ({len(passed)}/{len(rows)} passed)")
+
+
+def print_paired(hedged: list[dict[str, Any]], fifo: list[dict[str, Any]]) -> None:
+    """Hedge minus FIFO, seed by seed, with a 95% interval over seeds (scipy's paired t)."""
+    accuracy = paired_gain([row["best_val_acc"] for row in hedged], [row["best_val_acc"] for row in fifo])
+    low_high = accuracy["gain_ci95_points"]
+    print(f"paired over seeds, hedge minus FIFO: best val_acc {accuracy['gain_points']:+.3f} points, "
+          + ("no interval (one seed)" if low_high is None else f"95% CI [{low_high[0]:+.3f}, {low_high[1]:+.3f}]"))
+    epochs = np.array([row["epochs"] for row in hedged], float) - np.array([row["epochs"] for row in fifo], float)
+    ratios = ", ".join(f"{row['epochs'] / other['epochs']:.3f}" for row, other in zip(hedged, fifo))
+    interval = (stats.t.interval(0.95, len(epochs) - 1, loc=epochs.mean(), scale=stats.sem(epochs))
+                if len(epochs) > 1 and epochs.std() > 0 else None)
+    print(f"paired over seeds, hedge minus FIFO: epochs {epochs.mean():+.1f}, "
+          + ("no interval" if interval is None else f"95% CI [{interval[0]:+.1f}, {interval[1]:+.1f}]")
+          + f"; epochs ratio per seed {ratios}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,32 +97,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-epochs", type=int, default=9, help="epoch budget of a trial")
     parser.add_argument("--limit", type=int, default=12000, help="training images (first N of the 60,000)")
     parser.add_argument("--max-concurrent", type=int, default=2, help="trials at once in every search")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="searcher seeds: one run of each arm per seed")
-    parser.add_argument("--storage-path", default="results/bench", help="where the searches are written")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4],
+                        help="searcher seeds: one run of each arm per seed")
+    parser.add_argument("--storage-path", default="results/bench", help="where the searches and anytime.png go")
     args = parser.parse_args(argv)
+    if len(set(args.seeds)) != len(args.seeds):
+        raise UserError(f"--seeds must differ, got {args.seeds}")
     stamp = f"{datetime.now():%Y%m%d-%H%M%S}"
-    runs: dict[str, list[dict[str, float]]] = {label: [] for label in ARMS}
+    runs: dict[str, list[dict[str, Any]]] = {label: [] for label in ARMS}
     for seed in args.seeds:
-        for label, (scheduler, searcher, grace) in ARMS.items():
+        for label, (scheduler, searcher, grace, brackets) in ARMS.items():
             experiment = resolve_experiment({"num_samples": args.num_samples, "max_epochs": args.max_epochs,
-                                             "grace_period": grace, "reduction_factor": 4,
+                                             "grace_period": grace, "reduction_factor": 4, "brackets": brackets,
                                              "max_concurrent": args.max_concurrent, "tpe_startup_trials": 5,
                                              "scheduler": scheduler, "searcher": searcher, "seed": seed,
                                              "train": {"limit": args.limit}}, {}, label)
             runs[label].append(timed_search(experiment, Path(args.storage_path) / f"{label}-seed{seed}-{stamp}"))
     print(f"{args.num_samples} samples, {args.max_epochs} epochs budget, {args.limit} images, "
           f"{args.max_concurrent} trials at once, searcher seeds {args.seeds}")
-    for label, rows in runs.items():
-        for seed, row in zip(args.seeds, rows):
-            print(f"{label:12s} seed {seed}  epochs {row['epochs']:4d}  wall {row['wall_s']:7.1f} s  "
-                  f"best val_acc {row['best_val_acc']:.4f}  training {row['train_s']:.1f} s")
-    for label, rows in runs.items():
-        best = 100 * np.array([row["best_val_acc"] for row in rows])
-        epochs = np.array([row["epochs"] for row in rows])
-        print(f"{label:12s} over seeds: epochs {epochs.mean():.1f} (sd {epochs.std(ddof=min(1, len(rows) - 1)):.1f})  "
-              f"best val_acc {best.mean():.3f}% (sd {best.std(ddof=min(1, len(rows) - 1)):.3f})")
-    mean = {label: {key: float(np.mean([row[key] for row in rows])) for key in rows[0]} for label, rows in runs.items()}
+    print_runs(runs, args.seeds)
+    print_paired(runs["hedged_tpe"], runs["fifo_random"])
+    plot = Path(args.storage_path) / f"anytime-{stamp}.png"
+    plot_arms_anytime({label: [row["anytime"] for row in rows] for label, rows in runs.items()}, plot)
+    mean = {label: {key: float(np.mean([row[key] for row in rows])) for key in ("epochs", "best_val_acc", "train_share")}
+            for label, rows in runs.items()}
     asha, hedged, fifo = mean["asha_tpe"], mean["hedged_tpe"], mean["fifo_random"]
+    print(f"best-so-far plot: {plot}")
     print(f"epochs_ratio_asha_vs_fifo: {asha['epochs'] / fifo['epochs']:.3f}")
     print(f"best_val_acc_gap_points: {100 * (fifo['best_val_acc'] - asha['best_val_acc']):.3f}")
     print(f"hedged_epochs_ratio_vs_fifo: {hedged['epochs'] / fifo['epochs']:.3f}")

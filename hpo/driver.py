@@ -172,6 +172,7 @@ def run_search(experiment: dict[str, Any], store: ExperimentStore, resume: bool,
     connect(address)
     session = private_session_dir() if check_address(address) == "local" else None
     if session:
+        store.ray_session_file.parent.mkdir(parents=True, exist_ok=True)  # the storage root (hpo/bench.py's is new)
         store.ray_session_file.write_text(session)
     if wait_s is None:
         wait_s = 0 if check_address(address) == "local" else JOINED_CLUSTER_WAIT_S

@@ -51,6 +51,10 @@ SETTINGS: dict[str, Setting] = {
     # against a 1-epoch grace period by hpo/bench.py (README, "Benchmarks").
     "grace_period": Setting(None, optional(integer(1))),
     "reduction_factor": Setting(4, integer(2)),
+    # ASHA's brackets (Hyperband's hedge against judging too early): 1 = plain ASHA; with 2, a trial
+    # drawn into the second bracket (by a generator seeded by `seed`) is first judged reduction_factor
+    # times later, so slow starters (augmented, annealed) are also judged on a longer horizon.
+    "brackets": Setting(1, integer(1)),
     # Trials at once; None = as many as the cluster's GPUs (or CPUs) hold, capped at 8 so that
     # TPE proposes from results instead of sampling blind.
     "max_concurrent": Setting(None, optional(integer(1))),

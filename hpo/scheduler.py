@@ -4,35 +4,61 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
 from hpo.experiment import baseline_point
 
 
 class BaselineKeepingASHA(ASHAScheduler):
-    """ASHA that never stops the tutorial's setting.
+    """ASHA that never stops the tutorial's setting, and draws each trial's bracket from the search's seed.
 
     The tutorial's trial is the baseline: trained to the full budget, it makes "the search beat
     the tutorial's setting by X points" a comparison at the same epochs. It still counts in
-    ASHA's rungs, so the other trials are judged against it as usual.
+    ASHA's rungs, so the other trials are judged against it as usual. Ray draws a trial's
+    bracket from numpy's global generator; here the draw comes from a generator of the search's
+    own, seeded by its seed and saved with the scheduler, so a search (and its resume) repeats.
     """
 
-    def __init__(self, *args: Any, baseline: dict[str, Any], **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, *, time_attr: str, max_t: int, baseline: dict[str, Any], seed: int, **kwargs: Any) -> None:
+        super().__init__(time_attr=time_attr, max_t=max_t, **kwargs)
         self.baseline = baseline
+        self.budget_attr, self.budget = time_attr, max_t  # what the constructor was told, not Ray's fields
+        self.bracket_draws = np.random.RandomState(seed).get_state()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Schedulers pickled by searches before 2026-12-02 lack the three fields above; they read Ray's own
+        # (ASHA's private _time_attr, _max_t) and draw as Ray did. Can go once no such search is resumed.
+        self.__dict__.update(state)
+        if "budget" not in state:
+            self.budget_attr, self.budget, self.bracket_draws = state["_time_attr"], state["_max_t"], None
+
+    def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+        if self.bracket_draws is None:
+            super().on_trial_add(tune_controller, trial)
+            return
+        outside = np.random.get_state()  # Ray draws from the global generator: lend it the search's own state
+        np.random.set_state(self.bracket_draws)
+        try:
+            super().on_trial_add(tune_controller, trial)
+        finally:
+            self.bracket_draws = np.random.get_state()
+            np.random.set_state(outside)
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
         decision = super().on_trial_result(tune_controller, trial, result)
         is_baseline = all(trial.config.get(key) == value for key, value in self.baseline.items())
-        before_budget = result.get(self._time_attr, 0) < self._max_t
+        before_budget = result.get(self.budget_attr, 0) < self.budget
         return self.CONTINUE if is_baseline and before_budget and decision == self.STOP else decision
 
 
 def make_scheduler(experiment: dict[str, Any]) -> TrialScheduler:
-    """FIFO, or ASHA from the experiment's grace period (tied to the budget unless set) and reduction factor."""
+    """FIFO, or ASHA from the experiment's grace period (tied to the budget unless set), reduction factor
+    and brackets (1 in searches saved before brackets were a setting)."""
     if experiment["scheduler"] == "fifo":
         return FIFOScheduler()
     return BaselineKeepingASHA(time_attr="epoch", max_t=experiment["max_epochs"],
                                grace_period=experiment["grace_period"],
                                reduction_factor=experiment["reduction_factor"],
+                               brackets=experiment.get("brackets", 1), seed=experiment["seed"],
                                baseline=baseline_point(experiment["search_space"], experiment["max_epochs"]))

@@ -43,9 +43,7 @@ def test_a_trial_stopped_early_reaches_optuna_as_pruned_with_its_epochs() -> Non
 
 def test_the_baseline_is_never_stopped_before_the_budget() -> None:
     scheduler = BaselineKeepingASHA(time_attr="epoch", max_t=9, grace_period=1, reduction_factor=3,
-                                    baseline={"lr": 2e-4}, metric="val_acc", mode="max")
-    for name in ("_time_attr", "_max_t"):
-        assert hasattr(scheduler, name), f"ASHAScheduler.{name} is gone. {UPGRADE_HINT}"
+                                    baseline={"lr": 2e-4}, seed=0, metric="val_acc", mode="max")
     trials = [SimpleNamespace(trial_id=f"t{i}", config={"lr": 1e-3 * (i + 1)}) for i in range(3)]
     baseline = SimpleNamespace(trial_id="base", config={"lr": 2e-4})
     decisions = {}
@@ -56,6 +54,45 @@ def test_the_baseline_is_never_stopped_before_the_budget() -> None:
                                                                             TRAINING_ITERATION: 1})
     assert decisions["t2"] == scheduler.STOP  # ASHA still stops a weak trial...
     assert decisions["base"] == scheduler.CONTINUE  # ...but not the tutorial's setting
+
+
+def brackets_drawn(seed: int, trials: int = 40) -> list[int]:
+    """Which of two brackets each of `trials` trials was put in (Ray's private _trial_info and _brackets)."""
+    scheduler = BaselineKeepingASHA(time_attr="epoch", max_t=16, grace_period=1, reduction_factor=4, brackets=2,
+                                    baseline={"lr": 2e-4}, seed=seed, metric="val_acc", mode="max")
+    for name in ("_trial_info", "_brackets"):
+        assert hasattr(scheduler, name), f"ASHAScheduler.{name} is gone. {UPGRADE_HINT}"
+    for index in range(trials):
+        scheduler.on_trial_add(None, SimpleNamespace(trial_id=f"t{index}", config={"lr": 1e-3}))
+    return [scheduler._brackets.index(scheduler._trial_info[f"t{index}"]) for index in range(trials)]
+
+
+def test_the_bracket_of_each_trial_is_drawn_from_the_search_seed() -> None:
+    import numpy as np
+
+    np.random.seed(1)
+    _, keys, position, *_ = np.random.get_state()
+    first = brackets_drawn(seed=7)
+    _, keys_after, position_after, *_ = np.random.get_state()
+    assert (keys_after == keys).all() and position_after == position  # numpy's global generator left as it was
+    np.random.seed(2)  # another global state: Ray's own draw would change with it
+    assert brackets_drawn(seed=7) == first
+    assert set(first) == {0, 1}  # the case: both brackets are used
+    assert brackets_drawn(seed=8) != first  # another search seed, other brackets
+
+
+def test_a_scheduler_pickled_before_brackets_were_seeded_still_reads() -> None:
+    import pickle
+
+    scheduler = BaselineKeepingASHA(time_attr="epoch", max_t=9, grace_period=1, reduction_factor=3,
+                                    baseline={"lr": 2e-4}, seed=0, metric="val_acc", mode="max")
+    state = scheduler.__dict__.copy()
+    for name in ("budget_attr", "budget", "bracket_draws"):  # as searches saved before 2026-12-02 hold it
+        del state[name]
+    old = BaselineKeepingASHA.__new__(BaselineKeepingASHA)
+    old.__setstate__(pickle.loads(pickle.dumps(state)))
+    assert (old.budget_attr, old.budget, old.bracket_draws) == ("epoch", 9, None)
+    old.on_trial_add(None, SimpleNamespace(trial_id="t", config={"lr": 1e-3}))  # draws as Ray did
 
 
 
