@@ -11,11 +11,6 @@ from mnist.data import BUNDLED_DIR, MnistData, load_mnist
 from tests.helpers import ROOT, run_script, write_csv
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "slow: starts Ray clusters, S3 servers or several searches "
-                                       "(deselect with -m 'not slow' for a one-minute loop)")
-
-
 @pytest.fixture(scope="session")
 def smoke_flags() -> list[str]:
     """A search as small as it can be and still real: 3 trials, 2 epochs, 2,000 images."""
