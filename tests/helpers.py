@@ -126,12 +126,18 @@ def ring(width: float = 120, height: float = 180, steps: int = 36) -> list[tuple
 
 
 def refused(main, argv: list[str], capsys) -> str:
-    """The one line a CLI printed when it refused `argv` with exit code 2."""
+    """The one line a CLI printed when it refused `argv` with exit code 2 (run in this process)."""
     with pytest.raises(SystemExit) as exit_info:
         run_cli(main, argv)
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and err.count("\n") == 1, err
     return err
+
+
+def refused_process(result: subprocess.CompletedProcess) -> str:
+    """The one line a CLI run as a process printed when it refused with exit code 2, without a traceback."""
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr[-3000:]
+    return result.stderr
 
 
 @contextlib.contextmanager

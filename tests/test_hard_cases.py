@@ -16,7 +16,7 @@ from mnist.checkpoint import load_checkpoint, save_checkpoint
 from mnist.errors import UserError, run_cli
 from mnist.predict import main as predict_main
 from mnist.train import main as train_main
-from tests.helpers import refused, run_script
+from tests.helpers import refused, refused_process, run_script
 
 
 @pytest.mark.parametrize("flags, key", [
@@ -126,7 +126,7 @@ def test_a_broken_trials_csv_is_one_line_for_best_py(tmp_path: Path, trials_csv:
     (folder / "experiment.json").write_text('{"experiment": {"search_space": {"lr": {"loguniform": [1e-5, 0.01]}}}}')
     (folder / "trials.csv").write_text(trials_csv)
     result = run_script("best.py", ["--experiment", str(folder)], timeout=120)
-    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    refused_process(result)
     assert "trials.csv" in result.stderr and "Traceback" not in result.stderr
 
 
