@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from ray.tune import Checkpoint
 
 from hpo.storage import ExperimentStore
+from hpo.trial_terms import STOPPED_EARLY
 from mnist.checkpoint import load_checkpoint, save_checkpoint
 
 if TYPE_CHECKING:
@@ -35,7 +36,7 @@ def read_checkpoint(checkpoint: Checkpoint) -> dict[str, Any]:
 
 def drop_stale_checkpoints(trials: "pd.DataFrame", store: ExperimentStore) -> None:
     """A trial ASHA stopped will never resume: keep its best checkpoint only (on any storage)."""
-    for trial in trials[(trials["status"] == "stopped early") & (trials["checkpoint"] != "")].itertuples():
+    for trial in trials[(trials["status"] == STOPPED_EARLY) & (trials["checkpoint"] != "")].itertuples():
         trial_folder, best = trial.checkpoint.split("/")  # trial_NNN_<id>/checkpoint_NNNNNN
         for checkpoint in store.folders(trial_folder):
             if checkpoint.startswith("checkpoint_") and checkpoint != best:

@@ -24,10 +24,11 @@ from hpo.experiment import trial_config
 from hpo.progress import SearchProgress
 from hpo.dashboard import serve_dashboard
 from hpo.scheduler import BaselineKeepingASHA, make_scheduler
-from hpo.searcher import METRIC, MODE, PruningAwareOptunaSearch, check_study, fail_orphaned_optuna_trials, make_searcher
+from hpo.searcher import PruningAwareOptunaSearch, check_study, fail_orphaned_optuna_trials, make_searcher
 from hpo.space import dimensions
 from hpo.storage import ExperimentStore
 from hpo.tb_logger import TrialTensorBoard
+from hpo.trial_terms import METRIC, MODE, trial_name
 from hpo.trainable import ccnet_trainable
 from mnist.checkpoint import run_metadata, write_json_atomic
 from mnist.data import MnistData, load_mnist, split_train_val
@@ -38,16 +39,6 @@ from mnist.errors import UserError
 # Searches started before the driver was split pickled these two as hpo.driver.<name>: resuming
 # them unpickles them from here.
 PICKLED_AS_DRIVER = (BaselineKeepingASHA, PruningAwareOptunaSearch)
-
-
-def trial_number(trial: Any) -> int:
-    """Tune's creation counter of a trial (1 = the first proposed, the tutorial's setting)."""
-    return int(trial.experiment_tag.split("_", 1)[0])
-
-
-def trial_name(trial: Any) -> str:
-    """Short, sortable trial names and folders instead of Tune's <function>_<id>_<every param>_<date>."""
-    return f"trial_{trial_number(trial):03d}_{trial.trial_id}"
 
 
 def search_space(experiment: dict[str, Any]) -> dict[str, Any]:

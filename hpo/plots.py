@@ -11,6 +11,7 @@ from matplotlib.colors import LogNorm
 
 from hpo.experiment import plain
 from hpo.space import Dimension, dimensions
+from hpo.trial_terms import STOPPED_EARLY
 from mnist.plots import plt, save_figure
 
 
@@ -80,7 +81,7 @@ def plot_learning_curves(history: pd.DataFrame, trials: pd.DataFrame, max_epochs
     for number, curve in history.groupby("trial") if not history.empty else []:
         status = trials.loc[trials["trial"] == number, "status"].iloc[0]
         line, = axis.plot(curve["epoch"], 1 - curve["val_acc"], alpha=0.7, lw=1.2)
-        if status == "stopped early":
+        if status == STOPPED_EARLY:
             axis.plot(curve["epoch"].iloc[-1], 1 - curve["val_acc"].iloc[-1], "x", color=line.get_color(), ms=8)
     axis.plot([], [], "kx", label="stopped early by ASHA")
     axis.set(xlabel="epoch", ylabel="validation error (1 - val_acc)", title="Learning curves of all trials",

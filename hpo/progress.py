@@ -18,6 +18,8 @@ from typing import Any, Iterator
 
 from ray.tune import Callback
 
+from hpo.trial_terms import METRIC, ended_early, trial_number
+
 
 def _duration(seconds: float) -> str:
     minutes, seconds = divmod(int(seconds), 60)
@@ -38,8 +40,8 @@ class SearchProgress(Callback):
         self.started = time.monotonic()  # also on resume: the estimate is of this session
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        if "val_acc" in result and (self.best is None or result["val_acc"] > self.best[0]):
-            self.best = (result["val_acc"], int(trial.experiment_tag.split("_", 1)[0]))
+        if METRIC in result and (self.best is None or result[METRIC] > self.best[0]):
+            self.best = (result[METRIC], trial_number(trial))
         if time.monotonic() - self.last_line >= self.every_s:
             self.report(trials)
 
@@ -54,9 +56,7 @@ class SearchProgress(Callback):
         def status(t: Any) -> str:
             return ("ERROR" if failed else "TERMINATED") if t is ending else t.status
         ended = [t for t in trials if status(t) in ("TERMINATED", "ERROR")]
-        stopped = [t for t in ended if status(t) == "TERMINATED"
-                   and (t.last_result or {}).get("epoch", self.max_epochs) < self.max_epochs
-                   and not (t.last_result or {}).get("diverged", False)]
+        stopped = [t for t in ended if status(t) == "TERMINATED" and ended_early(t.last_result, self.max_epochs)]
         failed_trials = [t for t in ended if status(t) == "ERROR"]
         running = [t for t in trials if status(t) == "RUNNING"]
         to_go = max(0, self.num_samples - len(ended) - len(running))

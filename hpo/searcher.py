@@ -16,9 +16,9 @@ from ray.tune.result import TRAINING_ITERATION
 from ray.tune.search.optuna import OptunaSearch
 
 from hpo.experiment import baseline_point
+from hpo.trial_terms import ended_early
 from mnist.errors import UserError
 
-METRIC, MODE = "val_acc", "max"  # what the searcher and the scheduler optimise
 
 
 def optuna_storage(folder: Path) -> optuna.storages.RDBStorage:
@@ -87,8 +87,7 @@ class PruningAwareOptunaSearch(OptunaSearch):
             step = result[TRAINING_ITERATION]
             if step not in self._ot_study._storage.get_trial(ot_trial._trial_id).intermediate_values:
                 ot_trial.report(result[self.metric], step)
-        stopped_early = (bool(result) and not error and not result.get("diverged", False)
-                         and result.get("epoch", self.max_epochs) < self.max_epochs)
+        stopped_early = not error and ended_early(result, self.max_epochs)
         if not stopped_early or trial_id in self._completed_trials:
             super().on_trial_complete(trial_id, result, error)
             return

@@ -15,6 +15,7 @@ from ray import tune
 
 from hpo.experiment import baseline_point, plain
 from hpo.space import dimensions
+from hpo.trial_terms import DIVERGED, METRIC, MODE, status_of
 from hpo.plots import (plot_anytime, plot_importance, plot_learning_curves, plot_parallel_coordinates,
                        plot_search_history)
 from mnist.checkpoint import git_commit, write_json_atomic, write_text_atomic
@@ -22,13 +23,9 @@ from mnist.errors import UserError
 
 
 def _status(result: tune.Result, history: pd.DataFrame, max_epochs: int) -> str:
-    if result.error is not None:
-        return "error"
-    if history.empty:
-        return "no result"
-    if bool(history["diverged"].iloc[-1]):
-        return "diverged"
-    return "completed" if int(history["epoch"].iloc[-1]) >= max_epochs else "stopped early"
+    last_epoch = None if history.empty else int(history["epoch"].iloc[-1])
+    diverged = not history.empty and bool(history["diverged"].iloc[-1])
+    return status_of(result.error is not None, last_epoch, diverged, max_epochs)
 
 
 def read_progress(result: tune.Result) -> pd.DataFrame:
@@ -64,7 +61,7 @@ def trial_tables(results: tune.ResultGrid, experiment: dict[str, Any]) -> tuple[
         history = history.drop_duplicates("epoch", keep="last").sort_values("epoch")
         params = {key: result.config[key] for key in searched}
         best = history.loc[history["val_acc"].idxmax()] if not history.empty else None
-        checkpoint = result.get_best_checkpoint(metric="val_acc", mode="max") if not history.empty else None
+        checkpoint = result.get_best_checkpoint(metric=METRIC, mode=MODE) if not history.empty else None
         last = history.iloc[-1] if not history.empty else {}
         rows.append({
             "trial": number, "trial_id": trial_id, **params,
@@ -97,7 +94,7 @@ def trial_tables(results: tune.ResultGrid, experiment: dict[str, Any]) -> tuple[
 def winner(trials: pd.DataFrame, select: str = "best") -> pd.Series:
     """The trial with the highest val_acc at its best epoch (select="best") or at its last one."""
     column = "best_val_acc" if select == "best" else "last_val_acc"
-    ranked = trials[trials[column].notna() & (trials["status"] != "diverged")]
+    ranked = trials[trials[column].notna() & (trials["status"] != DIVERGED)]
     if ranked.empty:
         raise ValueError("no trial reported a validation accuracy")
     return ranked.loc[ranked[column].idxmax()]
@@ -214,9 +211,9 @@ def summarize(folder: Path, results: tune.ResultGrid, experiment: dict[str, Any]
     except ValueError:
         raise UserError(f"{folder}: no trial reported a usable validation accuracy (all diverged or failed); "
                         "see trials.csv") from None
-    best = {"selected_by": "highest val_acc at the trial's best validation epoch", "trial": int(top["trial"]),
+    best = {"selected_by": f"highest {METRIC} at the trial's best validation epoch", "trial": int(top["trial"]),
             "trial_id": top["trial_id"], "params": {k: plain(top[k]) for k in searched}, "config": top["config"],
-            "val_acc": float(top["best_val_acc"]), "epoch": int(top["best_epoch"]), "checkpoint": top["checkpoint"]}
+            METRIC: float(top["best_val_acc"]), "epoch": int(top["best_epoch"]), "checkpoint": top["checkpoint"]}
     write_json_atomic(folder / "best.json", best)
     plot_search_history(trials, folder / "search_history.png")
     plot_parallel_coordinates(trials, experiment["search_space"], folder / "parallel_coordinates.png")

@@ -15,6 +15,7 @@ from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 
 from hpo.space import dimensions
+from hpo.trial_terms import trial_number
 from mnist.outputs import SCALARS  # the same tags as a `python -m mnist.train` run
 
 SHORT_NAMES = {"lr": "lr", "batch_size": "bs", "dropout": "do", "step_size": "step", "gamma": "g",
@@ -22,12 +23,12 @@ SHORT_NAMES = {"lr": "lr", "batch_size": "bs", "dropout": "do", "step_size": "st
 BEST_METRIC_TAG = "hparams/best_val_acc"
 
 
-def run_name(trial_number: int, params: dict[str, Any], space: dict[str, dict[str, list]]) -> str:
+def run_name(number: int, params: dict[str, Any], space: dict[str, dict[str, list]]) -> str:
     """`trial_003 lr=2.0e-04 bs=32 ...`: each value as its search dimension prints it."""
     scales = dimensions(space)
     parts = [f"{SHORT_NAMES.get(key, key)}={scales[key].format(value) if key in scales else value}"
              for key, value in params.items()]
-    return f"trial_{trial_number:03d} " + " ".join(parts)
+    return f"trial_{number:03d} " + " ".join(parts)
 
 
 # Subclassing Tune's TBXLoggerCallback tells Tune not to add its own, which would log the same
@@ -43,7 +44,7 @@ class TrialTensorBoard(TBXLoggerCallback):
 
     def _writer(self, trial: Any) -> SummaryWriter:
         if trial.trial_id not in self.writers:
-            number = int(trial.experiment_tag.split("_", 1)[0])  # Tune's creation counter, as in trial folders
+            number = trial_number(trial)  # Tune's creation counter, as in trial folders
             params = {key: trial.config[key] for key in self.searched_keys}
             # A search pickled before the space was kept here has none: plain values then.
             space = self.__dict__.get("space", {})
