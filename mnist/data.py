@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from mnist.config import DEFAULTS
 from mnist.errors import UserError, run_cli
 
 BUNDLED_DIR = Path(__file__).parent / "bundled"
@@ -252,7 +253,7 @@ def load_mnist(data_dir: str | None = None) -> MnistData:
     return load_idx_folder(folder, files)
 
 
-def split_train_val(data: MnistData, val_fraction: float = 0.2, limit: int | None = None) -> Split:
+def split_train_val(data: MnistData, val_fraction: float = DEFAULTS["val_fraction"], limit: int | None = None) -> Split:
     """The tutorial's deterministic split: the last `val_fraction` of the (first `limit`) training images."""
     count = len(data.train_images) if limit is None else min(limit, len(data.train_images))
     first_val = int(round(count * (1 - val_fraction)))
@@ -284,7 +285,7 @@ def to_model_input(images: torch.Tensor) -> torch.Tensor:
     return normalize(images.float().div_(255))
 
 
-def summarize(data: MnistData, val_fraction: float = 0.2, limit: int | None = None) -> dict:
+def summarize(data: MnistData, val_fraction: float = DEFAULTS["val_fraction"], limit: int | None = None) -> dict:
     split = split_train_val(data, val_fraction, limit)
     pixels = split.train_images.astype(np.float32) / 255
     return {
@@ -301,7 +302,8 @@ def summarize(data: MnistData, val_fraction: float = 0.2, limit: int | None = No
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Load MNIST and print one JSON line describing it.")
     parser.add_argument("--data", default=None, help="folder of IDX or Kaggle CSV files (default: the bundled copy)")
-    parser.add_argument("--val-fraction", type=float, default=0.2, help="share of the training images kept for validation")
+    parser.add_argument("--val-fraction", type=float, default=DEFAULTS["val_fraction"],
+                        help="share of the training images kept for validation")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N training images")
     args = parser.parse_args(argv)
     print(json.dumps(summarize(load_mnist(args.data), args.val_fraction, args.limit)))

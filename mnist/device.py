@@ -13,6 +13,10 @@ def available_cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+# What --device takes in every CLI: "auto" is CUDA when torch sees a GPU, else the CPU.
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+
+
 def pick_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise UserError("device cuda was asked for, but torch sees no CUDA GPU")

@@ -17,7 +17,7 @@ from sklearn.metrics import accuracy_score, classification_report, confusion_mat
 from mnist.calibration import expected_calibration_error
 from mnist.checkpoint import load_checkpoint, write_json_atomic
 from mnist.data import MnistData, device_images, load_mnist
-from mnist.device import pick_device
+from mnist.device import DEVICE_CHOICES, pick_device
 from mnist.errors import run_cli
 from mnist.model import model_from_checkpoint, predict_logits
 
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("checkpoint", help="a .pt file written by mnist.train or hpo/best.py")
     parser.add_argument("--out", default=None, help="output folder (default: <checkpoint folder>/eval)")
     parser.add_argument("--data", default=None, help="data folder (default: the checkpoint's, else bundled MNIST)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="auto: CUDA when there is a GPU")
     args = parser.parse_args(argv)
     state = load_checkpoint(args.checkpoint)
     device = pick_device(args.device)

@@ -22,6 +22,7 @@ from PIL import Image, UnidentifiedImageError
 
 from mnist.checkpoint import load_checkpoint
 from mnist.data import device_images
+from mnist.device import DEVICE_CHOICES, pick_device
 from mnist.errors import UserError, run_cli
 from mnist.handwriting import format_report, read_labels, reading_report
 from mnist.model import model_from_checkpoint, predict_logits
@@ -95,7 +96,7 @@ class Predictor:
     """
 
     def __init__(self, checkpoint: str | Path, device: str = "cpu") -> None:
-        self.device = torch.device(device)
+        self.device = pick_device(device)
         state = load_checkpoint(checkpoint)
         self.model = model_from_checkpoint(state, self.device)
         calibration = state.get("calibration") or {}
@@ -221,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="with --labels: sheet of the misread images (default results/predict/misread.png)")
     parser.add_argument("--steps", default="all", help="preprocessing steps: all (default), before, none, or the "
                                                        "ones to turn off: -deskew,-stroke (see mnist.preprocess)")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--device", choices=DEVICE_CHOICES, default="cpu",
+                        help="cpu (default: a few images need no GPU, and start faster without one), cuda or auto")
     args = parser.parse_args(argv)
     steps = Steps.parse(args.steps)
     checkpoint = Path(args.checkpoint) if args.checkpoint else default_checkpoint()
