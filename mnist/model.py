@@ -87,7 +87,8 @@ def model_from_checkpoint(state: dict[str, Any], device: torch.device) -> nn.Mod
     """The CCNet (or Ensemble of CCNets, when the checkpoint says `members`) a checkpoint holds, on `device`,
     in eval mode; UserError when the weights do not fit."""
     config = upgrade_config(state["config"])
-    members = [CCNet(config.get("dropout", 0.5), config.get("head", "logits")) for _ in range(state.get("members", 1))]
+    shape = {key: config[key] for key in ("dropout", "head") if key in config}  # else CCNet's own defaults
+    members = [CCNet(**shape) for _ in range(state.get("members", 1))]
     model = members[0] if len(members) == 1 else Ensemble(members)
     try:
         model.load_state_dict(state["model"])
