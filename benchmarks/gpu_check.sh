@@ -60,7 +60,7 @@ search quarter_gpu_each --num-samples 8 --gpus-per-trial 0.25 --max-concurrent 8
 
 if [ "$(python -c 'import torch; print(torch.cuda.device_count())')" -ge 2 ]; then
   started=$SECONDS
-  NCCL_DEBUG=WARN python hpo/best.py --experiment "$OUT/one_gpu_each" --workers 2 --gpus-per-worker 1 --seeds 1 \
+  NCCL_DEBUG=WARN python hpo/best.py --search "$OUT/one_gpu_each" --workers 2 --gpus-per-worker 1 --seeds 1 \
     --epochs 2 --no-baseline > "$OUT/ddp.log" 2>&1
   echo "data-parallel retraining, 2 workers x 1 GPU (NCCL): $((SECONDS - started)) s, $(grep 'test accuracy' "$OUT/ddp.log" | tail -1)"
 else

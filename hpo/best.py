@@ -1,11 +1,12 @@
 """Retrain the search's winner from scratch, test it once, and compare with the tutorial's setting.
 
     python hpo/best.py                                  # the newest search under results/
-    python hpo/best.py --experiment results/NAME --seeds 3 --epochs 20
+    python hpo/best.py --search results/NAME --seeds 3 --epochs 20
     python hpo/best.py --select last --full --no-baseline
-    python hpo/best.py --experiment s3://bucket/dir/NAME        # a search kept on a URI storage
+    python hpo/best.py --search s3://bucket/dir/NAME    # a search kept on a URI storage
 
-Writes <experiment>/best/: model.pt (with its config), metrics.json, confusion_matrix.png,
+Writes <search>/best/: ensemble.pt (the seeds' models as one), model.pt (the first seed's, with its
+config), metrics.json, confusion_matrix.png,
 misclassified.png, curves.png, comparison.json and comparison.png (winner vs the tutorial's
 setting, same seeds: the gain with its 95% interval, McNemar per seed, time-to-accuracy), and
 baseline/ with the tutorial setting's own model and evaluation.
@@ -13,19 +14,22 @@ baseline/ with the tutorial setting's own model and evaluation.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from hpo.retrain import Fit, newest_experiment, print_comparison, retrain_winner, staging_folder
-from hpo.storage import ExperimentStore, join_uri, split_experiment
+from hpo.retrain import Fit, print_comparison, retrain_winner, staging_folder
+from hpo.storage import BEST, RESULTS, ExperimentStore, join_uri, newest_experiment, split_experiment
 from mnist.errors import UserError, run_cli
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--experiment", default=None,
-                        help="a search folder or URI (default: the newest under --storage-path)")
-    parser.add_argument("--storage-path", default="results", help="where searches are (default results/)")
-    parser.add_argument("--local-dir", default="results",
+    parser.add_argument("--search", default=None,
+                        help="a search folder or URI (default: the newest finished under --storage-path)")
+    parser.add_argument("--experiment", dest="old_search_flag", default=None, metavar="SEARCH",
+                        help="the old name of --search (search.py's --experiment is an experiment file)")
+    parser.add_argument("--storage-path", default=RESULTS, help="where searches are (default results/)")
+    parser.add_argument("--local-dir", default=RESULTS,
                         help="with a URI --experiment: the local folder its files are copied to and best/ is "
                              "written in before it is copied back (default results/)")
     parser.add_argument("--select", choices=("best", "last"), default="best",
@@ -56,18 +60,21 @@ def main(argv: list[str] | None = None) -> int:
                         "pack fractional workers onto one GPU, and NCCL refuses two ranks on one GPU")
     if args.epochs is not None and args.epochs < 1:
         raise UserError(f"--epochs must be >= 1, got {args.epochs}")
-    location = args.experiment or str(newest_experiment(Path(args.storage_path)))
+    if args.old_search_flag:  # kept so that old commands still run; says its new name
+        print("note: best.py's --experiment is now --search (a search folder; search.py's --experiment is an "
+              "experiment file)", file=sys.stderr)
+    location = args.search or args.old_search_flag or str(newest_experiment(Path(args.storage_path), finished=True))
     store = ExperimentStore(*split_experiment(location), local_root=args.local_dir)
     if not store.exists():
         raise UserError(f"{location}: no such experiment folder")
     with store.lock("best.py"):  # no search and no other best.py writes this experiment meanwhile
         store.pull()
         # Ray Train's runs (workers > 1) go where every node reaches: beside the experiment.
-        train_storage = (join_uri(store.location, "best") if store.remote
+        train_storage = (join_uri(store.location, BEST) if store.remote
                          else str(staging_folder(store.local).resolve()))
         fit = Fit(args.workers, int(args.gpus_per_worker), args.address, train_storage, args.shared_storage)
         summary = retrain_winner(store.local, args.select, args.seeds, args.epochs, args.full, args.baseline, fit)
-        store.push("best")
+        store.push(BEST)
     print_comparison(summary)
     print(f"wrote {store}/best: ensemble.pt, model.pt, metrics.json, comparison.json, comparison.png, confusion_matrix.png, "
           "misclassified.png")

@@ -26,7 +26,7 @@ from hpo.dashboard import serve_dashboard
 from hpo.scheduler import BaselineKeepingASHA, make_scheduler
 from hpo.searcher import PruningAwareOptunaSearch, check_study, fail_orphaned_optuna_trials, make_searcher
 from hpo.space import dimensions
-from hpo.storage import ExperimentStore
+from hpo.storage import ENDED_JSON, EXPERIMENT_JSON, TENSORBOARD, ExperimentStore, read_experiment_file
 from hpo.tb_logger import TrialTensorBoard
 from hpo.trial_terms import METRIC, MODE, trial_name
 from hpo.trainable import ccnet_trainable
@@ -77,7 +77,7 @@ def make_tuner(experiment: dict[str, Any], store: ExperimentStore, resume: bool,
         # Trials write results and checkpoints here from every node: a shared folder or a URI.
         name=store.name, storage_path=store.tune_storage_path,
         # Absolute: a search resumed from another working directory still writes here.
-        callbacks=[TrialTensorBoard(store.local.resolve() / "tensorboard", experiment["search_space"]),
+        callbacks=[TrialTensorBoard(store.local.resolve() / TENSORBOARD, experiment["search_space"]),
                    SearchProgress(experiment["num_samples"], experiment["max_epochs"])],
         # Keep each trial's best checkpoint by val_acc and its latest (to resume from).
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=METRIC,
@@ -93,8 +93,8 @@ def make_tuner(experiment: dict[str, Any], store: ExperimentStore, resume: bool,
 def saved_whereabouts(store: ExperimentStore) -> dict[str, str] | None:
     """Where the search in `store` was when it started (experiment.json), if it says."""
     try:
-        return json.loads((store.local / "experiment.json").read_text()).get("whereabouts")
-    except (OSError, ValueError):
+        return read_experiment_file(store.local).get("whereabouts")
+    except UserError:
         return None
 
 
@@ -123,9 +123,6 @@ def live_dashboard(store: ExperimentStore, port: int | None) -> Iterator[None]:
         yield
 
 
-ENDED_FILE = "ended.json"  # written when a search ends by its time budget: it is final, not resumable
-
-
 # Seconds a search on a cluster it joined waits for what a trial asks (an autoscaler adding GPU workers).
 JOINED_CLUSTER_WAIT_S = 600
 
@@ -144,8 +141,8 @@ def run_search(experiment: dict[str, Any], store: ExperimentStore, resume: bool,
         raise UserError(f"{store}: an experiment is already there; --resume to continue it, or choose another --name")
     if resume and not exists:
         raise UserError(f"{store}: no experiment to resume there")
-    if resume and (store.local / ENDED_FILE).exists():
-        ended = json.loads((store.local / ENDED_FILE).read_text())
+    if resume and (store.local / ENDED_JSON).exists():
+        ended = json.loads((store.local / ENDED_JSON).read_text())
         raise UserError(f"{store}: ended by its time budget ({ended['time_budget_s']:g} s) with "
                         f"{ended['unfinished']} trial(s) unstarted or unfinished; its results are final "
                         "(python hpo/best.py); for more trials start a new search")
@@ -174,9 +171,9 @@ def run_search(experiment: dict[str, Any], store: ExperimentStore, resume: bool,
         # Only once the cluster is there and can hold a trial: a refused start leaves no folder to resume.
         if not resume:
             store.local.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(store.local / "experiment.json", {"experiment": experiment, **run_metadata(),
-                                                                "whereabouts": store.whereabouts()})
-            store.push("experiment.json")
+            write_json_atomic(store.local / EXPERIMENT_JSON, {"experiment": experiment, **run_metadata(),
+                                                              "whereabouts": store.whereabouts()})
+            store.push(EXPERIMENT_JSON)
         tuner = make_tuner(experiment, store, resume, resources, concurrent, data)
         started = time.monotonic()
         with live_dashboard(store, dashboard_port):
@@ -190,7 +187,7 @@ def run_search(experiment: dict[str, Any], store: ExperimentStore, resume: bool,
     if unfinished and not budget_spent:  # Ctrl-C: the unfinished trials go on when the search is resumed
         raise SearchInterrupted(unfinished)
     if budget_spent:  # an end, not an interruption: said in the folder, so that --resume says so too
-        write_json_atomic(store.local / ENDED_FILE, {"ended_by": "time budget", "time_budget_s": budget,
+        write_json_atomic(store.local / ENDED_JSON, {"ended_by": "time budget", "time_budget_s": budget,
                                                     "unfinished": unfinished + experiment["num_samples"] - len(results)})
     fail_orphaned_optuna_trials(store.local)
     return results, resources

@@ -7,7 +7,6 @@ the same seeds (paired), so the gain from the search is measured with its uncert
 """
 from __future__ import annotations
 
-import json
 import shutil
 import statistics
 from pathlib import Path
@@ -20,7 +19,7 @@ import pandas as pd
 from hpo.comparison import compare, describe
 from hpo.data_parallel import train_data_parallel
 from hpo.experiment import baseline_point, plain, trial_config
-from hpo.storage import join_uri
+from hpo.storage import BEST, TRIALS_CSV, join_uri, read_experiment_file
 from hpo.plots import plot_comparison
 from hpo.summary import winner
 from mnist.calibration import calibrate_checkpoint
@@ -38,32 +37,21 @@ SELECTION_RULES = {"best": "highest val_acc at the trial's best validation epoch
                    "last": "highest val_acc at the trial's last epoch"}
 
 
-def newest_experiment(storage: Path) -> Path:
-    """The most recently finished search under `storage` (the newest best.json)."""
-    candidates = sorted(storage.glob("*/best.json"), key=lambda path: path.stat().st_mtime)
-    if not candidates:
-        raise UserError(f"{storage}: no finished search found (no */best.json); run hpo/search.py first")
-    return candidates[-1].parent
-
-
 def load_search(folder: Path) -> tuple[dict[str, Any], pd.DataFrame]:
     """(experiment settings, trials table) of a finished search folder."""
-    for name in ("experiment.json", "trials.csv"):
-        if not (folder / name).exists():
-            raise UserError(f"{folder / name}: missing; is {folder} a finished hpo/search.py experiment?")
+    experiment = read_experiment_file(folder)["experiment"]
+    path = folder / TRIALS_CSV
+    if not path.exists():
+        raise UserError(f"{path}: missing; is {folder} a finished hpo/search.py experiment?")
     try:
-        experiment = json.loads((folder / "experiment.json").read_text())["experiment"]
-    except (json.JSONDecodeError, KeyError, UnicodeDecodeError) as error:
-        raise UserError(f"{folder / 'experiment.json'}: unreadable ({error})") from None
-    try:
-        trials = pd.read_csv(folder / "trials.csv")
+        trials = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise UserError(f"{folder / 'trials.csv'}: unreadable ({str(error).splitlines()[0]})") from None
+        raise UserError(f"{path}: unreadable ({str(error).splitlines()[0]})") from None
     trials = trials.rename(columns={"seed_config": "baseline"})  # its name in searches before 2026-11
     needed = {"trial", "best_val_acc", "last_val_acc", *experiment.get("search_space", {})}
     missing = sorted(needed - set(trials.columns))
     if missing:
-        raise UserError(f"{folder / 'trials.csv'}: not a trials table of this search (no column {', '.join(missing)})")
+        raise UserError(f"{path}: not a trials table of this search (no column {', '.join(missing)})")
     return experiment, trials
 
 
@@ -148,7 +136,7 @@ def retrain_winner(folder: Path, select: str, seeds: int, epochs: int | None, fu
     # (or none), never one run's comparison beside another's model.
     out = staging_folder(folder)
     shutil.rmtree(out, ignore_errors=True)  # a stopped run's leftovers (the lock says none is running)
-    recover_folder(folder / "best")  # a run killed mid-swap: its previous best/ comes back
+    recover_folder(folder / BEST)  # a run killed mid-swap: its previous best/ comes back
     print(f"winner: trial {int(top['trial'])}, selected by {SELECTION_RULES[select]} "
           f"(val_acc {top['best_val_acc' if select == 'best' else 'last_val_acc']:.4f})", flush=True)
     baseline_params = baseline_point(experiment["search_space"], config["epochs"])
@@ -193,7 +181,7 @@ def retrain_winner(folder: Path, select: str, seeds: int, epochs: int | None, fu
             extra.update({"test_accuracy_mean": summary["winner"]["mean"],
                           "test_accuracy_std": summary["winner"]["std"], "search": summary})
         write_evaluation(result, data, arm_out, extra)
-    replace_folder(out, folder / "best")
+    replace_folder(out, folder / BEST)
     return summary
 
 

@@ -13,7 +13,6 @@ checkpoints there from every node, and the driver's files are mirrored in <local
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -21,23 +20,24 @@ from pathlib import Path
 from hpo.checkpoints import drop_stale_checkpoints
 from hpo.cluster import check_address
 from hpo.dashboard import DEFAULT_PORT, HOST
-from mnist.webserver import check_port_free
-from hpo.driver import ENDED_FILE, SearchInterrupted, run_search
+from hpo.driver import SearchInterrupted, run_search
 from hpo.experiment import load_experiment_file, resolve_experiment
 from hpo.progress import search_log
-from hpo.storage import ExperimentStore, is_uri
+from hpo.storage import (ENDED_JSON, RESULTS, SEARCH_LOG, ExperimentStore, is_uri, newest_experiment,
+                         read_experiment_file)
 from hpo.summary import NothingFinished, console_summary, summarize
 from mnist.errors import UserError, run_cli
+from mnist.webserver import check_port_free
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--experiment", default=None, help="experiment YAML (default: built-in = experiments/default.yaml)")
     parser.add_argument("--name", default=None, help="experiment folder name (default: <experiment>-<time>)")
-    parser.add_argument("--storage-path", default="results",
+    parser.add_argument("--storage-path", default=RESULTS,
                         help="where experiment folders go: a folder every node reaches, or a URI such as "
                              "s3://bucket/dir (default results/)")
-    parser.add_argument("--local-dir", default="results",
+    parser.add_argument("--local-dir", default=RESULTS,
                         help="with a URI --storage-path: where the driver keeps its own copy of the summaries, "
                              "optuna.db and TensorBoard events (default results/)")
     parser.add_argument("--num-samples", type=int, default=None, help="trials to run (default 50)")
@@ -64,16 +64,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def newest_experiment(storage: str) -> str:
-    """The name of the newest experiment under a local `storage` folder."""
-    if is_uri(storage):
-        raise UserError(f"{storage}: --resume with a URI storage needs --name")
-    folders = sorted((p.parent for p in Path(storage).glob("*/experiment.json")), key=lambda p: p.stat().st_mtime)
-    if not folders:
-        raise UserError(f"{storage}: no experiment found to resume")
-    return folders[-1].name
-
-
 def check_name(name: str) -> str:
     """An experiment's name is one folder inside --storage-path: not a path, not '.' or '..'."""
     if not name or name in (".", "..") or "/" in name or "\\" in name or name.startswith("."):
@@ -90,8 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.dashboard is not None:  # a busy port is refused now, not after the cluster has started
         check_port_free(args.dashboard, HOST)
     if args.resume:
-        store = ExperimentStore(args.storage_path, check_name(args.name or newest_experiment(args.storage_path)),
-                                args.local_dir)
+        if not args.name and is_uri(args.storage_path):
+            raise UserError(f"{args.storage_path}: --resume with a URI storage needs --name")
+        name = args.name or newest_experiment(Path(args.storage_path)).name
+        store = ExperimentStore(args.storage_path, check_name(name), args.local_dir)
     else:
         file_values = load_experiment_file(args.experiment) if args.experiment else {}
         overrides = {"num_samples": args.num_samples, "max_epochs": args.max_epochs, "grace_period": args.grace_period,
@@ -112,13 +104,10 @@ def search(store: ExperimentStore, args: argparse.Namespace, experiment: dict | 
     """Run (experiment given) or resume (None: its saved settings) the search in `store`, holding its lock."""
     if experiment is None:
         store.pull()
-        saved = store.local / "experiment.json"
-        if not saved.exists():
-            raise UserError(f"{store}: no experiment to resume there (no experiment.json)")
-        experiment = json.loads(saved.read_text())["experiment"]
+        experiment = read_experiment_file(store.local)["experiment"]
         print(f"resuming {store} with its saved experiment settings", flush=True)
     print(f"search {store.name}: {experiment['num_samples']} trials, {experiment['max_epochs']} epochs at most; "
-          f"Ray's full log: {store.local / 'search.log'}", flush=True)
+          f"Ray's full log: {store.local / SEARCH_LOG}", flush=True)
     try:
         with search_log(store.local):
             results, resources = run_search(experiment, store, args.resume, args.address, args.dashboard,
@@ -126,7 +115,7 @@ def search(store: ExperimentStore, args: argparse.Namespace, experiment: dict | 
             try:
                 trials, best = summarize(store.local, results, experiment, resources, sys.argv)
             except NothingFinished:
-                if not (store.local / ENDED_FILE).exists():
+                if not (store.local / ENDED_JSON).exists():
                     raise
                 print(f"time budget reached ({experiment['time_budget_s']:g} s) before any trial finished an "
                       "epoch: nothing to summarize", flush=True)
@@ -138,13 +127,13 @@ def search(store: ExperimentStore, args: argparse.Namespace, experiment: dict | 
         return 130
     store.push()
     print(console_summary(trials, experiment["search_space"]))
-    if (store.local / ENDED_FILE).exists():
+    if (store.local / ENDED_JSON).exists():
         print(f"time budget reached ({experiment['time_budget_s']:g} s): the summary holds the trials that "
               "finished by then", flush=True)
     print(f"winner: trial {best['trial']}, val_acc {best['val_acc']:.4f} at epoch {best['epoch']}")
     mirror = f", summaries also in {store.local}" if store.remote else ""
     print(f"results in {store} ({store.disk_usage() / 2**20:.1f} MiB on disk{mirror}); "
-          f"next: python hpo/best.py --experiment {store}")
+          f"next: python hpo/best.py --search {store}")
     return 0
 
 

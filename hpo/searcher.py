@@ -16,6 +16,7 @@ from ray.tune.result import TRAINING_ITERATION
 from ray.tune.search.optuna import OptunaSearch
 
 from hpo.experiment import baseline_point
+from hpo.storage import OPTUNA_DB
 from hpo.trial_terms import ended_early
 from mnist.errors import UserError
 
@@ -23,12 +24,12 @@ from mnist.errors import UserError
 
 def optuna_storage(folder: Path) -> optuna.storages.RDBStorage:
     """The Optuna study's storage: optuna.db in the experiment folder."""
-    return optuna.storages.RDBStorage(f"sqlite:///{(folder / 'optuna.db').resolve()}")
+    return optuna.storages.RDBStorage(f"sqlite:///{(folder / OPTUNA_DB).resolve()}")
 
 
 def study_names(folder: Path, why_needed: str) -> list[str]:
     """The studies in `folder`/optuna.db, or a one-line refusal when it is missing, truncated or not Optuna's."""
-    path = folder / "optuna.db"
+    path = folder / OPTUNA_DB
     if not path.is_file() or path.stat().st_size == 0:
         raise UserError(f"{path}: missing or empty; {why_needed}")
     try:
@@ -41,14 +42,14 @@ def check_study(folder: Path, name: str) -> None:
     """Refuse, in one line, a search to resume whose optuna.db is missing, truncated or not its study."""
     names = study_names(folder, "the search's Optuna study is needed to resume it")
     if name not in names:
-        raise UserError(f"{folder / 'optuna.db'}: holds no study {name!r} (studies: {', '.join(names) or 'none'}), "
+        raise UserError(f"{folder / OPTUNA_DB}: holds no study {name!r} (studies: {', '.join(names) or 'none'}), "
                         "or is truncated")
 
 
 def check_any_study(folder: Path) -> None:
     """Refuse, in one line, a folder with no search's study to show."""
     if not study_names(folder, "is it a search's folder (results/<name>)?"):
-        raise UserError(f"{folder / 'optuna.db'}: holds no study yet; the search creates it when its first trial starts")
+        raise UserError(f"{folder / OPTUNA_DB}: holds no study yet; the search creates it when its first trial starts")
 
 
 class PruningAwareOptunaSearch(OptunaSearch):

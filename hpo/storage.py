@@ -9,6 +9,7 @@ search (or best.py) ends and copied back from it to resume.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import posixpath
 from contextlib import contextmanager
@@ -20,8 +21,20 @@ import pyarrow.fs
 
 from mnist.errors import UserError
 
+# Where searches go unless --storage-path (and --local-dir) say otherwise.
+RESULTS = "results"
+# The experiment folder's layout, named once: what the driver writes there (Tune writes the trial_* folders).
+EXPERIMENT_JSON = "experiment.json"  # the resolved settings, argv, git commit and where the search started
+OPTUNA_DB = "optuna.db"  # the Optuna study (SQLite): TPE's history, the dashboard's source
+TRIALS_CSV = "trials.csv"  # one row per trial: its parameters, how it ended, its best and last val_acc
+HISTORY_CSV = "history.csv"  # one row per trial and epoch
+BEST_JSON = "best.json"  # the winner, by validation
+ENDED_JSON = "ended.json"  # a search that ended by its time budget: final, not resumable
+BEST = "best"  # best.py's folder: the winner retrained, its ensemble, the comparison
+TENSORBOARD = "tensorboard"
+SEARCH_LOG = "search.log"
 # The driver's small files that a resume or best.py needs back from a URI storage.
-DRIVER_FILES = ("experiment.json", "optuna.db", "trials.csv", "history.csv", "best.json")
+DRIVER_FILES = (EXPERIMENT_JSON, OPTUNA_DB, TRIALS_CSV, HISTORY_CSV, BEST_JSON, ENDED_JSON)
 
 
 def is_uri(storage: str) -> bool:
@@ -47,7 +60,7 @@ def split_experiment(location: str) -> tuple[str, str]:
 class ExperimentStore:
     """One experiment's folder: `local` for the driver's files, `fs`/`fs_path` for what Tune writes."""
 
-    def __init__(self, storage: str, name: str, local_root: str | Path = "results") -> None:
+    def __init__(self, storage: str, name: str, local_root: str | Path = RESULTS) -> None:
         self.remote = is_uri(storage)
         self.name = name
         if self.remote:
@@ -139,7 +152,7 @@ class ExperimentStore:
             if saved.get(key) and saved[key] != now[key]:
                 raise UserError(f"{self}: this search {what} {saved[key]} and was moved or copied since; Ray and "
                                 "Optuna keep absolute paths inside it, so it resumes only from there (its results "
-                                f"can be read from anywhere: python hpo/best.py --experiment {self})")
+                                f"can be read from anywhere: python hpo/best.py --search {self})")
 
     @property
     def tune_path(self) -> str:
@@ -191,3 +204,29 @@ class ExperimentStore:
                      if info.type == pyarrow.fs.FileType.File)
         mirror = sum(path.stat().st_size for path in self.local.rglob("*") if path.is_file()) if self.remote else 0
         return stored + mirror
+
+
+def read_experiment_file(folder: Path) -> dict:
+    """The one reader of a search folder's experiment.json: {"experiment": settings, argv, git_commit, whereabouts};
+    UserError naming the file when it is missing or unreadable."""
+    path = folder / EXPERIMENT_JSON
+    if not path.exists():
+        raise UserError(f"{path}: missing; is {folder} an hpo/search.py experiment?")
+    try:
+        saved = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise UserError(f"{path}: unreadable ({error})") from None
+    if not isinstance(saved, dict) or not isinstance(saved.get("experiment"), dict):
+        raise UserError(f"{path}: unreadable (no experiment settings in it)")
+    return saved
+
+
+def newest_experiment(storage: Path, finished: bool = False) -> Path:
+    """The newest search folder under a local `storage`: the newest started (its experiment.json), or with
+    `finished` the newest whose search finished (its best.json)."""
+    marker = BEST_JSON if finished else EXPERIMENT_JSON
+    folders = sorted((path.parent for path in storage.glob(f"*/{marker}")), key=lambda path: path.stat().st_mtime)
+    if not folders:
+        what = "finished search (no */best.json); run hpo/search.py first" if finished else "experiment to resume"
+        raise UserError(f"{storage}: no {what}")
+    return folders[-1]

@@ -15,6 +15,7 @@ from ray import tune
 
 from hpo.experiment import baseline_point, plain
 from hpo.space import dimensions
+from hpo.storage import BEST_JSON, HISTORY_CSV, TRIALS_CSV
 from hpo.trial_terms import DIVERGED, METRIC, MODE, status_of
 from hpo.plots import (plot_anytime, plot_importance, plot_learning_curves, plot_parallel_coordinates,
                        plot_search_history)
@@ -202,8 +203,8 @@ def summarize(folder: Path, results: tune.ResultGrid, experiment: dict[str, Any]
 
     trials, history = trial_tables(results, experiment)
     searched = list(experiment["search_space"])
-    write_text_atomic(folder / "trials.csv", trials.drop(columns=["config", "path"]).to_csv(index=False))
-    write_text_atomic(folder / "history.csv", history.to_csv(index=False))
+    write_text_atomic(folder / TRIALS_CSV, trials.drop(columns=["config", "path"]).to_csv(index=False))
+    write_text_atomic(folder / HISTORY_CSV, history.to_csv(index=False))
     if trials["best_val_acc"].isna().all():
         raise NothingFinished("no trial finished an epoch")
     try:
@@ -214,7 +215,7 @@ def summarize(folder: Path, results: tune.ResultGrid, experiment: dict[str, Any]
     best = {"selected_by": f"highest {METRIC} at the trial's best validation epoch", "trial": int(top["trial"]),
             "trial_id": top["trial_id"], "params": {k: plain(top[k]) for k in searched}, "config": top["config"],
             METRIC: float(top["best_val_acc"]), "epoch": int(top["best_epoch"]), "checkpoint": top["checkpoint"]}
-    write_json_atomic(folder / "best.json", best)
+    write_json_atomic(folder / BEST_JSON, best)
     plot_search_history(trials, folder / "search_history.png")
     plot_parallel_coordinates(trials, experiment["search_space"], folder / "parallel_coordinates.png")
     plot_learning_curves(history, trials, experiment["max_epochs"], folder / "learning_curves.png")

@@ -68,7 +68,7 @@ def round_of_chaos(folder: Path, rng: np.random.Generator, counts: dict[str, int
     if finished.returncode != 0 and "already" in finished.stderr:  # it had finished before the SIGTERM
         finished = subprocess.CompletedProcess(finished.args, 0)
     counts["resume_finished"] += finished.returncode == 0
-    best = start([*BEST, "--experiment", str(folder)], folder.with_suffix(".best.log"))
+    best = start([*BEST, "--search", str(folder)], folder.with_suffix(".best.log"))
     time.sleep(rng.uniform(2, 40))
     best.send_signal(signal.SIGTERM)  # a random moment of the retraining, the final writes included
     best.wait(timeout=300)

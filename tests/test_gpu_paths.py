@@ -108,5 +108,5 @@ def test_cuda_math_is_chosen_deliberately() -> None:
 def test_fractional_data_parallel_gpus_are_refused_in_one_line(capsys: pytest.CaptureFixture, value: str) -> None:
     from hpo.best import main as best_main
 
-    err = refused(best_main, ["--experiment", "nowhere", "--workers", "2", "--gpus-per-worker", value], capsys)
+    err = refused(best_main, ["--search", "nowhere", "--workers", "2", "--gpus-per-worker", value], capsys)
     assert "--gpus-per-worker must be 0 or a whole number of GPUs" in err and "NCCL" in err

@@ -125,7 +125,7 @@ def test_a_broken_trials_csv_is_one_line_for_best_py(tmp_path: Path, trials_csv:
     folder.mkdir()
     (folder / "experiment.json").write_text('{"experiment": {"search_space": {"lr": {"loguniform": [1e-5, 0.01]}}}}')
     (folder / "trials.csv").write_text(trials_csv)
-    result = run_script("best.py", ["--experiment", str(folder)], timeout=120)
+    result = run_script("best.py", ["--search", str(folder)], timeout=120)
     refused_process(result)
     assert "trials.csv" in result.stderr and "Traceback" not in result.stderr
 
@@ -201,3 +201,15 @@ def test_a_one_epoch_search_runs_with_the_default_space(tmp_path: Path, extra: l
                                       "--storage-path", str(tmp_path), "--name", "short", *extra])
     assert result.returncode == 0, result.stderr[-2000:]
     assert "trials 2/2 done" in result.stdout
+
+
+def test_best_py_still_takes_its_old_experiment_flag_and_says_its_new_name(tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture) -> None:
+    from hpo.best import main as best_main
+    from mnist.errors import run_cli
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(best_main, ["--experiment", str(tmp_path / "none")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "best.py's --experiment is now --search" in err
+    assert f"{tmp_path / 'none'}: no such experiment folder" in err  # the old flag still names the folder read

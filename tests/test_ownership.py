@@ -68,7 +68,7 @@ def test_a_second_driver_on_the_same_folder_is_refused_naming_the_first(tmp_path
         started = time.monotonic()
         search = run_script("search.py", ["--name", "shared", "--storage-path", str(tmp_path / "results"),
                                           "--num-samples", "2", "--max-epochs", "1", "--limit", "500"], timeout=120)
-        others = [refused(best_main, ["--experiment", str(tmp_path / "results" / "shared")], capsys),
+        others = [refused(best_main, ["--search", str(tmp_path / "results" / "shared")], capsys),
                   refused(search_main, ["--resume", "--name", "shared", "--storage-path", str(tmp_path / "results")],
                           capsys)]
     refused_process(search)

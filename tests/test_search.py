@@ -98,7 +98,7 @@ def test_tensorboard_has_scalars_and_hparams_per_trial(smoke_search: tuple[Path,
 def test_best_retrains_and_compares_with_the_tutorials_setting(
         smoke_search: tuple[Path, subprocess.CompletedProcess], mnist_data: MnistData) -> None:
     folder, _ = smoke_search
-    result = run_script("best.py", ["--experiment", str(folder), "--epochs", "1", "--seeds", "2"])
+    result = run_script("best.py", ["--search", str(folder), "--epochs", "1", "--seeds", "2"])
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((folder / "best" / "metrics.json").read_text())
     assert 0.1 < metrics["test_accuracy"] <= 1 and metrics["test_count"] == 10000
@@ -172,7 +172,7 @@ def test_fake_gpu_cluster_gives_each_trial_its_own_gpu(tmp_path: Path, smoke_fla
         trials = pd.read_csv(tmp_path / "gpus" / "trials.csv", dtype={"gpu_ids": str})
         assert sorted(trials["gpu_ids"]) == ["0", "1"]
         if not torch.cuda.is_available():  # data-parallel retraining on those GPUs: refused alike
-            retrain = run_script("best.py", ["--experiment", str(tmp_path / "gpus"), "--workers", "2",
+            retrain = run_script("best.py", ["--search", str(tmp_path / "gpus"), "--workers", "2",
                                              "--gpus-per-worker", "1", "--seeds", "1", "--epochs", "1",
                                              "--address", f"127.0.0.1:{port}"], env={"RAY_AUTH_MODE": "disabled"})
             refused_process(retrain)
