@@ -67,7 +67,8 @@ def test_cli_overrides_file_and_file_overrides_defaults() -> None:
     ({"search_space": {"lr": {"loguniform": [0, 1]}}}, "needs 0 < low < high"),
     ({"search_space": {"momentum": {"uniform": [0, 1]}}}, "'momentum' is not a searchable"),
     ({"grace_period": 5, "max_epochs": 3}, "grace_period (5) exceeds max_epochs (3)"),
-    ({"gpus_per_trial": -1}, "gpus_per_trial must be a number >= 0"),
+    ({"gpus_per_trial": -1}, "gpus_per_trial must be 0, a fraction of one GPU (0.25) or a whole number of GPUs"),
+    ({"gpus_per_trial": 2.5}, "gpus_per_trial must be 0, a fraction of one GPU (0.25) or a whole number of GPUs"),
 ])
 def test_bad_experiment_is_refused(values: dict, message: str) -> None:
     with pytest.raises(UserError, match="exp.yaml: ") as error:
