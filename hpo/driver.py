@@ -30,7 +30,8 @@ from hpo.storage import ENDED_JSON, EXPERIMENT_JSON, TENSORBOARD, ExperimentStor
 from hpo.tb_logger import TrialTensorBoard
 from hpo.trial_terms import METRIC, MODE, trial_name
 from hpo.trainable import ccnet_trainable
-from mnist.checkpoint import run_metadata, write_json_atomic
+from mnist.atomic import write_json_atomic
+from mnist.checkpoint import run_metadata
 from mnist.data import MnistData, load_mnist, split_train_val
 from mnist.errors import UserError
 

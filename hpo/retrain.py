@@ -23,7 +23,8 @@ from hpo.storage import BEST, TRIALS_CSV, join_uri, read_experiment_file
 from hpo.plots import plot_comparison
 from hpo.summary import winner
 from mnist.calibration import calibrate_checkpoint
-from mnist.checkpoint import recover_folder, replace_folder, run_metadata, save_checkpoint, write_json_atomic
+from mnist.atomic import recover_folder, replace_folder, write_json_atomic
+from mnist.checkpoint import run_metadata, save_checkpoint
 from mnist.data import MnistData, load_mnist
 from mnist.errors import UserError
 from mnist.evaluate import evaluate_model, write_evaluation

@@ -19,7 +19,8 @@ from hpo.storage import BEST_JSON, HISTORY_CSV, TRIALS_CSV
 from hpo.trial_terms import DIVERGED, METRIC, MODE, status_of
 from hpo.plots import (plot_anytime, plot_importance, plot_learning_curves, plot_parallel_coordinates,
                        plot_search_history)
-from mnist.checkpoint import git_commit, write_json_atomic, write_text_atomic
+from mnist.atomic import write_json_atomic, write_text_atomic
+from mnist.checkpoint import git_commit
 from mnist.errors import UserError
 
 

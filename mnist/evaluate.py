@@ -15,7 +15,8 @@ import torch
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix
 
 from mnist.calibration import expected_calibration_error
-from mnist.checkpoint import load_checkpoint, write_json_atomic
+from mnist.atomic import write_json_atomic
+from mnist.checkpoint import load_checkpoint
 from mnist.data import MnistData, device_images, load_mnist
 from mnist.device import DEVICE_CHOICES, pick_device
 from mnist.errors import run_cli

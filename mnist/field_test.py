@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist.checkpoint import load_checkpoint, write_json_atomic
+from mnist.atomic import write_json_atomic
+from mnist.checkpoint import load_checkpoint
 from mnist.data import load_mnist
 from mnist.device import pick_device
 from mnist.errors import UserError, run_cli

@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 from sklearn.metrics import accuracy_score, confusion_matrix
 
-from mnist.checkpoint import write_text_atomic
+from mnist.atomic import write_text_atomic
 from mnist.errors import UserError, run_cli
 
 SPLITS = ("tune", "report")

@@ -12,7 +12,8 @@ from typing import Any
 import pandas as pd
 from torch.utils.tensorboard import SummaryWriter
 
-from mnist.checkpoint import run_metadata, save_checkpoint, write_json_atomic, write_text_atomic
+from mnist.atomic import write_json_atomic, write_text_atomic
+from mnist.checkpoint import run_metadata, save_checkpoint
 from mnist.plots import plot_curves
 
 # TensorBoard tag -> metric, for training runs and search trials alike.

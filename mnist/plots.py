@@ -10,7 +10,7 @@ matplotlib.use("Agg")  # files only, no window: runs on servers and in Ray worke
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from mnist.checkpoint import write_atomic  # noqa: E402
+from mnist.atomic import write_atomic  # noqa: E402
 
 
 def save_figure(figure: plt.Figure, path: Path) -> None:

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from hpo.storage import ExperimentStore
-from mnist.checkpoint import recover_folder, replace_folder
+from mnist.atomic import recover_folder, replace_folder
 from mnist.errors import UserError
 from tests.helpers import ROOT, read_only_folder, refused, refused_process, run_script
 

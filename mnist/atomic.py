@@ -1,0 +1,75 @@
+"""Files and folders replaced whole: a reader (or a run killed at any moment) finds the old or the new, never half.
+
+Every result, checkpoint and summary of the project is written through these.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+from mnist.errors import UserError
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_atomic(path: str | Path, write: Callable[[str], None]) -> None:
+    """Call write(tmp_path), then rename over `path`: a reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
+        os.replace(tmp, path)
+    except BaseException as error:
+        Path(tmp).unlink(missing_ok=True)
+        if _disk_full(error):  # what was there before stays whole: only the temporary file is gone
+            raise UserError(f"no space left on the device of {path.parent} (writing {path.name})") from None
+        raise
+
+
+def replace_folder(staging: Path, target: Path) -> None:
+    """Put the finished `staging` folder in `target`'s place: a reader finds the whole old folder, the whole
+    new one, or (for an instant, or after a kill at that instant) none; never a mix of the two."""
+    old = target.with_name(f".{target.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(staging, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def recover_folder(target: Path) -> None:
+    """Undo a `replace_folder` killed between its two renames: the old folder comes back."""
+    old = target.with_name(f".{target.name}.old")
+    if old.exists() and not target.exists():
+        os.replace(old, target)
+
+
+def _disk_full(error: BaseException) -> bool:
+    """ENOSPC, also when torch.save wraps it ("file write failed", "unexpected pos ...")."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+            return True
+        if isinstance(error, RuntimeError) and ("file write failed" in str(error) or "unexpected pos" in str(error)):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    write_atomic(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def write_json_atomic(path: str | Path, value: Any) -> None:
+    write_text_atomic(path, json.dumps(value, indent=2, default=str) + "\n")
