@@ -37,8 +37,8 @@ from mnist.errors import UserError
 
 
 
-# Searches started before the driver was split pickled these two as hpo.driver.<name>: resuming
-# them unpickles them from here.
+# Compatibility: searches started before the driver was split (2026-11) pickled these two as
+# hpo.driver.<name>; resuming them unpickles them from here. Can go once no such search is resumed.
 PICKLED_AS_DRIVER = (BaselineKeepingASHA, PruningAwareOptunaSearch)
 
 

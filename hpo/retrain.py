@@ -48,7 +48,9 @@ def load_search(folder: Path) -> tuple[dict[str, Any], pd.DataFrame]:
         trials = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         raise UserError(f"{path}: unreadable ({str(error).splitlines()[0]})") from None
-    trials = trials.rename(columns={"seed_config": "baseline"})  # its name in searches before 2026-11
+    # Compatibility: trials.csv of searches before 2026-11 call the tutorial's column "seed_config"; can go
+    # once no such search is retrained.
+    trials = trials.rename(columns={"seed_config": "baseline"})
     needed = {"trial", "best_val_acc", "last_val_acc", *experiment.get("search_space", {})}
     missing = sorted(needed - set(trials.columns))
     if missing:

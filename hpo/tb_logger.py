@@ -46,7 +46,8 @@ class TrialTensorBoard(TBXLoggerCallback):
         if trial.trial_id not in self.writers:
             number = trial_number(trial)  # Tune's creation counter, as in trial folders
             params = {key: trial.config[key] for key in self.searched_keys}
-            # A search pickled before the space was kept here has none: plain values then.
+            # Compatibility: a callback pickled before the space was kept here (2026-11) has none: plain
+            # values then. Can go once no such search is resumed.
             space = self.__dict__.get("space", {})
             self.writers[trial.trial_id] = SummaryWriter(str(self.folder / run_name(number, params, space)))
         return self.writers[trial.trial_id]

@@ -146,7 +146,8 @@ KNOBS: dict[str, Knob] = {
 }
 
 DEFAULTS: dict[str, Any] = {key: knob.default for key, knob in KNOBS.items()}
-# Values renamed since: configs and checkpoints written before still hold the old names.
+# Compatibility: values renamed since (head "seed" became "tutorial", 2026-11); configs and checkpoints
+# written before still hold the old names. Can go once no such checkpoint is read.
 RENAMED_VALUES = {"head": {"seed": "tutorial"}}
 
 
