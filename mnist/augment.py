@@ -67,10 +67,10 @@ def draw_epoch(count: int, augmentation: Augmentation, seed: int, epoch: int,
     elif augmentation.shift:
         draw.shifts = random_shifts(count, augmentation.shift, seed, epoch).to(device)
     if augmentation.elastic:
-        field = torch.rand((count, 2, ELASTIC_GRID, ELASTIC_GRID), generator=_generator(seed, epoch, 900_007)) * 2 - 1
+        field = torch.rand((count, 2, ELASTIC_GRID, ELASTIC_GRID), generator=epoch_generator(seed, epoch, 900_007)) * 2 - 1
         draw.field = (field * augmentation.elastic * 2 / 28).to(device)  # pixels -> [-1, 1] grid units
     if augmentation.thickness:
-        draw.thickness = ((torch.rand(count, generator=_generator(seed, epoch, 300_007)) * 2 - 1)
+        draw.thickness = ((torch.rand(count, generator=epoch_generator(seed, epoch, 300_007)) * 2 - 1)
                           * augmentation.thickness).to(device)
     if augmentation.erase:
         draw.erase = random_boxes(count, augmentation.erase, seed, epoch).to(device)
@@ -83,7 +83,7 @@ ERASE_SIDES = (3, 8)  # an erased box is 3 to 7 px a side: a gap in a stroke, no
 
 def random_boxes(count: int, probability: float, seed: int, epoch: int) -> torch.Tensor:
     """(count, 4) boxes (top, left, height, width) to erase; height 0 for the images left whole."""
-    generator = _generator(seed, epoch, 100_003)
+    generator = epoch_generator(seed, epoch, 100_003)
     chosen = torch.rand(count, generator=generator) < probability
     sides = torch.randint(*ERASE_SIDES, (count, 2), generator=generator)
     # Inside MNIST's 20x20 digit box (from 4 to 24), where the strokes are: a box on the background erases nothing.
@@ -91,13 +91,15 @@ def random_boxes(count: int, probability: float, seed: int, epoch: int) -> torch
     return torch.cat([corners, sides * chosen[:, None]], dim=1)
 
 
-def _generator(seed: int, epoch: int, stream: int) -> torch.Generator:
+def epoch_generator(seed: int, epoch: int, stream: int) -> torch.Generator:
+    """The one seed formula of everything drawn per epoch: (seed, epoch) and a stream per kind of draw
+    (0 = the batch order, mnist.batches; the augmentations' own numbers), so a resumed run draws the same."""
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch + stream)
 
 
 def random_shifts(count: int, max_shift: int, seed: int, epoch: int) -> torch.Tensor:
     """(count, 2) integer (dy, dx) in [-max_shift, max_shift], fixed by (seed, epoch) so a resumed run draws the same."""
-    return torch.randint(-max_shift, max_shift + 1, (count, 2), generator=_generator(seed, epoch, 500_009))
+    return torch.randint(-max_shift, max_shift + 1, (count, 2), generator=epoch_generator(seed, epoch, 500_009))
 
 
 def random_affine(count: int, augmentation: Augmentation, seed: int, epoch: int) -> torch.Tensor:
@@ -106,14 +108,14 @@ def random_affine(count: int, augmentation: Augmentation, seed: int, epoch: int)
     The matrix maps an output pixel to where it reads in the input, in [-1, 1] coordinates:
     a digit zoomed by s and turned by a reads at R(-a)/s, and a shift (dy, dx) reads at -shift.
     """
-    uniform = torch.rand((count, 2), generator=_generator(seed, epoch, 700_001)) * 2 - 1
+    uniform = torch.rand((count, 2), generator=epoch_generator(seed, epoch, 700_001)) * 2 - 1
     angle = uniform[:, 0] * math.radians(augmentation.rotate)
     zoom = 1 + uniform[:, 1] * augmentation.scale
     cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
     theta = torch.stack([torch.stack([cos, sin, torch.zeros(count)], 1),
                          torch.stack([-sin, cos, torch.zeros(count)], 1)], 1)
     if augmentation.shear or augmentation.stretch:  # drawn from their own stream: the draws above stay as they were
-        more = torch.rand((count, 2), generator=_generator(seed, epoch, 800_011)) * 2 - 1
+        more = torch.rand((count, 2), generator=epoch_generator(seed, epoch, 800_011)) * 2 - 1
         slant = torch.tan(more[:, 0] * math.radians(augmentation.shear))
         widen = 1 + more[:, 1] * augmentation.stretch
         # Output x reads input x / widen + slant * y: a slanted, wider or narrower digit.

@@ -14,14 +14,14 @@ from typing import Iterator
 
 import torch
 
-from mnist.augment import (Augmentation, affine_images, change_thickness, draw_epoch, erase_boxes, shift_images)
+from mnist.augment import (Augmentation, affine_images, change_thickness, draw_epoch, epoch_generator, erase_boxes,
+                           shift_images)
 from mnist.data import normalize, to_model_input
 
 
 def shuffle_order(count: int, seed: int, epoch: int) -> torch.Tensor:
     """The epoch's permutation depends on (seed, epoch) alone, so a resumed run shuffles the same."""
-    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    return torch.randperm(count, generator=generator)
+    return torch.randperm(count, generator=epoch_generator(seed, epoch, stream=0))
 
 
 def steps_per_epoch(count: int, batch_size: int) -> int:
