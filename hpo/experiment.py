@@ -127,6 +127,12 @@ def baseline_point(space: dict[str, dict[str, list]], max_epochs: int) -> dict[s
     return point
 
 
+def experiment_baseline(experiment: dict[str, Any]) -> dict[str, Any]:
+    """The tutorial's setting in this experiment's space at its budget: trial 1, never stopped early, and the
+    point every summary compares against (best.py asks baseline_point for its own retraining budget)."""
+    return baseline_point(experiment["search_space"], experiment["max_epochs"])
+
+
 def in_space(point: dict[str, Any], space: dict[str, dict[str, list]]) -> bool:
     """Whether every value of `point` lies inside its search-space range (or choices)."""
     return all(dimension.contains(point[key]) for key, dimension in dimensions(space).items())
@@ -187,7 +193,7 @@ def resolve_experiment(file_values: dict[str, Any], overrides: dict[str, Any], w
 def _check_baseline_inside(experiment: dict[str, Any], where: str) -> None:
     """Refuse a space that cannot hold the tutorial's setting: the baseline trial, its protection
     from early stopping and every comparison in the reports would silently vanish."""
-    baseline = baseline_point(experiment["search_space"], experiment["max_epochs"])
+    baseline = experiment_baseline(experiment)
     for key, spec in experiment["search_space"].items():
         if not in_space({key: baseline[key]}, {key: spec}):
             raise UserError(f"{where}: search_space.{key} {spec} does not hold the tutorial's value {baseline[key]!r}, "

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
-from hpo.experiment import baseline_point
+from hpo.experiment import experiment_baseline
 
 
 class BaselineKeepingASHA(ASHAScheduler):
@@ -61,4 +61,4 @@ def make_scheduler(experiment: dict[str, Any]) -> TrialScheduler:
                                grace_period=experiment["grace_period"],
                                reduction_factor=experiment["reduction_factor"],
                                brackets=experiment.get("brackets", 1), seed=experiment["seed"],
-                               baseline=baseline_point(experiment["search_space"], experiment["max_epochs"]))
+                               baseline=experiment_baseline(experiment))

@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 from ray.tune.result import TRAINING_ITERATION
 from ray.tune.search.optuna import OptunaSearch
 
-from hpo.experiment import baseline_point
+from hpo.experiment import experiment_baseline
 from hpo.storage import OPTUNA_DB
 from hpo.trial_terms import ended_early
 from mnist.errors import UserError
@@ -105,7 +105,7 @@ def make_searcher(experiment: dict[str, Any], folder: Path, name: str) -> Prunin
         sampler = optuna.samplers.RandomSampler(seed=experiment["seed"])
     storage = optuna_storage(folder)
     # The tutorial's setting is trial 1; resolve_experiment refused spaces that cannot hold it.
-    baseline = baseline_point(experiment["search_space"], experiment["max_epochs"])
+    baseline = experiment_baseline(experiment)
     return PruningAwareOptunaSearch(
         points_to_evaluate=[baseline], sampler=sampler, storage=storage, study_name=name, max_epochs=experiment["max_epochs"])
 

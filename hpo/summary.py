@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from ray import tune
 
-from hpo.experiment import baseline_point, plain
+from hpo.experiment import experiment_baseline, plain
 from hpo.space import dimensions
 from hpo.storage import BEST_JSON, HISTORY_CSV, TRIALS_CSV
 from hpo.trial_terms import DIVERGED, METRIC, MODE, status_of
@@ -52,7 +52,7 @@ class NothingFinished(UserError):
 def trial_tables(results: tune.ResultGrid, experiment: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(one row per trial, one row per trial and epoch), trials in the order they were created."""
     searched = list(experiment["search_space"])
-    baseline = baseline_point(experiment["search_space"], experiment["max_epochs"])
+    baseline = experiment_baseline(experiment)
     rows, histories = [], []
     for result in results:
         if result.config is None:  # never started (a time budget ended the search first): nothing to say
