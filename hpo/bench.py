@@ -45,9 +45,9 @@ ARMS = {  # label: (scheduler, searcher, grace_period, brackets)
 }
 
 
-def timed_search(experiment: dict[str, Any], folder: Path) -> dict[str, Any]:
+def timed_search(experiment: dict[str, Any], folder: Path, address: str | None) -> dict[str, Any]:
     started = time.perf_counter()
-    results, _ = run_search(experiment, ExperimentStore(str(folder.parent), folder.name), resume=False, address=None)
+    results, _ = run_search(experiment, ExperimentStore(str(folder.parent), folder.name), resume=False, address=address)
     wall = time.perf_counter() - started
     trials, history = trial_tables(results, experiment)
     anytime = anytime_curve(history, trials)
@@ -100,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4],
                         help="searcher seeds: one run of each arm per seed")
     parser.add_argument("--storage-path", default="results/bench", help="where the searches and anytime.png go")
+    parser.add_argument("--address", default=None,
+                        help="a Ray cluster every search joins (default: RAY_ADDRESS, else a private one per search)")
     args = parser.parse_args(argv)
     if len(set(args.seeds)) != len(args.seeds):
         raise UserError(f"--seeds must differ, got {args.seeds}")
@@ -112,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
                                              "max_concurrent": args.max_concurrent, "tpe_startup_trials": 5,
                                              "scheduler": scheduler, "searcher": searcher, "seed": seed,
                                              "train": {"limit": args.limit}}, {}, label)
-            runs[label].append(timed_search(experiment, Path(args.storage_path) / f"{label}-seed{seed}-{stamp}"))
+            runs[label].append(timed_search(experiment, Path(args.storage_path) / f"{label}-seed{seed}-{stamp}",
+                                            args.address))
     print(f"{args.num_samples} samples, {args.max_epochs} epochs budget, {args.limit} images, "
           f"{args.max_concurrent} trials at once, searcher seeds {args.seeds}")
     print_runs(runs, args.seeds)

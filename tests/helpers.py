@@ -41,6 +41,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_for_port(port: int, seconds: float = 90) -> None:
+    """Until something listens on 127.0.0.1:`port` (a `ray start --head` coming up)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.5)
+    raise TimeoutError(f"ray start --head did not open port {port} in {seconds} s")
+
+
 def stop_ray_start(process: subprocess.Popen) -> None:
     """End a `ray start --block` started in its own session, and every Ray process it started."""
     if process.poll() is not None:

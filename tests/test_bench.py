@@ -7,14 +7,28 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers import PNG_MAGIC, run_script
+from tests.helpers import PNG_MAGIC, free_port, run_script, stop_ray_start, wait_for_port
 
 pytestmark = pytest.mark.slow  # six small searches
 
 
 def test_the_bench_prints_its_figures_and_plot_at_a_toy_size(tmp_path: Path) -> None:
-    result = run_script("bench.py", ["--seeds", "0", "1", "--num-samples", "3", "--max-epochs", "2", "--limit", "600",
-                                     "--storage-path", str(tmp_path)], timeout=900)
+    import os
+    import subprocess
+
+    # One cluster for the six searches (each would otherwise start and stop a private one).
+    port = free_port()
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    head = subprocess.Popen(["ray", "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
+                             "--include-dashboard=false"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_for_port(port)
+        result = run_script("bench.py", ["--seeds", "0", "1", "--num-samples", "3", "--max-epochs", "2", "--limit", "600",
+                                         "--storage-path", str(tmp_path), "--address", f"127.0.0.1:{port}"],
+                            timeout=900, env={"RAY_AUTH_MODE": "disabled"})
+    finally:
+        stop_ray_start(head)
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
     epochs = {(label, int(seed)): int(count) for label, seed, count

@@ -18,13 +18,13 @@ pytestmark = pytest.mark.slow  # Ray clusters and searches: minutes
 def finished_search(folder: Path) -> Path:
     """A search folder as hpo/search.py leaves it, whose winner is a known good configuration."""
     folder.mkdir(parents=True)
-    experiment = resolve_experiment({"max_epochs": 3, "grace_period": 1, "train": {"limit": 12000}}, {}, "test")
+    experiment = resolve_experiment({"max_epochs": 2, "grace_period": 1, "train": {"limit": 10000}}, {}, "test")
     (folder / "experiment.json").write_text(json.dumps({"experiment": experiment}))
     pd.DataFrame([{"trial": 1, "trial_id": "a", "lr": 2e-3, "batch_size": 64, "dropout": 0.25, "step_size": 3,
                    "gamma": 0.5, "schedule": "step", "weight_decay": 0.0, "label_smoothing": 0.0, "rotate": 0.0,
                    "scale": 0.0, "shift": 0, "shear": 0.0, "stretch": 0.0, "elastic": 0.0, "thickness": 0.0,
-                   "erase": 0.0, "status": "completed", "epochs": 3, "best_val_acc": 0.97,
-                   "best_epoch": 3, "last_val_acc": 0.97}]).to_csv(folder / "trials.csv", index=False)
+                   "erase": 0.0, "status": "completed", "epochs": 2, "best_val_acc": 0.97,
+                   "best_epoch": 2, "last_val_acc": 0.97}]).to_csv(folder / "trials.csv", index=False)
     return folder
 
 

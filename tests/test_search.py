@@ -4,10 +4,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +20,7 @@ from mnist.data import MnistData
 from mnist.evaluate import evaluate_model
 from mnist.model import model_from_checkpoint
 from mnist.predict import default_checkpoint
-from tests.helpers import PNG_MAGIC, ROOT, free_port, refused_process, run_script, stop_ray_start
+from tests.helpers import PNG_MAGIC, ROOT, free_port, refused_process, run_script, stop_ray_start, wait_for_port
 
 pytestmark = pytest.mark.slow  # Ray clusters and searches: minutes
 
@@ -143,16 +141,6 @@ def test_gpus_asked_where_there_are_none_fails_fast(tmp_path: Path, smoke_flags:
     assert "gpus_per_trial is 1, but the Ray cluster has no GPUs" in result.stderr
 
 
-def _wait_for_port(port: int, seconds: float = 90) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.5)
-    raise TimeoutError(f"ray start --head did not open port {port} in {seconds} s")
-
-
 def test_fake_gpu_cluster_gives_each_trial_its_own_gpu(tmp_path: Path, smoke_flags: list[str]) -> None:
     # A cluster started with `ray start` that advertises 2 GPUs: Ray assigns them (CUDA_VISIBLE_DEVICES)
     # though torch sees none. Unasked, the search refuses them (a trial would hold a GPU and train on one
@@ -163,7 +151,7 @@ def test_fake_gpu_cluster_gives_each_trial_its_own_gpu(tmp_path: Path, smoke_fla
                              "--include-dashboard=false"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        _wait_for_port(port)
+        wait_for_port(port)
         flags = [*smoke_flags, "--num-samples", "2", "--storage-path", str(tmp_path), "--address", f"127.0.0.1:{port}"]
         if not torch.cuda.is_available():  # a CPU torch: the GPUs Ray offers are refused, naming the node
             refused = run_script("search.py", [*flags, "--name", "refused"], env={"RAY_AUTH_MODE": "disabled"})
