@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 from contextlib import contextmanager
 from typing import Any, Iterator
@@ -22,7 +23,7 @@ from hpo.cluster import (check_address, check_gpus_usable, check_storage_shared,
                          end_private_cluster, fake_gpus, private_session_dir, trial_resources)
 from hpo.experiment import trial_config
 from hpo.progress import SearchProgress
-from hpo.dashboard import serve_dashboard
+from hpo.dashboard import HOST, serve_dashboard
 from hpo.scheduler import BaselineKeepingASHA, make_scheduler
 from hpo.searcher import PruningAwareOptunaSearch, check_study, fail_orphaned_optuna_trials, make_searcher
 from hpo.space import dimensions
@@ -34,6 +35,7 @@ from mnist.atomic import write_json_atomic
 from mnist.checkpoint import run_metadata
 from mnist.data import MnistData, load_mnist, split_train_val
 from mnist.errors import UserError
+from mnist.webserver import reserve_port
 
 
 
@@ -113,11 +115,14 @@ def unfinished_trials(results: tune.ResultGrid) -> int:
 
 
 @contextmanager
-def live_dashboard(store: ExperimentStore, port: int | None) -> Iterator[None]:
-    """optuna-dashboard on `port` while the block runs (no dashboard when port is None)."""
+def live_dashboard(store: ExperimentStore, port: int | None, reservation: socket.socket | None) -> Iterator[None]:
+    """optuna-dashboard on `port` while the block runs (no dashboard when port is None); `reservation` held
+    the port until now (mnist.webserver.reserve_port)."""
     if port is None:
         yield
         return
+    if reservation is not None:
+        reservation.close()
     with serve_dashboard(store.local, port) as url:
         print(f"dashboard: {url}  (live while the search runs; later: python hpo/dashboard.py {store.local})",
               flush=True)
@@ -156,6 +161,8 @@ def run_search(experiment: dict[str, Any], store: ExperimentStore, resume: bool,
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     data = training_data(experiment)
+    # Held from before Ray starts (its processes take free ports) until the dashboard binds it.
+    reservation = reserve_port(dashboard_port, HOST) if dashboard_port is not None else None
     for record in [store.ray_session_file, *store.leftover_ray_sessions()]:  # killed drivers' clusters
         end_leftover_cluster(record)
     connect(address)
@@ -177,11 +184,13 @@ def run_search(experiment: dict[str, Any], store: ExperimentStore, resume: bool,
             store.push(EXPERIMENT_JSON)
         tuner = make_tuner(experiment, store, resume, resources, concurrent, data)
         started = time.monotonic()
-        with live_dashboard(store, dashboard_port):
+        with live_dashboard(store, dashboard_port, reservation):
             results = tuner.fit()
         budget = experiment["time_budget_s"]
         budget_spent = budget is not None and time.monotonic() - started >= budget
     finally:
+        if reservation is not None:
+            reservation.close()
         end_private_cluster(session)
         store.ray_session_file.unlink(missing_ok=True)
     unfinished = unfinished_trials(results)

@@ -14,17 +14,26 @@ WsgiApp = Callable[[dict, Callable], Iterable[bytes]]
 READING = ("GET", "HEAD", "OPTIONS")
 
 
-def check_port_free(port: int, host: str) -> None:
-    """Refuse, in one line, a port that something already listens on (before anything slow starts)."""
+def reserve_port(port: int, host: str) -> socket.socket:
+    """Bind `port` now and hold it (a bound socket, not listening), refused in one line when it is taken:
+    what starts meanwhile (Ray's processes take free ports) cannot get it. Close it just before the
+    server binds the port."""
     if not 0 <= port <= 65535:
         raise UserError(f"port {port}: not a TCP port (0 to 65535)")
-    with socket.socket() as probe:
-        # As the servers themselves do: a port whose last connections linger in TIME_WAIT is free.
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as error:
-            raise UserError(f"cannot listen on {host}:{port}: {error.strerror}; choose another port") from None
+    probe = socket.socket()
+    # As the servers themselves do: a port whose last connections linger in TIME_WAIT is free.
+    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        probe.bind((host, port))
+    except OSError as error:
+        probe.close()
+        raise UserError(f"cannot listen on {host}:{port}: {error.strerror}; choose another port") from None
+    return probe
+
+
+def check_port_free(port: int, host: str) -> None:
+    """Refuse, in one line, a port that something already listens on (before anything slow starts)."""
+    reserve_port(port, host).close()
 
 
 def allowed_hosts(host: str, port: int) -> set[str]:
