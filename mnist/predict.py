@@ -24,6 +24,7 @@ from mnist.checkpoint import load_checkpoint
 from mnist.data import device_images
 from mnist.device import DEVICE_CHOICES, pick_device
 from mnist.errors import UserError, run_cli
+from mnist.export import ExportedModel, batched_logits, format_of
 from mnist.handwriting import format_report, read_labels, reading_report
 from mnist.model import model_from_checkpoint, predict_logits
 from mnist.preprocess import WORKING_SIZE, ImageError, Stages, Steps, preprocess_stages
@@ -91,21 +92,31 @@ class Prediction:
 class Predictor:
     """A trained CCNet ready to classify 28x28 MNIST-style digits (see mnist.preprocess), calibrated.
 
+    `checkpoint` is a checkpoint (.pt) or a file written by mnist.export (.onnx through onnxruntime,
+    .ts through torch.jit.load), whose metadata holds the same calibration.
     A checkpoint without calibration (trained before it existed, or on every training image)
     answers with temperature 1 and is never "not sure".
     """
 
     def __init__(self, checkpoint: str | Path, device: str = "cpu") -> None:
         self.device = pick_device(device)
-        state = load_checkpoint(checkpoint)
-        self.model = model_from_checkpoint(state, self.device)
-        calibration = state.get("calibration") or {}
+        self.exported = ExportedModel(Path(checkpoint)) if format_of(Path(checkpoint)) else None
+        if self.exported is not None:
+            calibration = self.exported.metadata
+        else:
+            state = load_checkpoint(checkpoint)
+            self.model = model_from_checkpoint(state, self.device)
+            calibration = state.get("calibration") or {}
         self.temperature = float(calibration.get("temperature", 1.0))
         self.unsure_below = float(calibration.get("unsure_below", 0.0))
 
+    def logits(self, digits: np.ndarray, batch_size: int) -> torch.Tensor:
+        if self.exported is not None:
+            return torch.from_numpy(batched_logits(self.exported.logits, digits, batch_size))
+        return predict_logits(self.model, device_images(digits, self.device), batch_size=batch_size)
+
     def predict(self, digits: np.ndarray | list[np.ndarray], batch_size: int = 512) -> Prediction:
-        batch = device_images(np.stack(digits), self.device)
-        logits = predict_logits(self.model, batch, batch_size=batch_size) / self.temperature
+        logits = self.logits(np.stack(digits), batch_size) / self.temperature
         probabilities = torch.softmax(logits, dim=1).cpu().numpy()
         return Prediction(probabilities.argmax(axis=1), probabilities, probabilities.max(axis=1) < self.unsure_below)
 

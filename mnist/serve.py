@@ -118,7 +118,8 @@ def create_app(predictor: Predictor, checkpoint: Path) -> Flask:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Draw a digit in the browser and see what a trained CCNet reads.")
-    parser.add_argument("--checkpoint", default=None, help="model (default: the one mnist.predict picks: newest "
+    parser.add_argument("--checkpoint", default=None, help="model: a checkpoint, or an .onnx/.ts file from mnist.export "
+                                                           "(default: the one mnist.predict picks: newest "
                                                            "results/*/best/ensemble.pt or model.pt, else newest results/train/*/best.pt)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine "
