@@ -4,6 +4,7 @@
     python hpo/best.py --search results/NAME --seeds 3 --epochs 20
     python hpo/best.py --select last --full --no-baseline
     python hpo/best.py --search s3://bucket/dir/NAME    # a search kept on a URI storage
+    python hpo/best.py --mlflow [URI]                   # log it to MLflow, register the winner (ONNX)
 
 Writes <search>/best/: ensemble.pt (the seeds' models as one), model.pt (the first seed's, with its
 config), metrics.json, confusion_matrix.png,
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from hpo.retrain import Fit, print_comparison, retrain_winner, staging_folder
 from hpo.storage import BEST, RESULTS, ExperimentStore, join_uri, newest_experiment, split_experiment
+from hpo.tracking import DEFAULT_STORE, REGISTERED_MODEL, log_retraining, open_store, resolve_store, tracking_of
 from mnist.errors import UserError, run_cli
 
 
@@ -50,6 +52,10 @@ def main(argv: list[str] | None = None) -> int:
                              "same path on every node")
     parser.add_argument("--address", default=None,
                         help="Ray cluster for --workers > 1 (default: RAY_ADDRESS, else a local one)")
+    parser.add_argument("--mlflow", nargs="?", const="", default=None, metavar="URI",
+                        help="log the retraining and the comparison to MLflow and register the winner (as ONNX) "
+                             f"as a version of the model {REGISTERED_MODEL!r} (default store: the search's own, "
+                             f"else {DEFAULT_STORE}); needs pip install -e '.[mlflow]'")
     args = parser.parse_args(argv)
     if args.seeds < 1:
         raise UserError(f"--seeds must be >= 1, got {args.seeds}")
@@ -69,15 +75,23 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"{location}: no such experiment folder")
     with store.lock("best.py"):  # no search and no other best.py writes this experiment meanwhile
         store.pull()
+        mlflow_uri = None
+        if args.mlflow is not None:  # checked before the retraining's minutes
+            mlflow_uri = resolve_store(args.mlflow or (tracking_of(store.local) or {}).get("tracking_uri", DEFAULT_STORE))
+            open_store(mlflow_uri)
         # Ray Train's runs (workers > 1) go where every node reaches: beside the experiment.
         train_storage = (join_uri(store.location, BEST) if store.remote
                          else str(staging_folder(store.local).resolve()))
         fit = Fit(args.workers, int(args.gpus_per_worker), args.address, train_storage, args.shared_storage)
         summary = retrain_winner(store.local, args.select, args.seeds, args.epochs, args.full, args.baseline, fit)
+        version = mlflow_uri and log_retraining(mlflow_uri, store.local, store.name, summary)
         store.push(BEST)
     print_comparison(summary)
     print(f"wrote {store}/best: ensemble.pt, model.pt, metrics.json, comparison.json, comparison.png, confusion_matrix.png, "
           "misclassified.png")
+    if version:
+        print(f"MLflow: the retraining logged in {mlflow_uri}; the winner registered as {REGISTERED_MODEL!r} "
+              f"version {version} (ONNX, with its signature and an example)")
     return 0
 
 

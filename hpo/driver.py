@@ -21,14 +21,15 @@ from ray import tune
 
 from hpo.cluster import (check_address, check_gpus_usable, check_storage_shared, connect, end_leftover_cluster,
                          end_private_cluster, fake_gpus, private_session_dir, trial_resources)
-from hpo.experiment import trial_config
+from hpo.experiment import experiment_baseline, trial_config
 from hpo.progress import SearchProgress
 from hpo.dashboard import HOST, serve_dashboard
 from hpo.scheduler import BaselineKeepingASHA, make_scheduler
 from hpo.searcher import PruningAwareOptunaSearch, check_study, fail_orphaned_optuna_trials, make_searcher
 from hpo.space import dimensions
-from hpo.storage import ENDED_JSON, EXPERIMENT_JSON, TENSORBOARD, ExperimentStore, read_experiment_file
+from hpo.storage import ENDED_JSON, EXPERIMENT_JSON, MLFLOW_JSON, TENSORBOARD, ExperimentStore, read_experiment_file
 from hpo.tb_logger import TrialTensorBoard
+from hpo.tracking import MlflowTrials, reopen_search_run, start_search_run, tracking_of
 from hpo.trial_terms import METRIC, MODE, trial_name
 from hpo.trainable import ccnet_trainable
 from mnist.atomic import write_json_atomic
@@ -63,12 +64,13 @@ def training_data(experiment: dict[str, Any]) -> MnistData:
 
 
 def make_tuner(experiment: dict[str, Any], store: ExperimentStore, resume: bool, resources: dict[str, float],
-               concurrent: int, data: MnistData) -> tune.Tuner:
+               concurrent: int, data: MnistData, tracking: dict[str, str] | None = None) -> tune.Tuner:
     print(f"each trial: {resources['cpu']:g} CPU, {resources['gpu']:g} GPU; up to {concurrent} at once", flush=True)
     # with_parameters puts the 60 MB of uint8 images in the object store once; trials read it zero-copy.
     trainable = tune.with_resources(tune.with_parameters(ccnet_trainable, data=data, fake_gpus=fake_gpus()), resources)
     if resume:
-        # The searcher (its Optuna study and sampler state) and the scheduler come back from the saved state.
+        # The searcher (its Optuna study and sampler state), the scheduler and the callbacks (MlflowTrials
+        # with its parent run among them) come back from the saved state.
         return tune.Tuner.restore(store.tune_path, trainable=trainable, resume_errored=True)
     tune_config = tune.TuneConfig(metric=METRIC, mode=MODE, search_alg=make_searcher(experiment, store.local, store.name),
                                   scheduler=make_scheduler(experiment), num_samples=experiment["num_samples"],
@@ -76,12 +78,16 @@ def make_tuner(experiment: dict[str, Any], store: ExperimentStore, resume: bool,
                                   trial_name_creator=trial_name, trial_dirname_creator=trial_name,
                                   # One worker process serves trial after trial: no torch import and start-up each time.
                                   reuse_actors=True)
+    callbacks = [TrialTensorBoard(store.local.resolve() / TENSORBOARD, experiment["search_space"]),
+                 SearchProgress(experiment["num_samples"], experiment["max_epochs"])]
+    if tracking:
+        callbacks.append(MlflowTrials(tracking, experiment["search_space"], experiment_baseline(experiment),
+                                      experiment["max_epochs"]))
     run_config = tune.RunConfig(
         # Trials write results and checkpoints here from every node: a shared folder or a URI.
         name=store.name, storage_path=store.tune_storage_path,
-        # Absolute: a search resumed from another working directory still writes here.
-        callbacks=[TrialTensorBoard(store.local.resolve() / TENSORBOARD, experiment["search_space"]),
-                   SearchProgress(experiment["num_samples"], experiment["max_epochs"])],
+        # TensorBoard's folder is absolute: a search resumed from another working directory still writes there.
+        callbacks=callbacks,
         # Keep each trial's best checkpoint by val_acc and its latest (to resume from).
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=METRIC,
                                                 checkpoint_score_order=MODE),
@@ -135,12 +141,13 @@ JOINED_CLUSTER_WAIT_S = 600
 
 def run_search(experiment: dict[str, Any], store: ExperimentStore, resume: bool, address: str | None,
                dashboard_port: int | None = None, wait_s: float | None = None,
-               shared_storage: bool = False) -> tuple[tune.ResultGrid, dict[str, float]]:
+               shared_storage: bool = False, mlflow_uri: str | None = None) -> tuple[tune.ResultGrid, dict[str, float]]:
     """Run (or resume) the search kept in `store`; returns Tune's ResultGrid and a trial's resources.
 
     With `dashboard_port`, optuna-dashboard serves the search's study on 127.0.0.1 while it runs. On a
     cluster it joined, it waits `wait_s` seconds (default JOINED_CLUSTER_WAIT_S; on its own cluster 0) for
     the resources of a trial; `shared_storage` says a local --storage-path is mounted on every node.
+    With `mlflow_uri` a new search is tracked in that MLflow store (a resumed one keeps its own tracking).
     """
     exists = store.exists() and tune.Tuner.can_restore(store.tune_path)
     if exists and not resume:
@@ -182,7 +189,14 @@ def run_search(experiment: dict[str, Any], store: ExperimentStore, resume: bool,
             write_json_atomic(store.local / EXPERIMENT_JSON, {"experiment": experiment, **run_metadata(),
                                                               "whereabouts": store.whereabouts()})
             store.push(EXPERIMENT_JSON)
-        tuner = make_tuner(experiment, store, resume, resources, concurrent, data)
+            tracking = mlflow_uri and start_search_run(mlflow_uri, store.local, store.name, experiment,
+                                                       run_metadata(), store.location)
+            store.push(MLFLOW_JSON)
+        else:
+            tracking = tracking_of(store.local)
+            if tracking:
+                reopen_search_run(tracking)
+        tuner = make_tuner(experiment, store, resume, resources, concurrent, data, tracking or None)
         started = time.monotonic()
         with live_dashboard(store, dashboard_port, reservation):
             results = tuner.fit()

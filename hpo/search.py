@@ -5,6 +5,7 @@
     python hpo/search.py --address HOST:PORT ...               # on an existing Ray cluster
     python hpo/search.py --resume --name NAME                  # continue an interrupted search
     python hpo/search.py ... --dashboard [PORT]                # watch it in the browser (optuna-dashboard)
+    python hpo/search.py ... --mlflow [URI]                    # track it in MLflow (default sqlite:///results/mlflow.db)
 
 Results go to <storage-path>/<name>/: trials.csv, best.json, plots, report.md, TensorBoard events.
 --storage-path may be a URI (s3://bucket/dir, gs://..., any that pyarrow takes): trials write their
@@ -26,6 +27,7 @@ from hpo.progress import search_log
 from hpo.storage import (ENDED_JSON, RESULTS, SEARCH_LOG, ExperimentStore, is_uri, newest_experiment,
                          read_experiment_file)
 from hpo.summary import NothingFinished, console_summary, summarize
+from hpo.tracking import DEFAULT_STORE, finish_search_run, open_store, resolve_store, tracking_of
 from mnist.errors import UserError, run_cli
 from mnist.webserver import check_port_free
 
@@ -61,6 +63,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "(else a multi-node cluster needs a bucket URI)")
     parser.add_argument("--dashboard", type=int, nargs="?", const=DEFAULT_PORT, default=None, metavar="PORT",
                         help=f"serve optuna-dashboard on 127.0.0.1:PORT (default {DEFAULT_PORT}) while the search runs")
+    parser.add_argument("--mlflow", nargs="?", const=DEFAULT_STORE, default=None, metavar="URI",
+                        help="track the search in MLflow: a parent run, a nested run per trial (default store "
+                             f"{DEFAULT_STORE}; or a tracking server's http://HOST:PORT); needs pip install -e '.[mlflow]'")
     return parser.parse_args(argv)
 
 
@@ -79,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--wait-for-resources must be a number of seconds >= 0, got {args.wait_for_resources}")
     if args.dashboard is not None:  # a busy port is refused now, not after the cluster has started
         check_port_free(args.dashboard, HOST)
+    mlflow_uri = resolve_store(args.mlflow) if args.mlflow else None
+    if mlflow_uri and not args.resume:  # MLflow missing, or a store it cannot use, refused before anything starts
+        open_store(mlflow_uri)
     if args.resume:
         if not args.name and is_uri(args.storage_path):
             raise UserError(f"{args.storage_path}: --resume with a URI storage needs --name")
@@ -97,30 +105,46 @@ def main(argv: list[str] | None = None) -> int:
         store = ExperimentStore(args.storage_path, check_name(args.name or f"{stem}-{datetime.now():%Y%m%d-%H%M%S}"),
                                 args.local_dir)
     with store.lock("search.py"):  # one driver per experiment folder, for its whole life
-        return search(store, args, None if args.resume else experiment)
+        return search(store, args, None if args.resume else experiment, mlflow_uri)
 
 
-def search(store: ExperimentStore, args: argparse.Namespace, experiment: dict | None) -> int:
+def check_resumed_tracking(store: ExperimentStore, mlflow_uri: str | None) -> None:
+    """A resumed search keeps the MLflow tracking it started with: --mlflow may only name that store."""
+    tracking = tracking_of(store.local)
+    if mlflow_uri and (tracking is None or tracking["tracking_uri"] != mlflow_uri):
+        started = f"with --mlflow {tracking['tracking_uri']}" if tracking else "without --mlflow"
+        raise UserError(f"{store}: started {started}; a resumed search keeps its tracking (drop --mlflow)")
+    if tracking:
+        print(f"MLflow: continuing parent run {tracking['parent_run_id']} in {tracking['tracking_uri']}", flush=True)
+
+
+def search(store: ExperimentStore, args: argparse.Namespace, experiment: dict | None, mlflow_uri: str | None) -> int:
     """Run (experiment given) or resume (None: its saved settings) the search in `store`, holding its lock."""
     if experiment is None:
         store.pull()
         experiment = read_experiment_file(store.local)["experiment"]
+        check_resumed_tracking(store, mlflow_uri)
         print(f"resuming {store} with its saved experiment settings", flush=True)
     print(f"search {store.name}: {experiment['num_samples']} trials, {experiment['max_epochs']} epochs at most; "
           f"Ray's full log: {store.local / SEARCH_LOG}", flush=True)
     try:
         with search_log(store.local):
             results, resources = run_search(experiment, store, args.resume, args.address, args.dashboard,
-                                            args.wait_for_resources, args.shared_storage)
+                                            args.wait_for_resources, args.shared_storage, mlflow_uri)
+            tracking = tracking_of(store.local)
             try:
                 trials, best = summarize(store.local, results, experiment, resources, sys.argv)
             except NothingFinished:
                 if not (store.local / ENDED_JSON).exists():
                     raise
+                if tracking:
+                    finish_search_run(tracking, store.local, None)
                 print(f"time budget reached ({experiment['time_budget_s']:g} s) before any trial finished an "
                       "epoch: nothing to summarize", flush=True)
                 return 0
             drop_stale_checkpoints(trials, store)
+            if tracking:
+                finish_search_run(tracking, store.local, best)
     except SearchInterrupted as interrupted:
         print(f"interrupted, {interrupted}; continue with: python hpo/search.py --resume --name {store.name} "
               f"--storage-path {args.storage_path}", file=sys.stderr)
@@ -131,6 +155,9 @@ def search(store: ExperimentStore, args: argparse.Namespace, experiment: dict | 
         print(f"time budget reached ({experiment['time_budget_s']:g} s): the summary holds the trials that "
               "finished by then", flush=True)
     print(f"winner: trial {best['trial']}, val_acc {best['val_acc']:.4f} at epoch {best['epoch']}")
+    if tracking:
+        print(f"MLflow: parent run {tracking['parent_run_id']}, a nested run per trial, in {tracking['tracking_uri']} "
+              f"(mlflow ui --backend-store-uri {tracking['tracking_uri']})")
     mirror = f", summaries also in {store.local}" if store.remote else ""
     print(f"results in {store} ({store.disk_usage() / 2**20:.1f} MiB on disk{mirror}); "
           f"next: python hpo/best.py --search {store}")

@@ -15,7 +15,7 @@ from ray import tune
 
 from hpo.experiment import experiment_baseline, plain
 from hpo.space import dimensions
-from hpo.storage import BEST_JSON, HISTORY_CSV, TRIALS_CSV
+from hpo.storage import BEST_JSON, HISTORY_CSV, REPORT_MD, TRIALS_CSV
 from hpo.trial_terms import DIVERGED, METRIC, MODE, status_of
 from hpo.plots import (plot_anytime, plot_importance, plot_learning_curves, plot_parallel_coordinates,
                        plot_search_history)
@@ -195,7 +195,7 @@ def write_report(folder: Path, trials: pd.DataFrame, experiment: dict[str, Any],
         anytime_sentence(anytime), "", "![anytime](anytime.png)", "",
         "Validation accuracy only: the test set is used by `hpo/best.py` on the retrained winner.", "",
     ]
-    write_text_atomic(folder / "report.md", "\n".join(lines))
+    write_text_atomic(folder / REPORT_MD, "\n".join(lines))
 
 
 def summarize(folder: Path, results: tune.ResultGrid, experiment: dict[str, Any], resources: dict[str, float],

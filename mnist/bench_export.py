@@ -21,8 +21,8 @@ import torch
 from mnist.checkpoint import load_checkpoint, save_checkpoint
 from mnist.data import load_mnist
 from mnist.device import available_cpus
-from mnist.errors import run_cli
-from mnist.export import ExportedModel, PixelsToLogits, export_checkpoint, optional_module
+from mnist.errors import optional_module, run_cli
+from mnist.export import ExportedModel, PixelsToLogits, export_checkpoint
 from mnist.model import CCNet, model_from_checkpoint
 
 BATCHES = (1, 512)

@@ -1,7 +1,9 @@
 """One error type for bad user input, and the CLI wrapper that prints it."""
 from __future__ import annotations
 
+import importlib
 import sys
+from types import ModuleType
 from typing import Callable
 
 
@@ -30,3 +32,11 @@ def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | No
         print("interrupted", file=sys.stderr)
         sys.exit(130)
     sys.exit(code or 0)
+
+
+def optional_module(name: str, extra: str, purpose: str) -> ModuleType:
+    """Import an optional dependency, or one line naming the extra that installs it."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        raise UserError(f"{purpose} needs the Python package {name}: pip install -e '.[{extra}]'") from None

@@ -19,12 +19,10 @@ ONNX needs the `export` extra: pip install -e '.[export]'.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging
 import warnings
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -34,21 +32,13 @@ from torch import nn
 from mnist.atomic import write_atomic
 from mnist.checkpoint import load_checkpoint
 from mnist.data import load_mnist, normalize
-from mnist.errors import UserError, run_cli
+from mnist.errors import UserError, optional_module, run_cli
 from mnist.model import model_from_checkpoint
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".ts"}  # format -> the suffix of the default --out
 METADATA_FILE = "ccnet.json"  # TorchScript: the contract's extra file inside the archive
 MAX_LOGIT_DIFFERENCE = 1e-4  # what "the same model" means after export: float32 rounding, nothing more
 CHECK_BATCH = 512  # the parity check's batch: 10,000 = 19 x 512 + 272, so two batch sizes are run
-
-
-def optional_module(name: str, extra: str, purpose: str) -> ModuleType:
-    """Import an optional dependency, or one line naming the extra that installs it."""
-    try:
-        return importlib.import_module(name)
-    except ImportError:
-        raise UserError(f"{purpose} needs the Python package {name}: pip install -e '.[{extra}]'") from None
 
 
 class PixelsToLogits(nn.Module):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from mnist.data import BUNDLED_DIR, MnistData, load_mnist
-from tests.helpers import ROOT, run_script, write_csv
+from tests.helpers import ROOT, mlflow_store, run_script, write_csv
 
 
 @pytest.fixture(scope="session")
@@ -62,7 +62,18 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def smoke_search(tmp_path_factory: pytest.TempPathFactory,
                  smoke_flags: list[str]) -> tuple[Path, subprocess.CompletedProcess]:
+    """The smoke search, tracked in MLflow (the store beside it: mlflow_store(storage))."""
     storage = tmp_path_factory.mktemp("results")
-    result = run_script("search.py", [*smoke_flags, "--storage-path", str(storage), "--name", "smoke"])
+    result = run_script("search.py", [*smoke_flags, "--storage-path", str(storage), "--name", "smoke",
+                                      "--mlflow", mlflow_store(storage)])
     assert result.returncode == 0, result.stderr[-3000:]
     return storage / "smoke", result
+
+
+@pytest.fixture(scope="session")
+def smoke_best(smoke_search: tuple[Path, subprocess.CompletedProcess]) -> subprocess.CompletedProcess:
+    """best.py on the smoke search, logged to the search's MLflow store (the winner registered)."""
+    folder, _ = smoke_search
+    result = run_script("best.py", ["--search", str(folder), "--epochs", "1", "--seeds", "2", "--mlflow"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result

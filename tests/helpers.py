@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from mlflow.tracking import MlflowClient  # the tests read what hpo.tracking wrote as a user would
 
 from mnist.errors import run_cli
 
@@ -34,6 +35,26 @@ def run_script(script: str, args: list[str], timeout: float = 300, env: dict | N
                           timeout=timeout, env={**os.environ, **(env or {})})
 
 
+def mlflow_store(folder: Path) -> str:
+    """A test's own MLflow store: a SQLite file in `folder` (sqlite:/// + an absolute path)."""
+    return f"sqlite:///{folder.resolve() / 'mlflow.db'}"
+
+
+def search_runs(store: str) -> tuple[list, dict[str, list]]:
+    """The runs of an MLflow store read back with MlflowClient: (top-level runs, {parent run id: its children})."""
+    client = MlflowClient(store)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()], max_results=1000)
+    children: dict[str, list] = {}
+    for run in runs:
+        if "mlflow.parentRunId" in run.data.tags:
+            children.setdefault(run.data.tags["mlflow.parentRunId"], []).append(run)
+    return [run for run in runs if "mlflow.parentRunId" not in run.data.tags], children
+
+
+def metric_steps(store: str, run: object, key: str = "val_acc") -> list[int]:
+    return sorted(m.step for m in MlflowClient(store).get_metric_history(run.info.run_id, key))
+
+
 def free_port() -> int:
     """A TCP port nobody listens on now, for a test's own Ray cluster."""
     with socket.socket() as sock:
@@ -42,14 +63,14 @@ def free_port() -> int:
 
 
 def wait_for_port(port: int, seconds: float = 90) -> None:
-    """Until something listens on 127.0.0.1:`port` (a `ray start --head` coming up)."""
+    """Until something listens on 127.0.0.1:`port` (a `ray start --head` or a server coming up)."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         with socket.socket() as sock:
             if sock.connect_ex(("127.0.0.1", port)) == 0:
                 return
         time.sleep(0.5)
-    raise TimeoutError(f"ray start --head did not open port {port} in {seconds} s")
+    raise TimeoutError(f"nothing listened on port {port} within {seconds} s")
 
 
 def stop_ray_start(process: subprocess.Popen) -> None:

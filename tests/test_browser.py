@@ -5,6 +5,7 @@ fail with the install command, they do not pass.
 """
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from mnist.data import MnistData
 from mnist.predict import Predictor, load_image, top_three
 from tests.canvas_set import draw_set, wait_for
 from tests.helpers import (ROOT, draw_stroke, free_port, headless_chromium, ring, start_server, stop_process,
-                           vertical_bar)
+                           vertical_bar, wait_for_port)
 
 @pytest.fixture(scope="module")
 def browser():
@@ -208,6 +209,40 @@ def test_a_finished_search_opens_in_the_dashboard_and_ctrl_c_stops_it(
     finally:
         stop_process(process)  # Ctrl-C
     assert process.returncode == 0 and port_closed(url)
+
+
+@pytest.mark.slow
+def test_mlflow_ui_shows_the_search_with_its_trials_nested_and_the_registered_winner(
+        browser, smoke_search: tuple[Path, subprocess.CompletedProcess], smoke_best: subprocess.CompletedProcess,
+        tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    folder, _ = smoke_search
+    tracking = json.loads((folder / "mlflow.json").read_text())
+    port = free_port()
+    # `mlflow ui` over the search's store, as the search's last line tells a user to start it.
+    with open(tmp_path / "mlflow.log", "w") as log:
+        server = subprocess.Popen([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking["tracking_uri"],
+                                   "--host", "127.0.0.1", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+    try:
+        wait_for_port(port, 120)
+        url = f"http://127.0.0.1:{port}/#/experiments/{tracking['experiment_id']}/runs"
+        browser.get(url)
+        wait_for(browser, lambda: browser.find_elements(By.LINK_TEXT, "smoke"), "the search's parent run")
+        parent = browser.find_element(By.LINK_TEXT, "smoke")
+        # Only the parent is listed at first; its expand button shows its children one level down.
+        assert not browser.find_elements(By.LINK_TEXT, "trial_001")
+        parent.find_element(By.XPATH, "./ancestor::div[@role='gridcell'][1]//button").click()
+        wait_for(browser, lambda: browser.find_elements(By.LINK_TEXT, "trial_003"), "the trials under the search")
+        shown = {link.text: link.location["x"] for link in browser.find_elements(By.CSS_SELECTOR, "div[role='row'] a")}
+        children = ("trial_001", "trial_002", "trial_003", "smoke best.py")
+        assert set(children) <= set(shown), shown
+        assert all(shown[child] > shown["smoke"] for child in children), shown  # indented under the search
+        browser.get(f"http://127.0.0.1:{port}/#/models/ccnet")
+        wait_for(browser, lambda: "Version 1" in browser.find_element(By.TAG_NAME, "body").text, "the registered winner")
+    finally:
+        stop_process(server)
 
 
 def test_without_chromium_the_browser_tests_fail_saying_how_to_install_it(monkeypatch: pytest.MonkeyPatch,

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.helpers import ROOT, free_port, stop_ray_start
+from tests.helpers import ROOT, free_port, metric_steps, mlflow_store, search_runs, stop_ray_start
 
 pytestmark = pytest.mark.slow  # Ray clusters and searches: minutes
 
@@ -79,11 +79,19 @@ def test_a_local_storage_on_a_multi_node_cluster_is_refused_unless_said_shared(t
 
 def test_trials_spread_over_both_nodes(tmp_path: Path, two_nodes: tuple, smoke_flags: list[str]) -> None:
     address, _, _, _ = two_nodes
-    search = _search(smoke_flags, address, tmp_path, "spread", ["--num-samples", "2"])
+    store = mlflow_store(tmp_path)
+    search = _search(smoke_flags, address, tmp_path, "spread", ["--num-samples", "2", "--mlflow", store])
     out, err = search.communicate(timeout=300)
     assert search.returncode == 0, err[-3000:]
     trials = pd.read_csv(tmp_path / "spread" / "trials.csv", dtype={"node_id": str})
     assert trials["node_id"].nunique() == 2  # two trials at once, one CPU per node: one on each
+    # The trial on the other node is in MLflow too, nested and complete: the driver logs what Tune sends it.
+    history = pd.read_csv(tmp_path / "spread" / "history.csv")
+    (parent,), children = search_runs(store)
+    assert sorted(int(run.data.tags["trial"]) for run in children[parent.info.run_id]) == [1, 2]
+    for run in children[parent.info.run_id]:
+        epochs = history.loc[history["trial"] == int(run.data.tags["trial"]), "epoch"]
+        assert metric_steps(store, run) == sorted(epochs)
 
 
 def _latest_results(folder: Path) -> dict[int, dict]:

@@ -15,7 +15,7 @@ import pandas as pd
 
 from hpo.checkpoints import drop_stale_checkpoints
 from hpo.storage import ExperimentStore
-from tests.helpers import ROOT, run_script
+from tests.helpers import ROOT, metric_steps, mlflow_store, refused_process, run_script, search_runs
 
 pytestmark = pytest.mark.slow  # Ray clusters and searches: minutes
 
@@ -57,8 +57,9 @@ def test_diverging_trial_is_recorded_and_the_search_goes_on(tmp_path: Path) -> N
 
 def test_killed_driver_resumes_without_rerunning(tmp_path: Path, smoke_flags: list[str]) -> None:
     # 6,000 images: a trial's epoch lasts seconds, so the kill lands while trial 2 runs.
+    store = mlflow_store(tmp_path)
     flags = [*smoke_flags, "--num-samples", "4", "--max-concurrent", "1", "--limit", "6000",
-             "--storage-path", str(tmp_path), "--name", "killed"]
+             "--storage-path", str(tmp_path), "--name", "killed", "--mlflow", store]
     driver = subprocess.Popen([sys.executable, str(ROOT / "hpo" / "search.py"), *flags], start_new_session=True,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     folder = tmp_path / "killed"
@@ -71,7 +72,8 @@ def test_killed_driver_resumes_without_rerunning(tmp_path: Path, smoke_flags: li
     assert list(folder.glob("trial_002_*")), "the first trial never finished"
     first_trial = progress(folder, 1)
 
-    result = run_script("search.py", ["--resume", "--name", "killed", "--storage-path", str(tmp_path)])
+    # Resumed with the same --mlflow (the search keeps its tracking anyway: the flag may only name the same store).
+    result = run_script("search.py", ["--resume", "--name", "killed", "--storage-path", str(tmp_path), "--mlflow", store])
     assert result.returncode == 0, result.stderr[-3000:]
     trials = pd.read_csv(folder / "trials.csv")
     assert sorted(trials["trial"]) == [1, 2, 3, 4]
@@ -85,6 +87,26 @@ def test_killed_driver_resumes_without_rerunning(tmp_path: Path, smoke_flags: li
     ran = [t for t in study.trials if t.state.name != "FAIL"]
     assert sorted(t.state.name for t in ran) == sorted(
         "PRUNED" if status == "stopped early" else "COMPLETE" for status in trials["status"])
+    # MLflow, read back: the same parent continued, one child per trial (none twice after the resume), each
+    # child's history one value per epoch it trained, the tutorial's child tagged.
+    parents, children = search_runs(store)
+    assert [run.info.run_name for run in parents] == ["killed"] and parents[0].info.status == "FINISHED"
+    runs = children[parents[0].info.run_id]
+    assert sorted(int(run.data.tags["trial"]) for run in runs) == [1, 2, 3, 4]
+    for run in runs:
+        trial = trials.set_index("trial").loc[int(run.data.tags["trial"])]
+        assert metric_steps(store, run) == list(range(1, trial.epochs + 1)), run.data.tags["trial"]
+        assert run.data.tags["end"] == trial.status and run.info.status == "FINISHED"
+    assert [run.data.tags["trial"] for run in runs if run.data.tags["tutorial_setting"] == "true"] == ["1"]
+
+
+def test_a_resume_keeps_the_tracking_it_started_with(tmp_path: Path, smoke_search: tuple) -> None:
+    folder, _ = smoke_search
+    before = (folder / "mlflow.json").read_text()
+    result = run_script("search.py", ["--resume", "--name", folder.name, "--storage-path", str(folder.parent),
+                                      "--mlflow", mlflow_store(tmp_path)])
+    assert "a resumed search keeps its tracking (drop --mlflow)" in refused_process(result)
+    assert (folder / "mlflow.json").read_text() == before and not (tmp_path / "mlflow.db").exists()
 
 
 def test_stopped_trial_keeps_only_its_best_checkpoint(tmp_path: Path) -> None:

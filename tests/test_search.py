@@ -8,19 +8,23 @@ import subprocess
 import sys
 from pathlib import Path
 
+import mlflow.pyfunc
 import numpy as np
 import optuna
 import pandas as pd
 import pytest
 import torch
+from mlflow.tracking import MlflowClient
 from scipy import stats
 
 from mnist.checkpoint import load_checkpoint
 from mnist.data import MnistData
 from mnist.evaluate import evaluate_model
+from mnist.export import ExportedModel
 from mnist.model import model_from_checkpoint
 from mnist.predict import default_checkpoint
-from tests.helpers import PNG_MAGIC, ROOT, free_port, refused_process, run_script, stop_ray_start, wait_for_port
+from tests.helpers import (PNG_MAGIC, ROOT, free_port, metric_steps, mlflow_store, refused_process, run_script,
+                           search_runs, stop_ray_start, wait_for_port)
 
 pytestmark = pytest.mark.slow  # Ray clusters and searches: minutes
 
@@ -49,6 +53,30 @@ def test_smoke_search_writes_its_results(smoke_search: tuple[Path, subprocess.Co
     assert "git_commit" in report and "hours saved" in report and "the tutorial's setting:" in report
     assert "![anytime](anytime.png)" in report and "tutorial's final val_acc" in report
     assert "top 3 of 3 trials" in result.stdout and "search beat the tutorial's setting by" in result.stdout
+
+
+def test_the_tracked_search_is_one_parent_run_with_a_child_per_trial(
+        smoke_search: tuple[Path, subprocess.CompletedProcess]) -> None:
+    folder, _ = smoke_search
+    store = mlflow_store(folder.parent)
+    parents, children = search_runs(store)
+    (parent,) = [run for run in parents if run.info.run_name == "smoke"]
+    assert parent.info.run_id == json.loads((folder / "mlflow.json").read_text())["parent_run_id"]
+    assert parent.info.status == "FINISHED" and parent.data.tags["search_folder"] == str(folder)
+    artifacts = {a.path for a in MlflowClient(store).list_artifacts(parent.info.run_id)}
+    assert {"experiment.json", "trials.csv", "history.csv", "best.json", "report.md", "anytime.png"} <= artifacts
+    trials = pd.read_csv(folder / "trials.csv").set_index("trial")
+    history = pd.read_csv(folder / "history.csv")
+    trial_runs = [run for run in children[parent.info.run_id] if "tune_trial_id" in run.data.tags]
+    assert sorted(int(run.data.tags["trial"]) for run in trial_runs) == sorted(trials.index)
+    for run in trial_runs:
+        number = int(run.data.tags["trial"])
+        # every epoch the trial trained, once, with the epoch as its step
+        assert metric_steps(store, run) == sorted(history.loc[history["trial"] == number, "epoch"]), number
+        assert run.data.tags["end"] == trials.loc[number, "status"]
+        assert run.data.tags["tutorial_setting"] == str(bool(trials.loc[number, "baseline"])).lower()
+        assert float(run.data.params["lr"]) == pytest.approx(trials.loc[number, "lr"])
+        assert run.data.metrics["val_acc"] == pytest.approx(trials.loc[number, "last_val_acc"])
 
 
 def test_the_console_shows_progress_not_rays_internals(smoke_search: tuple[Path, subprocess.CompletedProcess]) -> None:
@@ -94,10 +122,10 @@ def test_tensorboard_has_scalars_and_hparams_per_trial(smoke_search: tuple[Path,
 
 
 def test_best_retrains_and_compares_with_the_tutorials_setting(
-        smoke_search: tuple[Path, subprocess.CompletedProcess], mnist_data: MnistData) -> None:
+        smoke_search: tuple[Path, subprocess.CompletedProcess], smoke_best: subprocess.CompletedProcess,
+        mnist_data: MnistData) -> None:
     folder, _ = smoke_search
-    result = run_script("best.py", ["--search", str(folder), "--epochs", "1", "--seeds", "2"])
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = smoke_best
     metrics = json.loads((folder / "best" / "metrics.json").read_text())
     assert 0.1 < metrics["test_accuracy"] <= 1 and metrics["test_count"] == 10000
     search = metrics["search"]
@@ -199,3 +227,34 @@ def test_a_finished_search_resumed_from_another_directory_keeps_its_paths(
     assert list(tmp_path.iterdir()) == []  # nothing landed in the working directory (results/, tensorboard/)
     assert result.stderr == "" and "Traceback" not in result.stdout and "ERROR" not in result.stdout
     pd.testing.assert_frame_equal(pd.read_csv(folder / "trials.csv"), trials_before)
+
+
+def test_best_logs_the_comparison_under_the_search_and_registers_the_winner(
+        smoke_search: tuple[Path, subprocess.CompletedProcess], smoke_best: subprocess.CompletedProcess) -> None:
+    folder, _ = smoke_search
+    store = mlflow_store(folder.parent)
+    parents, children = search_runs(store)
+    (parent,) = [run for run in parents if run.info.run_name == "smoke"]
+    (retraining,) = [run for run in children[parent.info.run_id] if run.info.run_name == "smoke best.py"]
+    comparison = json.loads((folder / "best" / "comparison.json").read_text())
+    assert retraining.data.metrics["gain_points"] == pytest.approx(comparison["gain_points"])
+    if comparison["gain_ci95_points"] is not None:
+        assert [retraining.data.metrics["gain_ci95_low_points"], retraining.data.metrics["gain_ci95_high_points"]] == \
+            pytest.approx(comparison["gain_ci95_points"])
+        assert retraining.data.metrics["p_value"] == pytest.approx(comparison["p_value"])
+    arms = {run.data.tags["arm"]: run for run in children[retraining.info.run_id]}
+    assert set(arms) == {"winner", "baseline"}
+    for arm in arms:
+        accuracies = [m.value for m in sorted(MlflowClient(store).get_metric_history(arms[arm].info.run_id,
+                                                                                      "test_accuracy"),
+                                              key=lambda m: m.step)]
+        assert accuracies == pytest.approx(comparison[f"{arm}_test_acc"])
+    # The registered winner is the exported ensemble: it loads without this package and answers as the file does.
+    (version,) = MlflowClient(store).search_model_versions("name='ccnet'")
+    assert version.run_id == retraining.info.run_id and f"'ccnet' version {version.version}" in smoke_best.stdout
+    model = mlflow.pyfunc.load_model(version.source)
+    signature = model.metadata.signature.inputs.to_dict()[0]
+    assert signature["tensor-spec"]["dtype"] == "float32" and list(signature["tensor-spec"]["shape"]) == [-1, 1, 28, 28]
+    images = np.random.default_rng(0).random((3, 1, 28, 28), dtype=np.float32)
+    np.testing.assert_allclose(model.predict(images)["logits"],
+                               ExportedModel(folder / "best" / "ensemble.onnx").logits(images), atol=1e-5)

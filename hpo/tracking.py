@@ -1,0 +1,297 @@
+"""MLflow tracking: one parent run per search, one nested child run per trial, the winner in the registry.
+
+    python hpo/search.py ... --mlflow                      # the store sqlite:///results/mlflow.db (no server)
+    python hpo/search.py ... --mlflow http://mlflow:5000   # a tracking server
+    python hpo/best.py --search results/NAME --mlflow      # the retraining, the comparison, the registered winner
+    mlflow ui --backend-store-uri sqlite:///results/mlflow.db
+
+Everything is written from the driver through MLflow's own client (MlflowClient), from the results
+Tune sends there: trials on other nodes of a cluster are logged as well, where the driver reaches
+the store. A child is found again by its Tune trial id under its parent, and an epoch already in
+its history is not logged twice, so a resumed search (after Ctrl-C or a killed driver) continues the
+same parent with the same children. The parent's id is kept in the search folder (mlflow.json).
+
+MLflow is optional: pip install -e '.[mlflow]'.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import numpy as np
+from ray.tune import Callback
+
+from hpo.storage import BEST, BEST_JSON, EXPERIMENT_JSON, HISTORY_CSV, MLFLOW_JSON, REPORT_MD, TRIALS_CSV
+from hpo.trial_terms import ERROR, METRIC, status_of, trial_number
+from mnist.atomic import write_json_atomic
+from mnist.checkpoint import load_checkpoint
+from mnist.data import load_mnist
+from mnist.errors import UserError, optional_module
+from mnist.export import export_checkpoint
+from mnist.outputs import SCALARS
+
+DEFAULT_STORE = "sqlite:///results/mlflow.db"  # a file in the project: nothing to start, `mlflow ui` reads it
+MLFLOW_EXPERIMENT = "ccnet-hpo"  # every search is one parent run in this MLflow experiment
+REGISTERED_MODEL = "ccnet"  # best.py --mlflow registers each winner as a new version of this model
+EPOCH_METRICS = tuple(SCALARS.values())  # the per-epoch numbers TensorBoard shows, under the trainable's names
+TRIAL_ID_TAG, TRIAL_TAG, TUTORIAL_TAG, END_TAG = "tune_trial_id", "trial", "tutorial_setting", "end"
+SUMMARY_FILES = (EXPERIMENT_JSON, TRIALS_CSV, HISTORY_CSV, BEST_JSON, REPORT_MD)  # the parent's artifacts, with the plots
+PARENT_TAG = "mlflow.parentRunId"  # MLflow's own tag: the UI nests a run under the run it names
+
+
+def mlflow_module(name: str = "mlflow") -> Any:
+    return optional_module(name, "mlflow", "--mlflow")
+
+
+def resolve_store(uri: str) -> str:
+    """The tracking URI with a relative SQLite or file path made absolute: a resumed search, a later
+    best.py or a search started from another folder write to the same store."""
+    parts = urlsplit(uri)
+    if parts.scheme == "sqlite":
+        if ":///" not in uri or not uri.split(":///", 1)[1]:
+            raise UserError(f"--mlflow {uri}: a SQLite store is sqlite:///PATH (a file; an absolute PATH starts with /)")
+        return f"sqlite:///{Path(uri.split(':///', 1)[1]).resolve()}"
+    if parts.scheme in ("", "file"):
+        return Path(parts.path or uri).resolve().as_uri()
+    return uri
+
+
+def artifact_root(uri: str) -> str | None:
+    """Where a SQLite store's runs keep their files: beside the database (a server decides its own)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return (Path(uri.split(":///", 1)[1]).parent / "mlartifacts").as_uri()
+
+
+def open_store(uri: str) -> tuple[Any, str]:
+    """(MlflowClient, the id of the MLflow experiment the searches go to), or one line saying why not."""
+    mlflow_module()
+    if uri.startswith("sqlite:///"):  # SQLite makes the file, not its folder
+        Path(uri.split(":///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # a new SQLite store prints its schema migrations
+    try:
+        client = mlflow_module("mlflow.tracking").MlflowClient(uri)
+        experiment = client.get_experiment_by_name(MLFLOW_EXPERIMENT)
+        if experiment is not None:
+            return client, experiment.experiment_id
+        # The kind makes `mlflow ui` open the experiment on its training runs (else on its GenAI traces page).
+        return client, client.create_experiment(MLFLOW_EXPERIMENT, artifact_location=artifact_root(uri),
+                                                tags={"mlflow.experimentKind": "custom_model_development"})
+    except Exception as error:  # MlflowException, SQLAlchemy's or requests' errors: a store it cannot use
+        raise UserError(f"--mlflow {uri}: cannot use this MLflow store ({str(error).splitlines()[0][:200]})") from None
+
+
+def tracking_of(folder: Path) -> dict[str, str] | None:
+    """The MLflow store and parent run of the search in `folder` (mlflow.json), if it is tracked."""
+    path = folder / MLFLOW_JSON
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise UserError(f"{path}: not valid JSON") from None
+
+
+def flat_params(values: dict[str, Any]) -> dict[str, str]:
+    """MLflow params are strings: nested values (the search space) as JSON."""
+    return {key: json.dumps(value) if isinstance(value, (dict, list)) else str(value) for key, value in values.items()}
+
+
+def log_params(client: Any, run_id: str, params: dict[str, Any], tags: dict[str, str] | None = None) -> None:
+    entities = mlflow_module("mlflow.entities")
+    client.log_batch(run_id, params=[entities.Param(key, value) for key, value in flat_params(params).items()],
+                     tags=[entities.RunTag(key, value) for key, value in (tags or {}).items()])
+
+
+def start_search_run(uri: str, folder: Path, name: str, experiment: dict[str, Any], metadata: dict[str, Any],
+                     location: str) -> dict[str, str]:
+    """The parent run of a new search, its id kept in folder/mlflow.json (written whole)."""
+    client, experiment_id = open_store(uri)
+    run = client.create_run(experiment_id, run_name=name, tags={
+        "search_folder": location, "mlflow.source.git.commit": metadata["git_commit"],
+        "argv": " ".join(metadata["argv"])[:5000]})
+    log_params(client, run.info.run_id, {key: value for key, value in experiment.items()
+                                         if key not in ("train",)} | {"train": experiment.get("train", {})})
+    tracking = {"tracking_uri": uri, "experiment_id": experiment_id, "parent_run_id": run.info.run_id}
+    write_json_atomic(folder / MLFLOW_JSON, tracking)
+    return tracking
+
+
+def reopen_search_run(tracking: dict[str, str]) -> None:
+    """A resumed search: its parent run is running again (it stays one run)."""
+    client, _ = open_store(tracking["tracking_uri"])
+    client.update_run(tracking["parent_run_id"], status="RUNNING")
+
+
+def finish_search_run(tracking: dict[str, str], folder: Path, best: dict[str, Any] | None) -> None:
+    """The finished search's settings, summary files and plots as the parent's artifacts, its winner as
+    metrics (`best` None: it ended with nothing to summarize)."""
+    client, _ = open_store(tracking["tracking_uri"])
+    run_id = tracking["parent_run_id"]
+    for path in [folder / name for name in SUMMARY_FILES] + sorted(folder.glob("*.png")):
+        if path.exists():
+            client.log_artifact(run_id, str(path))
+    if best is not None:
+        client.log_batch(run_id, metrics=[metric("best_val_acc", best["val_acc"]), metric("winner_trial", best["trial"])])
+    client.set_terminated(run_id, "FINISHED")
+
+
+def metric(key: str, value: float, step: int = 0) -> Any:
+    return mlflow_module("mlflow.entities").Metric(key, float(value), int(time.time() * 1000), step)
+
+
+class MlflowTrials(Callback):
+    """A Tune callback in the driver: each trial one child run under the search's parent run."""
+
+    def __init__(self, tracking: dict[str, str], space: dict[str, dict[str, list]], baseline: dict[str, Any],
+                 max_epochs: int) -> None:
+        self.tracking = tracking
+        self.space = space
+        self.baseline = baseline
+        self.max_epochs = max_epochs
+        self._forget()
+
+    def _forget(self) -> None:
+        self._client: Any = None
+        self.children: dict[str, str] = {}  # Tune trial id -> child run id
+        self.logged: dict[str, set[int]] = {}  # Tune trial id -> epochs already in the child's history
+
+    # Tune pickles its callbacks with the search's state: the client and what it read stay out, and are
+    # read back from the store after a resume (which may follow a driver killed after the last pickle).
+    def __getstate__(self) -> dict[str, Any]:
+        return {key: self.__dict__[key] for key in ("tracking", "space", "baseline", "max_epochs")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._forget()
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client, _ = open_store(self.tracking["tracking_uri"])
+        return self._client
+
+    def child(self, trial: Any) -> str:
+        """The trial's child run: found under the parent by its Tune trial id, else created."""
+        if trial.trial_id in self.children:
+            return self.children[trial.trial_id]
+        parent = self.tracking["parent_run_id"]
+        found = self.client.search_runs(
+            [self.tracking["experiment_id"]], max_results=1,
+            filter_string=f"tags.`{PARENT_TAG}` = '{parent}' AND tags.{TRIAL_ID_TAG} = '{trial.trial_id}'")
+        if found:
+            run_id = found[0].info.run_id
+            self.logged[trial.trial_id] = {m.step for m in self.client.get_metric_history(run_id, METRIC)}
+        else:
+            params = {key: trial.config[key] for key in self.space}
+            number = trial_number(trial)
+            run_id = self.client.create_run(self.tracking["experiment_id"], run_name=f"trial_{number:03d}",
+                                            tags={PARENT_TAG: parent, TRIAL_ID_TAG: trial.trial_id,
+                                                  TRIAL_TAG: str(number),
+                                                  TUTORIAL_TAG: str(params == self.baseline).lower()}).info.run_id
+            log_params(self.client, run_id, {key: value for key, value in trial.config.items()
+                                             if not isinstance(value, dict)})
+            self.logged[trial.trial_id] = set()
+        self.children[trial.trial_id] = run_id
+        return run_id
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.child(trial)
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        if "epoch" not in result:
+            return
+        run_id, epoch = self.child(trial), int(result["epoch"])
+        if epoch in self.logged[trial.trial_id]:  # logged before a crash or a resume: once is the history
+            return
+        self.client.log_batch(run_id, metrics=[metric(key, result[key], epoch) for key in EPOCH_METRICS
+                                               if key in result and np.isfinite(result[key])])
+        self.logged[trial.trial_id].add(epoch)
+
+    def end(self, trial: Any, errored: bool) -> None:
+        result = trial.last_result or {}
+        status = status_of(errored, result.get("epoch"), bool(result.get("diverged")), self.max_epochs)
+        run_id = self.child(trial)
+        self.client.set_tag(run_id, END_TAG, status)
+        self.client.set_terminated(run_id, "FAILED" if status == ERROR else "FINISHED")
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.end(trial, errored=False)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.end(trial, errored=True)
+
+
+def winner_file(folder: Path) -> Path:
+    """What best.py registers: the seeds' ensemble when there is one, else the first seed's model."""
+    ensemble = folder / BEST / "ensemble.pt"
+    return ensemble if ensemble.exists() else folder / BEST / "model.pt"
+
+
+def log_retraining(uri: str, folder: Path, search_name: str, summary: dict[str, Any]) -> str:
+    """best.py's runs: one for the retraining (the comparison's gain, interval and p-value), under the
+    search's parent run when the search was tracked in the same store, with a child each for the winner
+    and the baseline (test accuracy per seed); the winner exported to ONNX beside it (checked on the test
+    images) and registered as a new version of REGISTERED_MODEL. Returns the registered version."""
+    checkpoint = winner_file(folder)
+    test_images = load_mnist(load_checkpoint(checkpoint)["config"].get("data")).test_images
+    onnx_file = checkpoint.with_suffix(".onnx")
+    export_checkpoint(checkpoint, "onnx", onnx_file, test_images)
+    client, experiment_id = open_store(uri)
+    search = tracking_of(folder)
+    tags = {PARENT_TAG: search["parent_run_id"]} if search and search["tracking_uri"] == uri else {}
+    run_id = client.create_run(experiment_id, run_name=f"{search_name} best.py", tags=tags).info.run_id
+    log_params(client, run_id, {"winner_trial": summary["trial"], "epochs": summary["epochs"],
+                                "seeds": summary["seeds"], "trained_on": summary["trained_on"],
+                                "selected_by": summary["selected_by"], "registered": checkpoint.name})
+    comparison = summary.get("comparison")
+    if comparison and comparison["gain_ci95_points"] is not None:
+        low, high = comparison["gain_ci95_points"]
+        client.log_batch(run_id, metrics=[metric("gain_points", comparison["gain_points"]),
+                                          metric("gain_ci95_low_points", low), metric("gain_ci95_high_points", high),
+                                          metric("p_value", comparison["p_value"])])
+    if "ensemble" in summary:
+        client.log_batch(run_id, metrics=[metric("ensemble_test_accuracy", summary["ensemble"]["test_accuracy"])])
+    for arm in ("winner", "baseline"):
+        if arm in summary:
+            arm_run = client.create_run(experiment_id, run_name=f"{search_name} {arm} retrained",
+                                        tags={PARENT_TAG: run_id, "arm": arm}).info.run_id
+            log_params(client, arm_run, summary["params"] if arm == "winner" else summary["baseline"]["params"])
+            client.log_batch(arm_run, metrics=[metric("test_accuracy", acc, seed) for seed, acc in
+                                               zip(summary["seeds"], summary[arm]["test_accuracies"])]
+                             + [metric("test_accuracy_mean", summary[arm]["mean"])])
+            client.set_terminated(arm_run, "FINISHED")
+    for path in sorted((folder / BEST).glob("*.json")) + sorted((folder / BEST).glob("*.png")):
+        client.log_artifact(run_id, str(path))
+    version = register_onnx(client, run_id, onnx_file, test_images[:1, None].astype(np.float32) / 255)
+    client.set_terminated(run_id, "FINISHED")
+    return version
+
+
+def register_onnx(client: Any, run_id: str, onnx_file: Path, example: np.ndarray) -> str:
+    """The exported winner as an MLflow model (ONNX flavour: loads with onnxruntime, no code of ours),
+    with its input signature and an example, logged to the run and registered; returns its version."""
+    onnx = optional_module("onnx", "mlflow", "--mlflow")
+    mlflow_onnx, models = mlflow_module("mlflow.onnx"), mlflow_module("mlflow.models")
+    model = onnx.load(str(onnx_file))
+    logits = optional_module("onnxruntime", "mlflow", "--mlflow").InferenceSession(
+        str(onnx_file), providers=["CPUExecutionProvider"]).run(["logits"], {"image": example})[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        saved = Path(tmp) / "model"
+        mlflow_onnx.save_model(model, str(saved), signature=models.infer_signature(example, logits),
+                               input_example=example, metadata={prop.key: prop.value for prop in model.metadata_props},
+                               pip_requirements=["onnxruntime", "numpy"])
+        client.log_artifacts(run_id, str(saved), "model")
+    try:
+        client.create_registered_model(REGISTERED_MODEL, description="CCNet digit classifiers: each hpo/best.py "
+                                                                    "--mlflow winner is one version (ONNX)")
+    except mlflow_module("mlflow.exceptions").MlflowException as error:
+        if "already exists" not in str(error).lower() and "RESOURCE_ALREADY_EXISTS" not in str(error):
+            raise
+    source = f"{client.get_run(run_id).info.artifact_uri}/model"
+    return client.create_model_version(REGISTERED_MODEL, source, run_id=run_id).version
