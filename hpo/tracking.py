@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 import numpy as np
 from ray.tune import Callback
 
-from hpo.storage import BEST, BEST_JSON, EXPERIMENT_JSON, HISTORY_CSV, MLFLOW_JSON, REPORT_MD, TRIALS_CSV
+from hpo.storage import BEST, BEST_JSON, EXPERIMENT_JSON, HISTORY_CSV, MLFLOW_JSON, REPORT_MD, RESULTS, TRIALS_CSV
 from hpo.trial_terms import ERROR, METRIC, status_of, trial_number
 from mnist.atomic import write_json_atomic
 from mnist.checkpoint import load_checkpoint
@@ -35,7 +35,7 @@ from mnist.errors import UserError, optional_module
 from mnist.export import export_checkpoint
 from mnist.outputs import SCALARS
 
-DEFAULT_STORE = "sqlite:///results/mlflow.db"  # a file in the project: nothing to start, `mlflow ui` reads it
+DEFAULT_STORE = f"sqlite:///{RESULTS}/mlflow.db"  # a file in the project: nothing to start, `mlflow ui` reads it
 MLFLOW_EXPERIMENT = "ccnet-hpo"  # every search is one parent run in this MLflow experiment
 REGISTERED_MODEL = "ccnet"  # best.py --mlflow registers each winner as a new version of this model
 EPOCH_METRICS = tuple(SCALARS.values())  # the per-epoch numbers TensorBoard shows, under the trainable's names
@@ -115,8 +115,7 @@ def start_search_run(uri: str, folder: Path, name: str, experiment: dict[str, An
     run = client.create_run(experiment_id, run_name=name, tags={
         "search_folder": location, "mlflow.source.git.commit": metadata["git_commit"],
         "argv": " ".join(metadata["argv"])[:5000]})
-    log_params(client, run.info.run_id, {key: value for key, value in experiment.items()
-                                         if key not in ("train",)} | {"train": experiment.get("train", {})})
+    log_params(client, run.info.run_id, experiment)
     tracking = {"tracking_uri": uri, "experiment_id": experiment_id, "parent_run_id": run.info.run_id}
     write_json_atomic(folder / MLFLOW_JSON, tracking)
     return tracking
