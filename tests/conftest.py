@@ -1,14 +1,34 @@
 """Shared fixtures: the bundled data loaded once, small folders of user data, a tiny trained run."""
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 
 from mnist.data import BUNDLED_DIR, MnistData, load_mnist
 from tests.helpers import ROOT, mlflow_store, run_script, write_csv
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # two workers share the two cores: one thread each, not four
+    torch.set_num_threads(1)
+
+# Files whose tests share module-scoped clusters, servers or browsers: one worker runs each whole.
+MODULE_GROUPS = ("test_cluster.py", "test_browser.py")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """For pytest-xdist (pyproject runs the suite on 2 workers, `--dist loadgroup`): the tests that use the
+    smoke search run on one worker, so that it (and best.py on it) is built once, and so do the files of
+    MODULE_GROUPS; the slow tests start first, so that no long one is left alone at the end."""
+    for item in items:
+        if "smoke_search" in item.fixturenames:
+            item.add_marker(pytest.mark.xdist_group("smoke_search"))
+        elif item.path.name in MODULE_GROUPS:
+            item.add_marker(pytest.mark.xdist_group(item.path.name))
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: each file's order kept
 
 
 @pytest.fixture(scope="session")

@@ -39,7 +39,7 @@ def digit_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from mnist.train import main as train_main
 
     folder = tmp_path_factory.mktemp("browser_model")
-    train_main(["-e", "2", "--limit", "12000", "-b", "64", "-l", "2e-3", "--threads", "2", "--thickness", "0.5",
+    train_main(["-e", "2", "--limit", "12000", "-b", "64", "-l", "2e-3", "--threads", "1", "--thickness", "0.5",
                 "--elastic", "2", "--shear", "15", "--out", str(folder)])
     return folder / "best.pt"
 

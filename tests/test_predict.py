@@ -82,7 +82,7 @@ def test_transparent_drawing_is_read_as_ink_on_paper() -> None:
 @pytest.fixture(scope="module")
 def trained_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("predict_model")
-    train_main(["-e", "2", "--limit", "10000", "-b", "64", "-l", "2e-3", "--threads", "2", "--out", str(folder)])
+    train_main(["-e", "2", "--limit", "10000", "-b", "64", "-l", "2e-3", "--threads", "1", "--out", str(folder)])
     return folder / "best.pt"
 
 
