@@ -102,10 +102,9 @@ def flat_params(values: dict[str, Any]) -> dict[str, str]:
     return {key: json.dumps(value) if isinstance(value, (dict, list)) else str(value) for key, value in values.items()}
 
 
-def log_params(client: Any, run_id: str, params: dict[str, Any], tags: dict[str, str] | None = None) -> None:
+def log_params(client: Any, run_id: str, params: dict[str, Any]) -> None:
     entities = mlflow_module("mlflow.entities")
-    client.log_batch(run_id, params=[entities.Param(key, value) for key, value in flat_params(params).items()],
-                     tags=[entities.RunTag(key, value) for key, value in (tags or {}).items()])
+    client.log_batch(run_id, params=[entities.Param(key, value) for key, value in flat_params(params).items()])
 
 
 def start_search_run(uri: str, folder: Path, name: str, experiment: dict[str, Any], metadata: dict[str, Any],
