@@ -19,6 +19,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # two workers share the two cores: on
 MODULE_GROUPS = ("test_cluster.py", "test_browser.py")
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """For pytest-xdist (pyproject runs the suite on 2 workers, `--dist loadgroup`): the tests that use the
     smoke search run on one worker, so that it (and best.py on it) is built once, and so do the files of
