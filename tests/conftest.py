@@ -15,20 +15,13 @@ from tests.helpers import ROOT, mlflow_store, run_script, write_csv
 if os.environ.get("PYTEST_XDIST_WORKER"):  # two workers share the two cores: one thread each, not four
     torch.set_num_threads(1)
 
-# Files whose tests share module-scoped clusters, servers or browsers: one worker runs each whole.
-MODULE_GROUPS = ("test_cluster.py", "test_browser.py")
-
-
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """For pytest-xdist (pyproject runs the suite on 2 workers, `--dist loadgroup`): the tests that use the
-    smoke search run on one worker, so that it (and best.py on it) is built once, and so do the files of
-    MODULE_GROUPS; the slow tests start first, so that no long one is left alone at the end."""
+    """Slow tests first (so that no long one is left alone at the end on two workers), and every test that uses
+    the smoke search in its xdist group (else a second worker would build it again: minutes)."""
     for item in items:
-        if "smoke_search" in item.fixturenames:
-            item.add_marker(pytest.mark.xdist_group("smoke_search"))
-        elif item.path.name in MODULE_GROUPS:
-            item.add_marker(pytest.mark.xdist_group(item.path.name))
+        groups = [mark.args[0] for mark in item.iter_markers("xdist_group")]
+        if "smoke_search" in item.fixturenames and groups != ["smoke_search"]:
+            raise pytest.UsageError(f"{item.nodeid}: uses smoke_search; mark it @SMOKE_GROUP (tests/helpers.py)")
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: each file's order kept
 
 

@@ -18,6 +18,11 @@ from mlflow.tracking import MlflowClient  # the tests read what hpo.tracking wro
 from mnist.errors import run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
+# pytest-xdist groups (pyproject runs the suite on 2 workers, --dist loadgroup): the tests of a group run on one
+# worker, so the expensive fixture they share is built once. Every test that uses the smoke search carries
+# SMOKE_GROUP (conftest.py refuses one that does not); the browser tests share a browser, a model and a server.
+SMOKE_GROUP = pytest.mark.xdist_group("smoke_search")
+BROWSER_GROUP = pytest.mark.xdist_group("browser")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 

@@ -19,8 +19,8 @@ from PIL import Image
 from mnist.data import MnistData
 from mnist.predict import Predictor, load_image, top_three
 from tests.canvas_set import draw_set, wait_for
-from tests.helpers import (ROOT, draw_stroke, free_port, headless_chromium, ring, start_server, stop_process,
-                           vertical_bar, wait_for_port)
+from tests.helpers import (BROWSER_GROUP, ROOT, SMOKE_GROUP, draw_stroke, free_port, headless_chromium, ring,
+                           start_server, stop_process, vertical_bar, wait_for_port)
 
 @pytest.fixture(scope="module")
 def browser():
@@ -88,6 +88,7 @@ def upload(browser, path: Path) -> tuple[str, str]:
     return answer(browser)
 
 
+@BROWSER_GROUP
 def test_strokes_on_the_canvas_read_as_the_digits_drawn(browser, draw_page: str, digit_model: Path) -> None:
     from selenium.webdriver.common.by import By
 
@@ -104,6 +105,7 @@ def test_strokes_on_the_canvas_read_as_the_digits_drawn(browser, draw_page: str,
     assert draw(browser, ring()) == ("0", "")
 
 
+@BROWSER_GROUP
 def test_an_upload_reads_as_mnist_predict_reads_it(browser, draw_page: str, digit_model: Path,
                                                    mnist_data: MnistData, tmp_path: Path) -> None:
     """A scan-like upload (dark ink on a light page, 4x larger): the same preprocessing and answer as the CLI."""
@@ -121,6 +123,7 @@ def test_an_upload_reads_as_mnist_predict_reads_it(browser, draw_page: str, digi
                                                                      abs=0.051)
 
 
+@BROWSER_GROUP
 def test_bad_uploads_say_what_is_wrong_and_the_page_goes_on(browser, draw_page: str, tmp_path: Path) -> None:
     broken, empty, huge = tmp_path / "notes.png", tmp_path / "empty.png", tmp_path / "huge.png"
     broken.write_text("these are my notes, not a picture")
@@ -138,6 +141,7 @@ DRAWN_DIGITS = 30  # three of each digit
 READING_RATE = 0.8  # measured 29-30 of 30 with this model; a broken page, preprocessing or model reads far fewer
 
 
+@BROWSER_GROUP
 def test_digits_drawn_stroke_by_stroke_in_many_styles_are_read(browser, draw_page: str) -> None:
     """Thirty digits drawn as people do (several strokes, sizes, slants, pens), each read from the page."""
     drawn = draw_set(browser, draw_page, DRAWN_DIGITS, seed=7)  # not the committed set's seed
@@ -155,6 +159,7 @@ def port_closed(url: str) -> bool:
 
 
 @pytest.mark.slow
+@BROWSER_GROUP
 def test_the_live_dashboard_shows_the_running_search_and_ctrl_c_stops_both(
         browser, tmp_path: Path, smoke_flags: list[str]) -> None:
     """Live: a running trial with its first epochs, the tutorial's trial labelled; Ctrl-C ends search and
@@ -194,6 +199,7 @@ def test_the_live_dashboard_shows_the_running_search_and_ctrl_c_stops_both(
 
 
 @pytest.mark.slow
+@SMOKE_GROUP
 def test_a_finished_search_opens_in_the_dashboard_and_ctrl_c_stops_it(
         browser, smoke_search: tuple[Path, subprocess.CompletedProcess], tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
@@ -212,6 +218,7 @@ def test_a_finished_search_opens_in_the_dashboard_and_ctrl_c_stops_it(
 
 
 @pytest.mark.slow
+@SMOKE_GROUP
 def test_mlflow_ui_shows_the_search_with_its_trials_nested_and_the_registered_winner(
         browser, smoke_search: tuple[Path, subprocess.CompletedProcess], smoke_best: subprocess.CompletedProcess,
         tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ import pytest
 
 from tests.helpers import ROOT, free_port, metric_steps, mlflow_store, search_runs, stop_ray_start
 
-pytestmark = pytest.mark.slow  # Ray clusters and searches: minutes
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("two_nodes")]  # one worker: the file shares its two-node cluster
 
 ENV = {**os.environ, "RAY_AUTH_MODE": "disabled"}  # the test cluster and its driver agree on no auth
 

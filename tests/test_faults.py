@@ -15,7 +15,8 @@ import pandas as pd
 
 from hpo.checkpoints import drop_stale_checkpoints
 from hpo.storage import ExperimentStore
-from tests.helpers import ROOT, metric_steps, mlflow_store, refused_process, run_script, search_runs
+from tests.helpers import (ROOT, SMOKE_GROUP, metric_steps, mlflow_store, refused_process, run_script,
+                           search_runs)
 
 pytestmark = pytest.mark.slow  # Ray clusters and searches: minutes
 
@@ -25,6 +26,7 @@ def progress(folder: Path, trial: int) -> pd.DataFrame:
     return pd.read_csv(trial_folder / "progress.csv")
 
 
+@SMOKE_GROUP
 def test_crashed_trial_resumes_from_its_checkpoint(tmp_path: Path, smoke_search: tuple, smoke_flags: list[str]) -> None:
     undisturbed, _ = smoke_search
     result = run_script("search.py", [*smoke_flags, "--storage-path", str(tmp_path), "--name", "crash"],
@@ -100,6 +102,7 @@ def test_killed_driver_resumes_without_rerunning(tmp_path: Path, smoke_flags: li
     assert [run.data.tags["trial"] for run in runs if run.data.tags["tutorial_setting"] == "true"] == ["1"]
 
 
+@SMOKE_GROUP
 def test_a_resume_keeps_the_tracking_it_started_with(tmp_path: Path, smoke_search: tuple) -> None:
     folder, _ = smoke_search
     before = (folder / "mlflow.json").read_text()
@@ -125,6 +128,7 @@ def test_stopped_trial_keeps_only_its_best_checkpoint(tmp_path: Path) -> None:
     assert len(list(finished.iterdir())) == 2  # a finished trial keeps its best and its last
 
 
+@SMOKE_GROUP
 def test_smoke_search_stopped_trials_have_one_checkpoint(smoke_search: tuple) -> None:
     folder, _ = smoke_search
     trials = pd.read_csv(folder / "trials.csv")

@@ -23,12 +23,13 @@ from mnist.evaluate import evaluate_model
 from mnist.export import ExportedModel
 from mnist.model import model_from_checkpoint
 from mnist.predict import default_checkpoint
-from tests.helpers import (PNG_MAGIC, ROOT, free_port, metric_steps, mlflow_store, refused_process, run_script,
-                           search_runs, stop_ray_start, wait_for_port)
+from tests.helpers import (PNG_MAGIC, ROOT, SMOKE_GROUP, free_port, metric_steps, mlflow_store, refused_process,
+                           run_script, search_runs, stop_ray_start, wait_for_port)
 
 pytestmark = pytest.mark.slow  # Ray clusters and searches: minutes
 
 
+@SMOKE_GROUP
 def test_smoke_search_writes_its_results(smoke_search: tuple[Path, subprocess.CompletedProcess]) -> None:
     folder, result = smoke_search
     trials = pd.read_csv(folder / "trials.csv")
@@ -55,6 +56,7 @@ def test_smoke_search_writes_its_results(smoke_search: tuple[Path, subprocess.Co
     assert "top 3 of 3 trials" in result.stdout and "search beat the tutorial's setting by" in result.stdout
 
 
+@SMOKE_GROUP
 def test_the_tracked_search_is_one_parent_run_with_a_child_per_trial(
         smoke_search: tuple[Path, subprocess.CompletedProcess]) -> None:
     folder, _ = smoke_search
@@ -79,6 +81,7 @@ def test_the_tracked_search_is_one_parent_run_with_a_child_per_trial(
         assert run.data.metrics["val_acc"] == pytest.approx(trials.loc[number, "last_val_acc"])
 
 
+@SMOKE_GROUP
 def test_the_console_shows_progress_not_rays_internals(smoke_search: tuple[Path, subprocess.CompletedProcess]) -> None:
     folder, result = smoke_search
     progress = [line for line in result.stdout.splitlines() if "] trials " in line]
@@ -92,6 +95,7 @@ def test_the_console_shows_progress_not_rays_internals(smoke_search: tuple[Path,
     assert progress[-1] in log and "Checkpoint successfully created" in log  # Ray's own lines are kept there
 
 
+@SMOKE_GROUP
 def test_stopped_trials_reach_optuna_as_pruned(smoke_search: tuple[Path, subprocess.CompletedProcess]) -> None:
     folder, _ = smoke_search
     trials = pd.read_csv(folder / "trials.csv")
@@ -102,6 +106,7 @@ def test_stopped_trials_reach_optuna_as_pruned(smoke_search: tuple[Path, subproc
     assert all(trial.intermediate_values for trial in study.trials)
 
 
+@SMOKE_GROUP
 def test_tensorboard_has_scalars_and_hparams_per_trial(smoke_search: tuple[Path, subprocess.CompletedProcess]) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.plugins.hparams import plugin_data_pb2
@@ -121,6 +126,7 @@ def test_tensorboard_has_scalars_and_hparams_per_trial(smoke_search: tuple[Path,
         assert set(hparams) == set(searched) >= {"lr", "batch_size", "dropout", "step_size", "gamma", "rotate"}
 
 
+@SMOKE_GROUP
 def test_best_retrains_and_compares_with_the_tutorials_setting(
         smoke_search: tuple[Path, subprocess.CompletedProcess], smoke_best: subprocess.CompletedProcess,
         mnist_data: MnistData) -> None:
@@ -203,6 +209,7 @@ def test_fake_gpu_cluster_gives_each_trial_its_own_gpu(tmp_path: Path, smoke_fla
         stop_ray_start(head)
 
 
+@SMOKE_GROUP
 def test_a_moved_search_folder_is_refused_on_resume_in_one_line(
         tmp_path: Path, smoke_search: tuple[Path, subprocess.CompletedProcess]) -> None:
     folder, _ = smoke_search
@@ -216,6 +223,7 @@ def test_a_moved_search_folder_is_refused_on_resume_in_one_line(
     assert after == before  # nothing written there (but the lock file beside the folder, which the resume took)
 
 
+@SMOKE_GROUP
 def test_a_finished_search_resumed_from_another_directory_keeps_its_paths(
         tmp_path: Path, smoke_search: tuple[Path, subprocess.CompletedProcess]) -> None:
     folder, _ = smoke_search
@@ -229,6 +237,7 @@ def test_a_finished_search_resumed_from_another_directory_keeps_its_paths(
     pd.testing.assert_frame_equal(pd.read_csv(folder / "trials.csv"), trials_before)
 
 
+@SMOKE_GROUP
 def test_best_logs_the_comparison_under_the_search_and_registers_the_winner(
         smoke_search: tuple[Path, subprocess.CompletedProcess], smoke_best: subprocess.CompletedProcess) -> None:
     folder, _ = smoke_search
