@@ -24,7 +24,7 @@ def test_the_bench_prints_its_figures_and_plot_at_a_toy_size(tmp_path: Path) -> 
                             stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         wait_for_port(port)
-        result = run_script("bench.py", ["--seeds", "0", "1", "--num-samples", "3", "--max-epochs", "2", "--limit", "600",
+        result = run_script("bench.py", ["--seeds", "0", "1", "--num-samples", "2", "--max-epochs", "2", "--limit", "600",
                                          "--storage-path", str(tmp_path), "--address", f"127.0.0.1:{port}"],
                             timeout=900, env={"RAY_AUTH_MODE": "disabled"})
     finally:
@@ -34,7 +34,7 @@ def test_the_bench_prints_its_figures_and_plot_at_a_toy_size(tmp_path: Path) -> 
     epochs = {(label, int(seed)): int(count) for label, seed, count
               in re.findall(r"^(\w+)\s+seed (\d)  epochs\s+(\d+)", out, re.MULTILINE)}
     assert set(epochs) == {(arm, seed) for arm in ("asha_tpe", "hedged_tpe", "fifo_random") for seed in (0, 1)}
-    assert epochs["fifo_random", 0] == epochs["fifo_random", 1] == 3 * 2  # FIFO trains every trial to the budget
+    assert epochs["fifo_random", 0] == epochs["fifo_random", 1] == 2 * 2  # FIFO trains every trial to the budget
 
     def figure(name: str) -> float:
         return float(re.search(rf"^{name}: (-?[\d.]+)$", out, re.MULTILINE).group(1))

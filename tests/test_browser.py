@@ -137,13 +137,13 @@ def test_bad_uploads_say_what_is_wrong_and_the_page_goes_on(browser, draw_page: 
     assert draw(browser, vertical_bar()) == ("1", "")  # the server kept serving
 
 
-DRAWN_DIGITS = 30  # three of each digit
-READING_RATE = 0.8  # measured 29-30 of 30 with this model; a broken page, preprocessing or model reads far fewer
+DRAWN_DIGITS = 20  # two of each digit
+READING_RATE = 0.8  # measured 29-30 of 30 with this model (seed 7); a broken page, preprocessing or model reads far fewer
 
 
 @BROWSER_GROUP
 def test_digits_drawn_stroke_by_stroke_in_many_styles_are_read(browser, draw_page: str) -> None:
-    """Thirty digits drawn as people do (several strokes, sizes, slants, pens), each read from the page."""
+    """Twenty digits drawn as people do (several strokes, sizes, slants, pens), each read from the page."""
     drawn = draw_set(browser, draw_page, DRAWN_DIGITS, seed=7)  # not the committed set's seed
     read = [shown == str(digit) for digit, shown, _ in drawn]
     assert sum(read) >= READING_RATE * DRAWN_DIGITS, [(digit, shown) for digit, shown, _ in drawn]
