@@ -53,26 +53,32 @@ def resolve_store(uri: str) -> str:
     best.py or a search started from another folder write to the same store."""
     parts = urlsplit(uri)
     if parts.scheme == "sqlite":
-        if ":///" not in uri or not uri.split(":///", 1)[1]:
+        database = sqlite_file(uri)
+        if database is None or not uri.split(":///", 1)[1]:
             raise UserError(f"--mlflow {uri}: a SQLite store is sqlite:///PATH (a file; an absolute PATH starts with /)")
-        return f"sqlite:///{Path(uri.split(':///', 1)[1]).resolve()}"
+        return f"sqlite:///{database.resolve()}"
     if parts.scheme in ("", "file"):
         return Path(parts.path or uri).resolve().as_uri()
     return uri
 
 
+def sqlite_file(uri: str) -> Path | None:
+    """The database file of a SQLite store (sqlite:///PATH), else None."""
+    return Path(uri.split(":///", 1)[1]) if uri.startswith("sqlite:///") else None
+
+
 def artifact_root(uri: str) -> str | None:
     """Where a SQLite store's runs keep their files: beside the database (a server decides its own)."""
-    if not uri.startswith("sqlite:///"):
-        return None
-    return (Path(uri.split(":///", 1)[1]).parent / "mlartifacts").as_uri()
+    database = sqlite_file(uri)
+    return (database.parent / "mlartifacts").as_uri() if database else None
 
 
 def open_store(uri: str) -> tuple[Any, str]:
     """(MlflowClient, the id of the MLflow experiment the searches go to), or one line saying why not."""
     mlflow_module()
-    if uri.startswith("sqlite:///"):  # SQLite makes the file, not its folder
-        Path(uri.split(":///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
+    database = sqlite_file(uri)
+    if database:  # SQLite makes the file, not its folder
+        database.parent.mkdir(parents=True, exist_ok=True)
     logging.getLogger("alembic").setLevel(logging.WARNING)  # a new SQLite store prints its schema migrations
     try:
         client = mlflow_module("mlflow.tracking").MlflowClient(uri)
