@@ -19,7 +19,9 @@ import sys
 from pathlib import Path
 
 from hpo.retrain import Fit, print_comparison, retrain_winner, staging_folder
-from hpo.storage import BEST, RESULTS, ExperimentStore, join_uri, newest_experiment, split_experiment
+from hpo.storage import ExperimentStore, join_uri, newest_experiment, split_experiment
+from mnist.layout import (BEST, COMPARISON_JSON, COMPARISON_PNG, CONFUSION_MATRIX_PNG, ENSEMBLE_PT, METRICS_JSON,
+                          MISCLASSIFIED_PNG, MODEL_PT, RESULTS)
 from hpo.tracking import DEFAULT_STORE, REGISTERED_MODEL, log_retraining, open_store, resolve_store, tracking_of
 from mnist.errors import UserError, run_cli
 
@@ -87,8 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         version = mlflow_uri and log_retraining(mlflow_uri, store.local, store.name, summary)
         store.push(BEST)
     print_comparison(summary)
-    print(f"wrote {store}/best: ensemble.pt, model.pt, metrics.json, comparison.json, comparison.png, confusion_matrix.png, "
-          "misclassified.png")
+    print(f"wrote {store}/{BEST}: {ENSEMBLE_PT}, {MODEL_PT}, {METRICS_JSON}, {COMPARISON_JSON}, {COMPARISON_PNG}, "
+          f"{CONFUSION_MATRIX_PNG}, {MISCLASSIFIED_PNG}")
     if version:
         print(f"MLflow: the retraining logged in {mlflow_uri}; the winner registered as {REGISTERED_MODEL!r} "
               f"version {version} (ONNX, with its signature and an example)")

@@ -13,25 +13,25 @@ from ray.tune import Checkpoint
 
 from hpo.storage import ExperimentStore
 from hpo.trial_terms import STOPPED_EARLY
+from mnist.layout import TRIAL_CHECKPOINT
 from mnist.checkpoint import load_checkpoint, save_checkpoint
 
 if TYPE_CHECKING:
     import pandas as pd
 
-CHECKPOINT_FILE = "checkpoint.pt"
 
 
 def report_with_checkpoint(report: Callable[..., None], metrics: dict[str, Any], state: dict[str, Any]) -> None:
     """`report(metrics, checkpoint=...)` (tune.report or ray.train.report) with `state` as a Ray Checkpoint."""
     with tempfile.TemporaryDirectory() as folder:
-        save_checkpoint(state, Path(folder) / CHECKPOINT_FILE)
+        save_checkpoint(state, Path(folder) / TRIAL_CHECKPOINT)
         report(metrics, checkpoint=Checkpoint.from_directory(folder))
 
 
 def read_checkpoint(checkpoint: Checkpoint) -> dict[str, Any]:
     """The training state inside a Ray Checkpoint (loaded with weights_only=True)."""
     with checkpoint.as_directory() as folder:
-        return load_checkpoint(Path(folder) / CHECKPOINT_FILE, for_resume=True)
+        return load_checkpoint(Path(folder) / TRIAL_CHECKPOINT, for_resume=True)
 
 
 def drop_stale_checkpoints(trials: "pd.DataFrame", store: ExperimentStore) -> None:

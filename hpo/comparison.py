@@ -16,6 +16,8 @@ from typing import Any, Sequence
 import numpy as np
 from scipy import stats
 
+from hpo.trial_terms import METRIC
+
 
 def paired_gain(winner_acc: Sequence[float], baseline_acc: Sequence[float]) -> dict[str, Any]:
     """Mean gain in points (winner - baseline, x100), its 95% CI and p-value (paired t over seeds).
@@ -65,7 +67,7 @@ def mean_curve(histories: Sequence[Sequence[dict[str, Any]]], key: str) -> np.nd
 
 def time_to_accuracy(histories: Sequence[Sequence[dict[str, Any]]], target: float) -> dict[str, Any] | None:
     """First epoch (and cumulative training seconds) at which the mean validation curve reaches `target`."""
-    accuracy = mean_curve(histories, "val_acc")
+    accuracy = mean_curve(histories, METRIC)
     seconds = np.cumsum(mean_curve(histories, "epoch_time_s"))
     reached = np.flatnonzero(accuracy >= target)
     if reached.size == 0:
@@ -84,12 +86,12 @@ def compare(winner_acc: Sequence[float], baseline_acc: Sequence[float], winner_c
         "verdict": verdict(gain["gain_ci95_points"]),
         "mcnemar_p_values": [mcnemar_p_value(w, b) for w, b in zip(winner_correct, baseline_correct)],
     }
-    has_validation = all(not math.isnan(row["val_acc"]) for history in baseline_histories for row in history)
+    has_validation = all(not math.isnan(row[METRIC]) for history in baseline_histories for row in history)
     if not has_validation:
         result["time_to_accuracy"] = None
         result["time_to_accuracy_note"] = "trained without a validation split (--full): no validation curve"
         return result
-    target = float(mean_curve(baseline_histories, "val_acc")[-1])
+    target = float(mean_curve(baseline_histories, METRIC)[-1])
     result["time_to_accuracy"] = {"target_val_acc": target, "what": "the baseline's final validation accuracy "
                                   "(mean over seeds); first epoch each mean curve reaches it",
                                   "winner": time_to_accuracy(winner_histories, target),

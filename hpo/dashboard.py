@@ -10,11 +10,12 @@ The dashboard serves on 127.0.0.1 only: the study is yours, not your network's.
 from __future__ import annotations
 
 import argparse
+import sys
 import threading
 from contextlib import contextmanager
 from pathlib import Path
 from socketserver import ThreadingMixIn
-from typing import Iterator
+from typing import Any, Iterator
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import optuna_dashboard
@@ -30,11 +31,20 @@ HOST = "127.0.0.1"
 class ThreadingServer(ThreadingMixIn, WSGIServer):
     """One thread per request: the page's polling never queues behind a slow one."""
     daemon_threads = True
+    # Closing the server does not wait for request threads: a browser's idle preconnection (a socket that never
+    # sends its request) would otherwise hold Ctrl-C until the browser lets it go.
+    block_on_close = False
     request_queue_size = 1024  # the listen backlog (socketserver's default of 5 dropped parallel page loads)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], (TimeoutError, ConnectionError)):  # a client that went quiet or away
+            super().handle_error(request, client_address)
 
 
 class QuietHandler(WSGIRequestHandler):
     """No access log: the page polls every few seconds, and the console is the search's."""
+
+    timeout = 30  # seconds a connection may take to send its request: a silent or trickling client lets go
 
     def log_message(self, format: str, *args: object) -> None:
         pass

@@ -21,28 +21,24 @@ from ray import tune
 
 from hpo.cluster import (check_address, check_gpus_usable, check_storage_shared, connect, end_leftover_cluster,
                          end_private_cluster, fake_gpus, private_session_dir, trial_resources)
-from hpo.experiment import experiment_baseline, trial_config
+from hpo.experiment import trial_config
 from hpo.progress import SearchProgress
 from hpo.dashboard import HOST, serve_dashboard
 from hpo.scheduler import BaselineKeepingASHA, make_scheduler
 from hpo.searcher import PruningAwareOptunaSearch, check_study, fail_orphaned_optuna_trials, make_searcher
 from hpo.space import dimensions
-from hpo.storage import ENDED_JSON, EXPERIMENT_JSON, MLFLOW_JSON, TENSORBOARD, ExperimentStore, read_experiment_file
+from hpo.storage import ExperimentStore, read_experiment_file
+from mnist.layout import ENDED_JSON, EXPERIMENT_JSON, MLFLOW_JSON, TENSORBOARD
 from hpo.tb_logger import TrialTensorBoard
 from hpo.tracking import MlflowTrials, reopen_search_run, start_search_run, tracking_of
 from hpo.trial_terms import METRIC, MODE, trial_name
 from hpo.trainable import ccnet_trainable
 from mnist.atomic import write_json_atomic
-from mnist.checkpoint import run_metadata
+from mnist.checkpoint import package_version, run_metadata
 from mnist.data import MnistData, load_mnist, split_train_val
 from mnist.errors import UserError
 from mnist.webserver import reserve_port
 
-
-
-# Compatibility: searches started before the driver was split (2026-11) pickled these two as
-# hpo.driver.<name>; resuming them unpickles them from here. Can go once no such search is resumed.
-PICKLED_AS_DRIVER = (BaselineKeepingASHA, PruningAwareOptunaSearch)
 
 
 def search_space(experiment: dict[str, Any]) -> dict[str, Any]:
@@ -81,7 +77,7 @@ def make_tuner(experiment: dict[str, Any], store: ExperimentStore, resume: bool,
     callbacks = [TrialTensorBoard(store.local.resolve() / TENSORBOARD, experiment["search_space"]),
                  SearchProgress(experiment["num_samples"], experiment["max_epochs"])]
     if tracking:
-        callbacks.append(MlflowTrials(tracking, experiment["search_space"], experiment_baseline(experiment),
+        callbacks.append(MlflowTrials(tracking, experiment["search_space"], experiment["baseline"],
                                       experiment["max_epochs"]))
     run_config = tune.RunConfig(
         # Trials write results and checkpoints here from every node: a shared folder or a URI.
@@ -105,6 +101,17 @@ def saved_whereabouts(store: ExperimentStore) -> dict[str, str] | None:
         return read_experiment_file(store.local).get("whereabouts")
     except UserError:
         return None
+
+
+def check_resumable_version(store: ExperimentStore) -> None:
+    """Refuse, in one line, to resume a search that another minor version of this project started: its saved
+    Tune state pickles our searcher, scheduler and callbacks by module and field, and those change between
+    versions. Its results stay readable (best.py, TensorBoard, trials.csv) by any version."""
+    saved = read_experiment_file(store.local).get("version", "0.1")  # 0.1 did not record it
+    now = package_version()
+    if saved.split(".")[:2] != now.split(".")[:2] and "unknown" not in (saved, now):
+        raise UserError(f"{store}: started by ccnet-hpo {saved}, this is {now}; a search resumes only with the "
+                        f"minor version that started it (its results can be read: python hpo/best.py --search {store})")
 
 
 class SearchInterrupted(Exception):
@@ -160,6 +167,7 @@ def run_search(experiment: dict[str, Any], store: ExperimentStore, resume: bool,
                         f"{ended['unfinished']} trial(s) unstarted or unfinished; its results are final "
                         "(python hpo/best.py); for more trials start a new search")
     if resume:
+        check_resumable_version(store)
         store.check_not_moved(saved_whereabouts(store))
         check_study(store.local, store.name)
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -175,7 +183,7 @@ def run_search(experiment: dict[str, Any], store: ExperimentStore, resume: bool,
     connect(address)
     session = private_session_dir() if check_address(address) == "local" else None
     if session:
-        store.ray_session_file.parent.mkdir(parents=True, exist_ok=True)  # the storage root (hpo/bench.py's is new)
+        store.ray_session_file.parent.mkdir(parents=True, exist_ok=True)  # the storage root (benchmarks/schedulers.py's is new)
         store.ray_session_file.write_text(session)
     if wait_s is None:
         wait_s = 0 if check_address(address) == "local" else JOINED_CLUSTER_WAIT_S

@@ -16,7 +16,9 @@ import yaml
 from hpo.space import Dimension, dimensions
 from mnist.config import DEFAULTS as TRAIN_DEFAULTS
 from mnist.config import KNOBS, MAX_SEED, Rule, integer, is_int, is_number, one_of, optional, resolve_config
+from hpo.storage import read_experiment_file
 from mnist.errors import UserError
+from mnist.layout import EXPERIMENT_JSON
 
 # Rules of the settings below, built like mnist.config's knob rules (a check and the words for it).
 # Ray places a fraction of one GPU or whole GPUs: a trial asking 1.5 would wait forever.
@@ -29,49 +31,62 @@ SPACE = Rule(lambda v: isinstance(v, dict) and bool(v), "a non-empty mapping of 
 
 @dataclass(frozen=True)
 class Setting:
-    """One experiment setting: its default, its rule (the why is the comment above its entry)."""
+    """One experiment setting: its default, its rule, its help; the why is the comment above its entry.
+    A setting with `flags` (or none: "--" + the key with dashes) is also a flag of hpo/search.py; `cli` False
+    keeps the mappings (train, search_space) to experiment files."""
     default: Any
     rule: Rule
+    help: str
+    flags: tuple[str, ...] = ()
+    cli: bool = True
 
 
-# The one table of experiment settings: what a YAML file or a flag may set, and what each takes.
-# A key not in it is an error; every value is checked against its rule before anything starts.
+# The one table of experiment settings: what a YAML file or a flag of hpo/search.py may set, what each takes,
+# and the defaults --help shows. A key not in it is an error; every value is checked against its rule before
+# anything starts.
 SETTINGS: dict[str, Setting] = {
     # Trials Optuna proposes (the tutorial's setting is the first of them).
-    "num_samples": Setting(50, integer(1)),
+    "num_samples": Setting(50, integer(1), "trials to run"),
     # The full epoch budget of one trial; ASHA stops most trials long before it.
-    "max_epochs": Setting(30, integer(1)),
+    "max_epochs": Setting(30, integer(1), "epoch budget of one trial"),
     # "asha" stops weak trials early; "fifo" trains every trial to max_epochs (for comparison).
-    "scheduler": Setting("asha", one_of("asha", "fifo")),
+    "scheduler": Setting("asha", one_of("asha", "fifo"), "when to stop a trial: ASHA, or FIFO (every trial to the "
+                                                        "budget)"),
     # "tpe" is Optuna's TPE; "random" samples the space uniformly (for comparison).
-    "searcher": Setting("tpe", one_of("tpe", "random")),
+    "searcher": Setting("tpe", one_of("tpe", "random"), "what to try next: Optuna's TPE, or random sampling"),
     # ASHA: every trial trains at least grace_period epochs; at each rung only the best
     # 1/reduction_factor go on. None = max_epochs // reduction_factor: tied to the budget, so
     # that slow starters (augmented, one-cycle) are not judged on their first epochs; measured
-    # against a 1-epoch grace period by hpo/bench.py (README, "Benchmarks").
-    "grace_period": Setting(None, optional(integer(1))),
-    "reduction_factor": Setting(4, integer(2)),
+    # against a 1-epoch grace period by benchmarks/schedulers.py (docs/results.md).
+    "grace_period": Setting(None, optional(integer(1)), "ASHA: epochs every trial gets (default: max_epochs // "
+                                                        "reduction_factor)"),
+    "reduction_factor": Setting(4, integer(2), "ASHA: keep the best 1/N at each rung"),
     # ASHA's brackets (Hyperband's hedge against judging too early): 1 = plain ASHA; with 2, a trial
     # drawn into the second bracket (by a generator seeded by `seed`) is first judged reduction_factor
     # times later, so slow starters (augmented, annealed) are also judged on a longer horizon.
-    "brackets": Setting(1, integer(1)),
+    "brackets": Setting(1, integer(1), "ASHA: brackets (2 adds Hyperband's hedge: trials judged later)"),
     # Trials at once; None = as many as the cluster's GPUs (or CPUs) hold, capped at 8 so that
     # TPE proposes from results instead of sampling blind.
-    "max_concurrent": Setting(None, optional(integer(1))),
+    "max_concurrent": Setting(None, optional(integer(1)), "trials at once (default: what the cluster holds, "
+                                                          "at most 8)"),
     # Resources of one trial; gpus_per_trial None = 1 when the cluster has GPUs, else 0.
-    "cpus_per_trial": Setting(1, integer(1)),
-    "gpus_per_trial": Setting(None, optional(GPUS)),
+    "cpus_per_trial": Setting(1, integer(1), "CPUs of one trial"),
+    "gpus_per_trial": Setting(None, optional(GPUS), "GPUs of one trial, fractions allowed (default: 1 if the "
+                                                    "cluster has GPUs, else 0)"),
     # Seeds TPE and every trial's training (weights, dropout, shuffle): same seed, same search.
-    "seed": Setting(0, integer(0, MAX_SEED)),
+    "seed": Setting(0, integer(0, MAX_SEED), "random seed of TPE, ASHA's brackets and every trial"),
     # TPE samples at random for its first trials, then models the results.
-    "tpe_startup_trials": Setting(10, integer(0)),
+    "tpe_startup_trials": Setting(10, integer(0), "TPE: trials sampled at random before it models the results"),
     # Stop starting and running trials after this many seconds; None = no limit.
-    "time_budget_s": Setting(None, optional(SECONDS)),
+    "time_budget_s": Setting(None, optional(SECONDS), "stop the search after this many seconds (default: no limit)",
+                             ("--time-budget",)),
     # Fixed settings of every trial's mnist config (data, limit, val_fraction, amp, ...).
-    "train": Setting({}, MAPPING),
+    "train": Setting({}, MAPPING, "fixed settings of every trial's mnist config", cli=False),
     # What is searched: key -> {distribution: [low, high]} or {choice: [values]}; below.
-    "search_space": Setting(None, SPACE),
+    "search_space": Setting(None, SPACE, "what is searched", cli=False),
 }
+# The settings that are also flags of hpo/search.py.
+FLAG_SETTINGS = {key: setting for key, setting in SETTINGS.items() if setting.cli}
 
 EXPERIMENT_DEFAULTS: dict[str, Any] = {
     **{key: setting.default for key, setting in SETTINGS.items()},
@@ -90,7 +105,7 @@ EXPERIMENT_DEFAULTS: dict[str, Any] = {
         "scale": {"uniform": [0.0, 0.2]},
         "shift": {"randint": [0, 3]},
         # People's variation (mnist.augment): slant, width, wobble, pen, gaps. They rarely move MNIST's
-        # validation accuracy but decide how drawn and photographed digits read (mnist.field_test).
+        # validation accuracy but decide how drawn and photographed digits read (mnist.reading.field_report).
         "shear": {"uniform": [0.0, 20.0]},
         "stretch": {"uniform": [0.0, 0.25]},
         "elastic": {"uniform": [0.0, 3.0]},
@@ -116,21 +131,20 @@ def _resolve_space(space: dict[str, Any], max_epochs: int, where: str) -> dict[s
     return resolved
 
 
-def baseline_point(space: dict[str, dict[str, list]], max_epochs: int) -> dict[str, Any]:
-    """The tutorial's setting (mnist's defaults) for the searched keys, its StepLR step capped to the budget.
+def baseline_point(keys: Any, max_epochs: int) -> dict[str, Any]:
+    """The tutorial's setting (mnist's defaults) for `keys` at a budget of `max_epochs`: its StepLR step (20
+    epochs) capped to the budget, so that the tutorial's decay happens within a short search too.
 
-    It is trial 1 of every search and the baseline every summary compares against.
+    The one place the baseline is made: trial 1 of every search, never stopped early, the point every summary
+    compares against (resolved once into the experiment's "baseline"), and best.py's baseline at its own budget.
     """
-    point = {key: TRAIN_DEFAULTS[key] for key in space}
-    if "step_size" in point:
-        point["step_size"] = min(point["step_size"], max_epochs)
-    return point
+    return {key: min(TRAIN_DEFAULTS[key], max_epochs) if key == "step_size" else TRAIN_DEFAULTS[key] for key in keys}
 
 
-def experiment_baseline(experiment: dict[str, Any]) -> dict[str, Any]:
-    """The tutorial's setting in this experiment's space at its budget: trial 1, never stopped early, and the
-    point every summary compares against (best.py asks baseline_point for its own retraining budget)."""
-    return baseline_point(experiment["search_space"], experiment["max_epochs"])
+def is_baseline(baseline: dict[str, Any], config: dict[str, Any]) -> bool:
+    """Whether a trial's config (or its searched params) is the tutorial's setting: the one test the scheduler,
+    the searcher, the summaries and the tracking share."""
+    return all(key in config and config[key] == value for key, value in baseline.items())
 
 
 def in_space(point: dict[str, Any], space: dict[str, dict[str, list]]) -> bool:
@@ -186,14 +200,29 @@ def resolve_experiment(file_values: dict[str, Any], overrides: dict[str, Any], w
         experiment["grace_period"] = max(1, budget // factor)  # else _check_experiment names the bad one
     _check_experiment(experiment, where)
     experiment["search_space"] = _resolve_space(experiment["search_space"], experiment["max_epochs"], where)
+    experiment["baseline"] = baseline_point(experiment["search_space"], experiment["max_epochs"])
     _check_baseline_inside(experiment, where)
+    return experiment
+
+
+def saved_experiment(folder: Path) -> dict[str, Any]:
+    """The resolved experiment a search folder saved (experiment.json), as resolve_experiment made it; one line
+    naming the file when settings are missing. Files of ccnet-hpo 0.1 lack two that came later (brackets,
+    baseline): they are made here, until 0.3.0."""
+    experiment = read_experiment_file(folder)["experiment"]
+    experiment.setdefault("brackets", SETTINGS["brackets"].default)
+    missing = sorted(set(SETTINGS) - set(experiment))
+    if missing:
+        raise UserError(f"{folder / EXPERIMENT_JSON}: not a resolved experiment (no {', '.join(missing)})")
+    if "baseline" not in experiment:
+        experiment["baseline"] = baseline_point(experiment["search_space"], experiment["max_epochs"])
     return experiment
 
 
 def _check_baseline_inside(experiment: dict[str, Any], where: str) -> None:
     """Refuse a space that cannot hold the tutorial's setting: the baseline trial, its protection
     from early stopping and every comparison in the reports would silently vanish."""
-    baseline = experiment_baseline(experiment)
+    baseline = experiment["baseline"]
     for key, spec in experiment["search_space"].items():
         if not in_space({key: baseline[key]}, {key: spec}):
             raise UserError(f"{where}: search_space.{key} {spec} does not hold the tutorial's value {baseline[key]!r}, "
@@ -221,5 +250,5 @@ def trial_config(experiment: dict[str, Any], sampled: dict[str, Any]) -> dict[st
     """The full mnist config of one trial: the tutorial's defaults, the fixed `train` settings, the sample."""
     fixed = {"epochs": experiment["max_epochs"], "seed": experiment["seed"],
              "threads": int(math.ceil(experiment["cpus_per_trial"])),
-             "step_size": min(TRAIN_DEFAULTS["step_size"], experiment["max_epochs"])}
+             **baseline_point(["step_size"], experiment["max_epochs"])}
     return resolve_config({**fixed, **experiment["train"], **sampled})

@@ -11,7 +11,7 @@ from matplotlib.colors import LogNorm
 
 from hpo.experiment import plain
 from hpo.space import Dimension, dimensions
-from hpo.trial_terms import STOPPED_EARLY
+from hpo.trial_terms import METRIC, STOPPED_EARLY
 from mnist.plots import plt, save_figure
 
 
@@ -80,9 +80,9 @@ def plot_learning_curves(history: pd.DataFrame, trials: pd.DataFrame, max_epochs
     figure, axis = plt.subplots(figsize=(8, 5))
     for number, curve in history.groupby("trial") if not history.empty else []:
         status = trials.loc[trials["trial"] == number, "status"].iloc[0]
-        line, = axis.plot(curve["epoch"], 1 - curve["val_acc"], alpha=0.7, lw=1.2)
+        line, = axis.plot(curve["epoch"], 1 - curve[METRIC], alpha=0.7, lw=1.2)
         if status == STOPPED_EARLY:
-            axis.plot(curve["epoch"].iloc[-1], 1 - curve["val_acc"].iloc[-1], "x", color=line.get_color(), ms=8)
+            axis.plot(curve["epoch"].iloc[-1], 1 - curve[METRIC].iloc[-1], "x", color=line.get_color(), ms=8)
     axis.plot([], [], "kx", label="stopped early by ASHA")
     axis.set(xlabel="epoch", ylabel="validation error (1 - val_acc)", title="Learning curves of all trials",
              xlim=(0.8, max_epochs + 0.2), yscale="log")
@@ -137,7 +137,7 @@ def plot_comparison(comparison: dict[str, Any], winner_histories: list, baseline
                                      (winner_histories, "tab:blue", "winner")):
         for number, history in enumerate(histories):
             epochs = [row["epoch"] for row in history]
-            curve_axis.plot(epochs, [100 * row["val_acc"] for row in history], color=colour, alpha=0.6,
+            curve_axis.plot(epochs, [100 * row[METRIC] for row in history], color=colour, alpha=0.6,
                             label=label if number == 0 else None)
     curve_axis.set(xlabel="epoch", ylabel="validation accuracy (%)", title="validation curves, one line per seed")
     curve_axis.grid(alpha=0.3)

@@ -19,6 +19,7 @@ from typing import Any, Iterator
 from ray.tune import Callback
 
 from hpo.trial_terms import METRIC, ended_early, trial_number
+from mnist.layout import SEARCH_LOG
 
 
 def _duration(seconds: float) -> str:
@@ -104,9 +105,9 @@ def search_log(folder: Path) -> Iterator[Path]:
     staging.parent.mkdir(parents=True, exist_ok=True)
     try:
         with stderr_to(staging):
-            yield folder / "search.log"
+            yield folder / SEARCH_LOG
     finally:
         if folder.is_dir():
-            with open(folder / "search.log", "ab") as log:
+            with open(folder / SEARCH_LOG, "ab") as log:
                 log.write(staging.read_bytes())
         staging.unlink(missing_ok=True)

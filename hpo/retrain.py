@@ -18,8 +18,9 @@ import pandas as pd
 
 from hpo.comparison import compare, describe
 from hpo.data_parallel import train_data_parallel
-from hpo.experiment import baseline_point, plain, trial_config
-from hpo.storage import BEST, TRIALS_CSV, join_uri, read_experiment_file
+from hpo.experiment import baseline_point, plain, saved_experiment, trial_config
+from hpo.storage import join_uri
+from mnist.layout import BEST, TRIALS_CSV
 from hpo.plots import plot_comparison
 from hpo.summary import winner
 from mnist.calibration import calibrate_checkpoint
@@ -33,6 +34,7 @@ from mnist.outputs import format_epoch
 from mnist.plots import plot_curves
 from mnist.device import pick_device
 from mnist.train import train
+from mnist.layout import BASELINE, COMPARISON_JSON, COMPARISON_PNG, CURVES_PNG, ENSEMBLE_PT, MODEL_PT
 
 SELECTION_RULES = {"best": "highest val_acc at the trial's best validation epoch",
                    "last": "highest val_acc at the trial's last epoch"}
@@ -40,7 +42,7 @@ SELECTION_RULES = {"best": "highest val_acc at the trial's best validation epoch
 
 def load_search(folder: Path) -> tuple[dict[str, Any], pd.DataFrame]:
     """(experiment settings, trials table) of a finished search folder."""
-    experiment = read_experiment_file(folder)["experiment"]
+    experiment = saved_experiment(folder)
     path = folder / TRIALS_CSV
     if not path.exists():
         raise UserError(f"{path}: missing; is {folder} a finished hpo/search.py experiment?")
@@ -48,10 +50,9 @@ def load_search(folder: Path) -> tuple[dict[str, Any], pd.DataFrame]:
         trials = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         raise UserError(f"{path}: unreadable ({str(error).splitlines()[0]})") from None
-    # Compatibility: trials.csv of searches before 2026-11 call the tutorial's column "seed_config"; can go
-    # once no such search is retrained.
+    # trials.csv of searches before 2026-11 call the tutorial's column "seed_config"; read here until ccnet-hpo 0.3.0.
     trials = trials.rename(columns={"seed_config": "baseline"})
-    needed = {"trial", "best_val_acc", "last_val_acc", *experiment.get("search_space", {})}
+    needed = {"trial", "best_val_acc", "last_val_acc", *experiment["search_space"]}
     missing = sorted(needed - set(trials.columns))
     if missing:
         raise UserError(f"{path}: not a trials table of this search (no column {', '.join(missing)})")
@@ -145,7 +146,7 @@ def retrain_winner(folder: Path, select: str, seeds: int, epochs: int | None, fu
     baseline_params = baseline_point(experiment["search_space"], config["epochs"])
     arms = {"winner": (config, out)}
     if baseline:
-        arms["baseline"] = ({**config, **baseline_params}, out / "baseline")
+        arms["baseline"] = ({**config, **baseline_params}, out / BASELINE)
     runs: dict[str, list] = {name: [] for name in arms}
     for seed in seed_list:  # paired: seed i for the winner and for the baseline
         for name, (arm_config, _) in arms.items():
@@ -164,21 +165,21 @@ def retrain_winner(folder: Path, select: str, seeds: int, epochs: int | None, fu
         summary["baseline"] = {"params": baseline_params,
                                **spread([run[2]["test_accuracy"] for run in runs["baseline"]])}
         summary["comparison"] = compare_runs(runs["winner"], runs["baseline"], data)
-        write_json_atomic(out / "comparison.json", {**summary["comparison"], "winner_params": summary["params"],
+        write_json_atomic(out / COMPARISON_JSON, {**summary["comparison"], "winner_params": summary["params"],
                                                    "baseline_params": baseline_params, "seeds": seed_list,
                                                    "epochs": config["epochs"], **run_metadata()})
         plot_comparison(summary["comparison"], [run[0] for run in runs["winner"]],
-                        [run[0] for run in runs["baseline"]], out / "comparison.png")
-    if len(seed_list) > 1:  # what mnist.predict and the page serve: the K seeds' models as one
+                        [run[0] for run in runs["baseline"]], out / COMPARISON_PNG)
+    if len(seed_list) > 1:  # what mnist.reading.predict and the page serve: the K seeds' models as one
         ensemble, ensemble_result = ensemble_of([run[1] for run in runs["winner"]], config, seed_list, data)
         summary["ensemble"] = {"members": len(seed_list), "test_accuracy": ensemble_result["test_accuracy"],
                                **({"calibration": ensemble_result["calibration"]} if "calibration" in ensemble_result
                                   else {})}
-        save_checkpoint(ensemble, out / "ensemble.pt")
+        save_checkpoint(ensemble, out / ENSEMBLE_PT)
     for name, (arm_config, arm_out) in arms.items():  # the first seed's model, curves and evaluation
         history, state, result = runs[name][0]
-        save_checkpoint(state, arm_out / "model.pt")
-        plot_curves(history, arm_out / "curves.png")
+        save_checkpoint(state, arm_out / MODEL_PT)
+        plot_curves(history, arm_out / CURVES_PNG)
         extra = {"config": {**arm_config, "seed": seed_list[0]}, "seed": seed_list[0], **run_metadata()}
         if name == "winner":  # test_accuracy is model.pt's (the first seed's); the mean over seeds beside it
             extra.update({"test_accuracy_mean": summary["winner"]["mean"],
@@ -221,7 +222,7 @@ def print_comparison(summary: dict[str, Any]) -> None:
     print(f"winner (trial {summary['trial']}) test accuracy: {describe_spread(summary['winner'])}")
     if "ensemble" in summary:
         print(f"the {summary['ensemble']['members']} seeds' models as one ensemble (best/ensemble.pt, what "
-              f"mnist.predict and the page serve): test accuracy {summary['ensemble']['test_accuracy']:.4f}")
+              f"mnist.reading.predict and the page serve): test accuracy {summary['ensemble']['test_accuracy']:.4f}")
     if "baseline" in summary:
         print(f"the tutorial's setting, same {summary['epochs']} epochs and seeds: {describe_spread(summary['baseline'])}")
         for line in describe(summary["comparison"]):

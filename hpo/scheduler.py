@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
-from hpo.experiment import experiment_baseline
+from hpo.experiment import is_baseline
 
 
 class BaselineKeepingASHA(ASHAScheduler):
@@ -26,17 +26,7 @@ class BaselineKeepingASHA(ASHAScheduler):
         self.budget_attr, self.budget = time_attr, max_t  # what the constructor was told, not Ray's fields
         self.bracket_draws = np.random.RandomState(seed).get_state()
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        # Schedulers pickled by searches before 2026-12-02 lack the three fields above; they read Ray's own
-        # (ASHA's private _time_attr, _max_t) and draw as Ray did. Can go once no such search is resumed.
-        self.__dict__.update(state)
-        if "budget" not in state:
-            self.budget_attr, self.budget, self.bracket_draws = state["_time_attr"], state["_max_t"], None
-
     def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
-        if self.bracket_draws is None:
-            super().on_trial_add(tune_controller, trial)
-            return
         outside = np.random.get_state()  # Ray draws from the global generator: lend it the search's own state
         np.random.set_state(self.bracket_draws)
         try:
@@ -47,18 +37,18 @@ class BaselineKeepingASHA(ASHAScheduler):
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
         decision = super().on_trial_result(tune_controller, trial, result)
-        is_baseline = all(trial.config.get(key) == value for key, value in self.baseline.items())
         before_budget = result.get(self.budget_attr, 0) < self.budget
-        return self.CONTINUE if is_baseline and before_budget and decision == self.STOP else decision
+        keep = is_baseline(self.baseline, trial.config) and before_budget
+        return self.CONTINUE if keep and decision == self.STOP else decision
 
 
 def make_scheduler(experiment: dict[str, Any]) -> TrialScheduler:
     """FIFO, or ASHA from the experiment's grace period (tied to the budget unless set), reduction factor
-    and brackets (1 in searches saved before brackets were a setting)."""
+    and brackets."""
     if experiment["scheduler"] == "fifo":
         return FIFOScheduler()
     return BaselineKeepingASHA(time_attr="epoch", max_t=experiment["max_epochs"],
                                grace_period=experiment["grace_period"],
                                reduction_factor=experiment["reduction_factor"],
-                               brackets=experiment.get("brackets", 1), seed=experiment["seed"],
-                               baseline=experiment_baseline(experiment))
+                               brackets=experiment["brackets"], seed=experiment["seed"],
+                               baseline=experiment["baseline"])

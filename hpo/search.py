@@ -22,13 +22,15 @@ from hpo.checkpoints import drop_stale_checkpoints
 from hpo.cluster import check_address
 from hpo.dashboard import DEFAULT_PORT, HOST
 from hpo.driver import SearchInterrupted, run_search
-from hpo.experiment import load_experiment_file, resolve_experiment
+from hpo.experiment import FLAG_SETTINGS, load_experiment_file, resolve_experiment, saved_experiment
 from hpo.progress import search_log
-from hpo.storage import (ENDED_JSON, RESULTS, SEARCH_LOG, ExperimentStore, is_uri, newest_experiment,
-                         read_experiment_file)
+from hpo.storage import ExperimentStore, is_uri, newest_experiment
 from hpo.summary import NothingFinished, console_summary, summarize
+from hpo.trial_terms import METRIC
 from hpo.tracking import DEFAULT_STORE, finish_search_run, open_store, resolve_store, tracking_of
+from mnist.config import KNOBS, add_table_flags
 from mnist.errors import UserError, run_cli
+from mnist.layout import ENDED_JSON, RESULTS, SEARCH_LOG
 from mnist.webserver import check_port_free
 
 
@@ -38,21 +40,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--name", default=None, help="experiment folder name (default: <experiment>-<time>)")
     parser.add_argument("--storage-path", default=RESULTS,
                         help="where experiment folders go: a folder every node reaches, or a URI such as "
-                             "s3://bucket/dir (default results/)")
+                             f"s3://bucket/dir (default {RESULTS}/)")
     parser.add_argument("--local-dir", default=RESULTS,
                         help="with a URI --storage-path: where the driver keeps its own copy of the summaries, "
-                             "optuna.db and TensorBoard events (default results/)")
-    parser.add_argument("--num-samples", type=int, default=None, help="trials to run (default 50)")
-    parser.add_argument("--max-epochs", type=int, default=None, help="epoch budget of one trial")
-    parser.add_argument("--grace-period", type=int, default=None, help="ASHA: epochs every trial gets")
-    parser.add_argument("--reduction-factor", type=int, default=None, help="ASHA: keep 1/N at each rung")
-    parser.add_argument("--max-concurrent", type=int, default=None, help="trials at once (default: what fits, <= 8)")
-    parser.add_argument("--cpus-per-trial", type=int, default=None, help="CPUs of one trial (default 1)")
-    parser.add_argument("--gpus-per-trial", type=float, default=None,
-                        help="GPUs of one trial, fractions allowed (default: 1 if the cluster has GPUs, else 0)")
-    parser.add_argument("--seed", type=int, default=None, help="seed of TPE and of every trial (default 0)")
-    parser.add_argument("--limit", type=int, default=None, help="train on the first N training images (quick runs)")
-    parser.add_argument("--time-budget", type=float, default=None, help="stop the search after this many seconds")
+                             f"optuna.db and TensorBoard events (default {RESULTS}/)")
+    add_table_flags(parser, FLAG_SETTINGS)  # --num-samples, --max-epochs, ...: the experiment settings' table
+    add_table_flags(parser, {"limit": KNOBS["limit"]})  # the one training knob a quick search sets from the CLI
     parser.add_argument("--resume", action="store_true", help="continue the experiment --name (default: the newest)")
     parser.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a local one)")
     parser.add_argument("--wait-for-resources", type=float, default=None, metavar="SECONDS",
@@ -94,10 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         store = ExperimentStore(args.storage_path, check_name(name), args.local_dir)
     else:
         file_values = load_experiment_file(args.experiment) if args.experiment else {}
-        overrides = {"num_samples": args.num_samples, "max_epochs": args.max_epochs, "grace_period": args.grace_period,
-                     "reduction_factor": args.reduction_factor, "max_concurrent": args.max_concurrent,
-                     "cpus_per_trial": args.cpus_per_trial, "gpus_per_trial": args.gpus_per_trial,
-                     "seed": args.seed, "time_budget_s": args.time_budget}
+        overrides = {key: getattr(args, key) for key in FLAG_SETTINGS}
         if args.limit is not None:
             file_values = {**file_values, "train": {**file_values.get("train", {}), "limit": args.limit}}
         experiment = resolve_experiment(file_values, overrides, args.experiment or "built-in experiment")
@@ -122,7 +112,7 @@ def search(store: ExperimentStore, args: argparse.Namespace, experiment: dict | 
     """Run (experiment given) or resume (None: its saved settings) the search in `store`, holding its lock."""
     if experiment is None:
         store.pull()
-        experiment = read_experiment_file(store.local)["experiment"]
+        experiment = saved_experiment(store.local)
         check_resumed_tracking(store, mlflow_uri)
         print(f"resuming {store} with its saved experiment settings", flush=True)
     print(f"search {store.name}: {experiment['num_samples']} trials, {experiment['max_epochs']} epochs at most; "
@@ -154,7 +144,7 @@ def search(store: ExperimentStore, args: argparse.Namespace, experiment: dict | 
     if (store.local / ENDED_JSON).exists():
         print(f"time budget reached ({experiment['time_budget_s']:g} s): the summary holds the trials that "
               "finished by then", flush=True)
-    print(f"winner: trial {best['trial']}, val_acc {best['val_acc']:.4f} at epoch {best['epoch']}")
+    print(f"winner: trial {best['trial']}, val_acc {best[METRIC]:.4f} at epoch {best['epoch']}")
     if tracking:
         print(f"MLflow: parent run {tracking['parent_run_id']}, a nested run per trial, in {tracking['tracking_uri']} "
               f"(mlflow ui --backend-store-uri {tracking['tracking_uri']})")

@@ -15,8 +15,8 @@ from optuna.trial import TrialState
 from ray.tune.result import TRAINING_ITERATION
 from ray.tune.search.optuna import OptunaSearch
 
-from hpo.experiment import experiment_baseline
-from hpo.storage import OPTUNA_DB
+from hpo.experiment import is_baseline
+from mnist.layout import OPTUNA_DB
 from hpo.trial_terms import ended_early
 from mnist.errors import UserError
 
@@ -60,9 +60,10 @@ class PruningAwareOptunaSearch(OptunaSearch):
     keeps its intermediate values (reported each epoch) and TPE weighs it as such.
     """
 
-    def __init__(self, *args: Any, max_epochs: int, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, max_epochs: int, baseline: dict[str, Any], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.max_epochs = max_epochs
+        self.baseline = baseline
 
     def _setup_study(self, mode: str | list) -> None:
         super()._setup_study(mode)
@@ -76,8 +77,7 @@ class PruningAwareOptunaSearch(OptunaSearch):
         ot_trial = self._ot_trials.get(trial_id)
         if isinstance(params, dict) and ot_trial is not None:
             ot_trial.set_user_attr("tune_trial_id", trial_id)
-            # The only trial enqueued (points_to_evaluate) is the baseline: Optuna marks it "fixed_params".
-            if "fixed_params" in self._ot_study._storage.get_trial(ot_trial._trial_id).system_attrs:
+            if is_baseline(self.baseline, params):
                 ot_trial.set_user_attr("setting", "tutorial")
         return params
 
@@ -105,9 +105,9 @@ def make_searcher(experiment: dict[str, Any], folder: Path, name: str) -> Prunin
         sampler = optuna.samplers.RandomSampler(seed=experiment["seed"])
     storage = optuna_storage(folder)
     # The tutorial's setting is trial 1; resolve_experiment refused spaces that cannot hold it.
-    baseline = experiment_baseline(experiment)
-    return PruningAwareOptunaSearch(
-        points_to_evaluate=[baseline], sampler=sampler, storage=storage, study_name=name, max_epochs=experiment["max_epochs"])
+    return PruningAwareOptunaSearch(points_to_evaluate=[experiment["baseline"]], sampler=sampler, storage=storage,
+                                    study_name=name, max_epochs=experiment["max_epochs"],
+                                    baseline=experiment["baseline"])
 
 
 def fail_orphaned_optuna_trials(folder: Path) -> None:

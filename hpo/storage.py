@@ -20,24 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pyarrow.fs
 
 from mnist.errors import UserError
-
-# Where searches go unless --storage-path (and --local-dir) say otherwise.
-RESULTS = "results"
-# The experiment folder's layout, named once: what the driver writes there (Tune writes the trial_* folders).
-EXPERIMENT_JSON = "experiment.json"  # the resolved settings, argv, git commit and where the search started
-OPTUNA_DB = "optuna.db"  # the Optuna study (SQLite): TPE's history, the dashboard's source
-TRIALS_CSV = "trials.csv"  # one row per trial: its parameters, how it ended, its best and last val_acc
-HISTORY_CSV = "history.csv"  # one row per trial and epoch
-BEST_JSON = "best.json"  # the winner, by validation
-REPORT_MD = "report.md"  # the search told for a person, with its plots
-ENDED_JSON = "ended.json"  # a search that ended by its time budget: final, not resumable
-MLFLOW_JSON = "mlflow.json"  # a search tracked in MLflow: the store and its parent run (hpo.tracking)
-BEST = "best"  # best.py's folder: the winner retrained, its ensemble, the comparison
-TENSORBOARD = "tensorboard"
-SEARCH_LOG = "search.log"
-# The driver's small files that a resume or best.py needs back from a URI storage.
-DRIVER_FILES = (EXPERIMENT_JSON, OPTUNA_DB, TRIALS_CSV, HISTORY_CSV, BEST_JSON, ENDED_JSON, MLFLOW_JSON)
-
+from mnist.layout import BEST_JSON, DRIVER_FILES, EXPERIMENT_JSON, RESULTS
 
 def is_uri(storage: str) -> bool:
     return "://" in storage

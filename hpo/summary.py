@@ -13,15 +13,16 @@ import numpy as np
 import pandas as pd
 from ray import tune
 
-from hpo.experiment import experiment_baseline, plain
+from hpo.experiment import is_baseline, plain
 from hpo.space import dimensions
-from hpo.storage import BEST_JSON, HISTORY_CSV, REPORT_MD, TRIALS_CSV
+from mnist.layout import BEST_JSON, HISTORY_CSV, REPORT_MD, TRIALS_CSV
 from hpo.trial_terms import DIVERGED, METRIC, MODE, status_of
 from hpo.plots import (plot_anytime, plot_importance, plot_learning_curves, plot_parallel_coordinates,
                        plot_search_history)
 from mnist.atomic import write_json_atomic, write_text_atomic
 from mnist.checkpoint import git_commit
 from mnist.errors import UserError
+from mnist.layout import ANYTIME_PNG, IMPORTANCE_PNG, LEARNING_CURVES_PNG, PARALLEL_COORDINATES_PNG, SEARCH_HISTORY_PNG
 
 
 def _status(result: tune.Result, history: pd.DataFrame, max_epochs: int) -> str:
@@ -41,7 +42,7 @@ def read_progress(result: tune.Result) -> pd.DataFrame:
     except (FileNotFoundError, OSError, pd.errors.EmptyDataError):
         history = result.metrics_dataframe if result.metrics_dataframe is not None else pd.DataFrame()
     if "epoch" not in history:
-        return pd.DataFrame(columns=["epoch", "diverged", "val_acc"])
+        return pd.DataFrame(columns=["epoch", "diverged", METRIC])
     return history[history["epoch"].notna()]
 
 
@@ -52,7 +53,6 @@ class NothingFinished(UserError):
 def trial_tables(results: tune.ResultGrid, experiment: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(one row per trial, one row per trial and epoch), trials in the order they were created."""
     searched = list(experiment["search_space"])
-    baseline = experiment_baseline(experiment)
     rows, histories = [], []
     for result in results:
         if result.config is None:  # never started (a time budget ended the search first): nothing to say
@@ -62,27 +62,27 @@ def trial_tables(results: tune.ResultGrid, experiment: dict[str, Any]) -> tuple[
         history = read_progress(result)
         history = history.drop_duplicates("epoch", keep="last").sort_values("epoch")
         params = {key: result.config[key] for key in searched}
-        best = history.loc[history["val_acc"].idxmax()] if not history.empty else None
+        best = history.loc[history[METRIC].idxmax()] if not history.empty else None
         checkpoint = result.get_best_checkpoint(metric=METRIC, mode=MODE) if not history.empty else None
         last = history.iloc[-1] if not history.empty else {}
         rows.append({
             "trial": number, "trial_id": trial_id, **params,
             "status": _status(result, history, experiment["max_epochs"]),
             "epochs": int(last["epoch"]) if best is not None else 0,
-            "best_val_acc": float(best["val_acc"]) if best is not None else None,
+            "best_val_acc": float(best[METRIC]) if best is not None else None,
             "best_epoch": int(best["epoch"]) if best is not None else None,
-            "last_val_acc": float(last["val_acc"]) if best is not None else None,
+            "last_val_acc": float(last[METRIC]) if best is not None else None,
             "time_s": float(history["epoch_time_s"].sum()) if best is not None else 0.0,
             "device": last.get("device", ""), "gpu_ids": last.get("gpu_ids", ""), "node": last.get("node", ""),
             "node_ip": last.get("node_ip", ""), "node_id": last.get("node_id", ""),
-            "baseline": all(params[k] == baseline[k] for k in searched),
+            "baseline": is_baseline(experiment["baseline"], params),
             # Relative to the experiment folder, so that the folder can be moved or shared.
             "checkpoint": str(Path(checkpoint.path).relative_to(Path(result.path).parent)) if checkpoint else "",
             "path": result.path,
             "config": result.config,
         })
         if not history.empty:
-            columns = ["trial", "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s"]
+            columns = ["trial", "epoch", "train_loss", "train_acc", "val_loss", METRIC, "lr", "epoch_time_s"]
             # When each epoch ended (Tune's wall clock): orders all trials' epochs for the anytime plot.
             columns += ["timestamp"] if "timestamp" in history else []
             histories.append(history.assign(trial=number)[columns])
@@ -152,7 +152,7 @@ def anytime_curve(history: pd.DataFrame, trials: pd.DataFrame) -> dict[str, Any]
     the epochs ended), and the tutorial's final val_acc: when did the search pass it?"""
     order = ["timestamp", "trial", "epoch"] if "timestamp" in history else ["trial", "epoch"]
     ordered = history.sort_values(order)
-    best_so_far = ordered["val_acc"].cummax().to_numpy()
+    best_so_far = ordered[METRIC].cummax().to_numpy()
     cumulative = np.arange(1, len(ordered) + 1)
     baseline_rows = trials[trials["baseline"].astype(bool)]
     baseline = float(baseline_rows["last_val_acc"].iloc[0]) if not baseline_rows.empty else None
@@ -183,7 +183,7 @@ def write_report(folder: Path, trials: pd.DataFrame, experiment: dict[str, Any],
         "| | |", "|---|---|", *[f"| {key} | {value} |" for key, value in env.items()], "",
         f"{len(trials)} trials, budget {experiment['max_epochs']} epochs each; "
         + ", ".join(f"{count} {status}" for status, count in trials["status"].value_counts().items()) + ".", "",
-        f"Winner (best validation epoch): trial {best['trial']} with val_acc {best['val_acc']:.4f} at epoch "
+        f"Winner (best validation epoch): trial {best['trial']} with val_acc {best[METRIC]:.4f} at epoch "
         f"{best['epoch']}: " + ", ".join(f"{key}={dimension.format(best['params'][key])}"
                                          for key, dimension in dimensions(experiment["search_space"]).items()), "",
         "```", console_summary(trials, experiment["search_space"]), "```", "",
@@ -217,12 +217,12 @@ def summarize(folder: Path, results: tune.ResultGrid, experiment: dict[str, Any]
             "trial_id": top["trial_id"], "params": {k: plain(top[k]) for k in searched}, "config": top["config"],
             METRIC: float(top["best_val_acc"]), "epoch": int(top["best_epoch"]), "checkpoint": top["checkpoint"]}
     write_json_atomic(folder / BEST_JSON, best)
-    plot_search_history(trials, folder / "search_history.png")
-    plot_parallel_coordinates(trials, experiment["search_space"], folder / "parallel_coordinates.png")
-    plot_learning_curves(history, trials, experiment["max_epochs"], folder / "learning_curves.png")
-    plot_importance(trials, experiment["search_space"], folder / "importance.png")
+    plot_search_history(trials, folder / SEARCH_HISTORY_PNG)
+    plot_parallel_coordinates(trials, experiment["search_space"], folder / PARALLEL_COORDINATES_PNG)
+    plot_learning_curves(history, trials, experiment["max_epochs"], folder / LEARNING_CURVES_PNG)
+    plot_importance(trials, experiment["search_space"], folder / IMPORTANCE_PNG)
     anytime = anytime_curve(history, trials)
-    plot_anytime(anytime, folder / "anytime.png")
+    plot_anytime(anytime, folder / ANYTIME_PNG)
     write_report(folder, trials, experiment, best, hours_saved(trials, experiment["max_epochs"], resources), argv,
                  anytime)
     return trials, best

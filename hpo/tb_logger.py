@@ -15,7 +15,7 @@ from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 
 from hpo.space import dimensions
-from hpo.trial_terms import trial_number
+from hpo.trial_terms import METRIC, trial_number
 from mnist.outputs import SCALARS  # the same tags as a `python -m mnist.train` run
 
 SHORT_NAMES = {"lr": "lr", "batch_size": "bs", "dropout": "do", "step_size": "step", "gamma": "g",
@@ -46,10 +46,7 @@ class TrialTensorBoard(TBXLoggerCallback):
         if trial.trial_id not in self.writers:
             number = trial_number(trial)  # Tune's creation counter, as in trial folders
             params = {key: trial.config[key] for key in self.searched_keys}
-            # Compatibility: a callback pickled before the space was kept here (2026-11) has none: plain
-            # values then. Can go once no such search is resumed.
-            space = self.__dict__.get("space", {})
-            self.writers[trial.trial_id] = SummaryWriter(str(self.folder / run_name(number, params, space)))
+            self.writers[trial.trial_id] = SummaryWriter(str(self.folder / run_name(number, params, self.space)))
         return self.writers[trial.trial_id]
 
     def log_trial_start(self, trial: Any) -> None:
@@ -61,7 +58,7 @@ class TrialTensorBoard(TBXLoggerCallback):
         writer = self._writer(trial)
         for tag, key in SCALARS.items():
             writer.add_scalar(tag, result[key], result["epoch"])
-        self.best[trial.trial_id] = max(self.best.get(trial.trial_id, 0.0), result["val_acc"])
+        self.best[trial.trial_id] = max(self.best.get(trial.trial_id, 0.0), result[METRIC])
         writer.add_scalar(BEST_METRIC_TAG, self.best[trial.trial_id], result["epoch"])
         writer.flush()
 

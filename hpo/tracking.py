@@ -26,13 +26,14 @@ from urllib.parse import urlsplit
 import numpy as np
 from ray.tune import Callback
 
-from hpo.storage import BEST, BEST_JSON, EXPERIMENT_JSON, HISTORY_CSV, MLFLOW_JSON, REPORT_MD, RESULTS, TRIALS_CSV
+from mnist.layout import BEST, MLFLOW_JSON, RESULTS, SUMMARY_FILES, served_model
+from hpo.experiment import is_baseline
 from hpo.trial_terms import ERROR, METRIC, status_of, trial_number
 from mnist.atomic import write_json_atomic
 from mnist.checkpoint import load_checkpoint
 from mnist.data import load_mnist
 from mnist.errors import UserError, optional_module
-from mnist.export import export_checkpoint
+from mnist.reading.export import export_checkpoint
 from mnist.outputs import SCALARS
 
 DEFAULT_STORE = f"sqlite:///{RESULTS}/mlflow.db"  # a file in the project: nothing to start, `mlflow ui` reads it
@@ -40,7 +41,6 @@ MLFLOW_EXPERIMENT = "ccnet-hpo"  # every search is one parent run in this MLflow
 REGISTERED_MODEL = "ccnet"  # best.py --mlflow registers each winner as a new version of this model
 EPOCH_METRICS = tuple(SCALARS.values())  # the per-epoch numbers TensorBoard shows, under the trainable's names
 TRIAL_ID_TAG, TRIAL_TAG, TUTORIAL_TAG, END_TAG = "tune_trial_id", "trial", "tutorial_setting", "end"
-SUMMARY_FILES = (EXPERIMENT_JSON, TRIALS_CSV, HISTORY_CSV, BEST_JSON, REPORT_MD)  # the parent's artifacts, with the plots
 PARENT_TAG = "mlflow.parentRunId"  # MLflow's own tag: the UI nests a run under the run it names
 
 
@@ -137,7 +137,7 @@ def finish_search_run(tracking: dict[str, str], folder: Path, best: dict[str, An
     metrics (`best` None: it ended with nothing to summarize)."""
     client, _ = open_store(tracking["tracking_uri"])
     run_id = tracking["parent_run_id"]
-    for path in [folder / name for name in SUMMARY_FILES] + sorted(folder.glob("*.png")):
+    for path in [folder / name for name in SUMMARY_FILES]:
         if path.exists():
             client.log_artifact(run_id, str(path))
     if best is not None:
@@ -197,7 +197,7 @@ class MlflowTrials(Callback):
             run_id = self.client.create_run(self.tracking["experiment_id"], run_name=f"trial_{number:03d}",
                                             tags={PARENT_TAG: parent, TRIAL_ID_TAG: trial.trial_id,
                                                   TRIAL_TAG: str(number),
-                                                  TUTORIAL_TAG: str(params == self.baseline).lower()}).info.run_id
+                                                  TUTORIAL_TAG: str(is_baseline(self.baseline, params)).lower()}).info.run_id
             log_params(self.client, run_id, {key: value for key, value in trial.config.items()
                                              if not isinstance(value, dict)})
             self.logged[trial.trial_id] = set()
@@ -233,8 +233,7 @@ class MlflowTrials(Callback):
 
 def winner_file(folder: Path) -> Path:
     """What best.py registers: the seeds' ensemble when there is one, else the first seed's model."""
-    ensemble = folder / BEST / "ensemble.pt"
-    return ensemble if ensemble.exists() else folder / BEST / "model.pt"
+    return served_model(folder / BEST)
 
 
 def log_retraining(uri: str, folder: Path, search_name: str, summary: dict[str, Any]) -> str:

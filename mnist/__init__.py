@@ -1,4 +1,5 @@
-"""CCNet on MNIST: bundled data, model, a checkpointed trainable, evaluation.
+"""CCNet on MNIST: bundled data, knobs, model, a checkpointed trainable, evaluation and calibration.
 
-This package never imports ray or optuna: `hpo` wraps it for the search.
+`mnist.reading` reads people's digits with a trained model; `hpo` wraps the trainable in Ray Tune.
+This package never imports ray, optuna or hpo, and its training core never imports `mnist.reading`.
 """

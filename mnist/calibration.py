@@ -19,6 +19,7 @@ import torch
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
 
+from mnist.config import DEFAULTS
 from mnist.data import MnistData, device_images, split_train_val
 from mnist.model import model_from_checkpoint, predict_logits
 
@@ -74,7 +75,7 @@ def calibrate_logits(logits: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
 def calibrate_checkpoint(state: dict[str, Any], data: MnistData, device: torch.device) -> dict[str, Any] | None:
     """The calibration of a trained checkpoint on its own validation split; None when it trained on everything."""
     config = state["config"]
-    if not config.get("val_fraction", 0.2):
+    if not config.get("val_fraction", DEFAULTS["val_fraction"]):
         return None
     split = split_train_val(data, config["val_fraction"], config.get("limit"))
     model = model_from_checkpoint(state, device)

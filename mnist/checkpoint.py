@@ -5,6 +5,7 @@ epoch, RNG states, history) and to know where it came from (config, argv, git co
 """
 from __future__ import annotations
 
+import importlib.metadata
 import subprocess
 import sys
 from pathlib import Path
@@ -36,7 +37,15 @@ def git_commit() -> str:
 
 def run_metadata() -> dict[str, Any]:
     """What is saved beside every result and inside every checkpoint, next to the config."""
-    return {"argv": list(sys.argv), "git_commit": git_commit()}
+    return {"argv": list(sys.argv), "git_commit": git_commit(), "version": package_version()}
+
+
+def package_version() -> str:
+    """This project's installed version (pyproject.toml's), or "unknown" when run from a copy not installed."""
+    try:
+        return importlib.metadata.version("ccnet-hpo")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:

@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from mnist.device import DEVICE_CHOICES
 from mnist.errors import UserError
 
 
@@ -131,7 +132,7 @@ KNOBS: dict[str, Knob] = {
     "val_fraction": Knob(0.2, number(0, 1, high_open=True), "share of training images for validation",
                          searchable=False),
     # "auto" takes CUDA when there is one.
-    "device": Knob("auto", one_of("auto", "cpu", "cuda"), "auto takes CUDA when present", searchable=False),
+    "device": Knob("auto", one_of(*DEVICE_CHOICES), "auto takes CUDA when present", searchable=False),
     # CPU threads for torch; None = every CPU this process may use (Ray sets it per trial).
     "threads": Knob(None, optional(integer(1)), "CPU threads for torch (default: all available)", searchable=False),
     # bf16 autocast where the hardware runs bf16 natively (recent NVIDIA GPUs; CPUs with
@@ -147,7 +148,7 @@ KNOBS: dict[str, Knob] = {
 
 DEFAULTS: dict[str, Any] = {key: knob.default for key, knob in KNOBS.items()}
 # Compatibility: values renamed since (head "seed" became "tutorial", 2026-11); configs and checkpoints
-# written before still hold the old names. Can go once no such checkpoint is read.
+# written before still hold the old names. Goes in ccnet-hpo 0.3.0.
 RENAMED_VALUES = {"head": {"seed": "tutorial"}}
 
 
@@ -188,16 +189,24 @@ def resolve_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     return config
 
 
-def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per knob, named by the table; every flag defaults to None (= not given)."""
-    for key, knob in KNOBS.items():
+def add_table_flags(parser: argparse.ArgumentParser, table: dict[str, Any]) -> None:
+    """One flag per entry of a table of settings (KNOBS, or hpo's experiment SETTINGS: each entry has a default,
+    a rule, a help and its flags), named by the table; every flag defaults to None (= not given), and its help
+    shows the table's default."""
+    for key, knob in table.items():
         flags = knob.flags or (f"--{key.replace('_', '-')}",)
-        help_text = f"{knob.help} (default {knob.default})".replace("%", "%%")
+        shown = "" if knob.default is None else f" (default {knob.default})"
+        help_text = f"{knob.help}{shown}".replace("%", "%%")
         if knob.rule is BOOLEAN:
             parser.add_argument(*flags, dest=key, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         else:
             parser.add_argument(*flags, dest=key, type=knob.rule.parse, choices=knob.rule.choices, default=None,
                                 help=help_text)
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per knob."""
+    add_table_flags(parser, KNOBS)
 
 
 def config_from_flags(args: argparse.Namespace, base: dict[str, Any]) -> dict[str, Any]:

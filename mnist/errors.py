@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from types import ModuleType
 from typing import Callable
@@ -40,3 +41,11 @@ def optional_module(name: str, extra: str, purpose: str) -> ModuleType:
         return importlib.import_module(name)
     except ImportError:
         raise UserError(f"{purpose} needs the Python package {name}: pip install -e '.[{extra}]'") from None
+
+
+def run_moved(old: str, new: str) -> None:
+    """A command that moved: one line naming the new one, then the new one runs with the same arguments (in this
+    process's place, so exit code and output are its own)."""
+    print(f"note: python -m {old} is now python -m {new} (the old name goes in ccnet-hpo 0.3.0)", file=sys.stderr,
+          flush=True)
+    os.execv(sys.executable, [sys.executable, "-m", new, *sys.argv[1:]])

@@ -21,6 +21,7 @@ from mnist.data import MnistData, device_images, load_mnist
 from mnist.device import DEVICE_CHOICES, pick_device
 from mnist.errors import run_cli
 from mnist.model import model_from_checkpoint, predict_logits
+from mnist.layout import CONFUSION_MATRIX_PNG, METRICS_JSON, MISCLASSIFIED_PNG
 
 DIGITS = list(range(10))
 
@@ -62,12 +63,12 @@ def write_evaluation(result: dict[str, Any], data: MnistData, out: Path, extra: 
     from mnist.plots import plot_confusion_matrix, plot_misclassified
 
     out.mkdir(parents=True, exist_ok=True)
-    plot_confusion_matrix(np.array(result["confusion_matrix"]), out / "confusion_matrix.png")
+    plot_confusion_matrix(np.array(result["confusion_matrix"]), out / CONFUSION_MATRIX_PNG)
     plot_misclassified(data.test_images, data.test_labels, result["predicted"], result["probabilities"],
-                       out / "misclassified.png")
+                       out / MISCLASSIFIED_PNG)
     metrics = {key: value for key, value in result.items() if key not in ("predicted", "probabilities")}
     metrics.update(extra)
-    write_json_atomic(out / "metrics.json", metrics)
+    write_json_atomic(out / METRICS_JSON, metrics)
     return metrics
 
 
@@ -100,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     metrics = write_evaluation(result, data, out, {"checkpoint": str(args.checkpoint), "data_source": data.source,
                                                    "config": state["config"]})
     print_summary(metrics)
-    print(f"wrote {out}/metrics.json, confusion_matrix.png, misclassified.png")
+    print(f"wrote {out}/{METRICS_JSON}, {CONFUSION_MATRIX_PNG}, {MISCLASSIFIED_PNG}")
     return 0
 
 

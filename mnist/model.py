@@ -11,16 +11,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from mnist.config import upgrade_config
+from mnist.config import DEFAULTS, KNOBS, upgrade_config
 from mnist.data import to_model_input
 from mnist.errors import UserError
 
 
 class CCNet(nn.Module):
-    def __init__(self, dropout: float = 0.5, head: str = "logits") -> None:
+    def __init__(self, dropout: float = DEFAULTS["dropout"], head: str = DEFAULTS["head"]) -> None:
         super().__init__()
-        if head not in ("logits", "tutorial"):
-            raise ValueError(f"head must be 'logits' or 'tutorial', got {head!r}")
+        if head not in KNOBS["head"].rule.choices:
+            raise ValueError(f"head must be {KNOBS['head'].rule.text}, got {head!r}")
         self.head = head
         # The tutorial's stack: 28x28 -> 14x14 -> 7x7 -> 4x4, 18 channels -> 288 features.
         self.features = nn.Sequential(

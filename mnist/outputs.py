@@ -15,6 +15,7 @@ from torch.utils.tensorboard import SummaryWriter
 from mnist.atomic import write_json_atomic, write_text_atomic
 from mnist.checkpoint import run_metadata, save_checkpoint
 from mnist.plots import plot_curves
+from mnist.layout import BEST_PT, CONFIG_JSON, CURVES_PNG, LAST_PT, METRICS_CSV, TENSORBOARD
 
 # TensorBoard tag -> metric, for training runs and search trials alike.
 SCALARS = {"loss/train": "train_loss", "loss/val": "val_loss", "accuracy/train": "train_acc",
@@ -35,19 +36,19 @@ class RunOutputs:
         self.folder = folder
         self.config = config
         folder.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(folder / "config.json", {"config": config, **run_metadata()})
-        self.writer = SummaryWriter(log_dir=str(folder / "tensorboard"))
+        write_json_atomic(folder / CONFIG_JSON, {"config": config, **run_metadata()})
+        self.writer = SummaryWriter(log_dir=str(folder / TENSORBOARD))
 
     def on_epoch(self, metrics: dict[str, Any], state: dict[str, Any]) -> None:
         history = state["history"]
-        save_checkpoint(state, self.folder / "last.pt")
+        save_checkpoint(state, self.folder / LAST_PT)
         if not metrics["val_acc"] < max(row["val_acc"] for row in history):  # NaN (no validation) keeps the last
-            save_checkpoint(state, self.folder / "best.pt")
-        write_text_atomic(self.folder / "metrics.csv", pd.DataFrame(history).to_csv(index=False))
+            save_checkpoint(state, self.folder / BEST_PT)
+        write_text_atomic(self.folder / METRICS_CSV, pd.DataFrame(history).to_csv(index=False))
         for tag, key in SCALARS.items():
             self.writer.add_scalar(tag, metrics[key], metrics["epoch"])
         self.writer.flush()
-        plot_curves(history, self.folder / "curves.png")
+        plot_curves(history, self.folder / CURVES_PNG)
         print(format_epoch(metrics, self.config["epochs"]), flush=True)
 
     def close(self) -> None:

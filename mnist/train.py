@@ -35,6 +35,7 @@ from mnist.data import MnistData, device_images, device_labels, load_mnist, spli
 from mnist.errors import UserError, run_cli
 from mnist.device import available_cpus, bf16_is_native, pick_device, set_cuda_math
 from mnist.model import CCNet, predict_logits
+from mnist.layout import BEST_PT, CONFIG_JSON, LAST_PT, RESULTS, TRAIN_RUNS
 
 EpochHook = Callable[[dict[str, Any], dict[str, Any]], None]
 METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s", "images_per_s")
@@ -249,9 +250,9 @@ def main(argv: list[str] | None = None) -> int:
     # Everything is checked before anything is written: a refused run leaves no folder behind.
     data = load_mnist(config["data"])
     split_train_val(data, config["val_fraction"], config["limit"])
-    default_out = Path(args.resume).parent if args.resume else Path("results/train") / datetime.now().strftime("%Y%m%d-%H%M%S")
+    default_out = Path(args.resume).parent if args.resume else Path(RESULTS) / TRAIN_RUNS / datetime.now().strftime("%Y%m%d-%H%M%S")
     out = Path(args.out) if args.out else default_out
-    if not args.resume and any((out / name).exists() for name in ("last.pt", "best.pt", "config.json")):
+    if not args.resume and any((out / name).exists() for name in (LAST_PT, BEST_PT, CONFIG_JSON)):
         raise UserError(f"{out}: holds a training run already; continue it with --resume {out / 'last.pt'}, "
                         "or choose another --out")
     outputs = RunOutputs(out, config)
@@ -259,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     history = train(config, data=data, on_epoch=outputs.on_epoch, resume_from=resume_from,
                     progress=sys.stderr.isatty())
     outputs.close()
-    calibrate_best(outputs.folder / "best.pt", data, pick_device(config["device"]))
+    calibrate_best(outputs.folder / BEST_PT, data, pick_device(config["device"]))
     best = max(history, key=lambda row: row["val_acc"])
     print(f"best val_acc {best['val_acc']:.4f} at epoch {best['epoch']}; checkpoints in {outputs.folder}")
     return 1 if history[-1]["diverged"] else 0

@@ -1,7 +1,7 @@
 """What every server here does to be safe by default: a free port checked first, only its own Host
 answered (no DNS rebinding), and, unless asked otherwise, nothing but reading.
 
-Used by the draw page (mnist.serve) and optuna-dashboard (hpo.dashboard); needs no web framework.
+Used by the draw page (mnist.reading.serve) and optuna-dashboard (hpo.dashboard); needs no web framework.
 """
 from __future__ import annotations
 

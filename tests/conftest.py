@@ -78,7 +78,8 @@ def smoke_search(tmp_path_factory: pytest.TempPathFactory,
                  smoke_flags: list[str]) -> tuple[Path, subprocess.CompletedProcess]:
     """The smoke search, tracked in MLflow (the store beside it: mlflow_store(storage))."""
     storage = tmp_path_factory.mktemp("results")
-    result = run_script("search.py", [*smoke_flags, "--storage-path", str(storage), "--name", "smoke",
+    # One trial at a time: which trials ASHA stops does not depend on which reports first (test_search).
+    result = run_script("search.py", [*smoke_flags, "--max-concurrent", "1", "--storage-path", str(storage), "--name", "smoke",
                                       "--mlflow", mlflow_store(storage)])
     assert result.returncode == 0, result.stderr[-3000:]
     return storage / "smoke", result

@@ -1,4 +1,4 @@
-"""hpo/bench.py kept working at a toy size (the real run is minutes per search, not part of the suite)."""
+"""benchmarks/schedulers.py kept working at a toy size (the real run is minutes per search, not part of the suite)."""
 from __future__ import annotations
 
 import re
@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers import PNG_MAGIC, free_port, run_script, stop_ray_start, wait_for_port
+from tests.helpers import PNG_MAGIC, run_module, stop_ray_start, wait_for_port
+from tools.browser import free_port
 
 pytestmark = pytest.mark.slow  # six small searches
 
@@ -24,8 +25,8 @@ def test_the_bench_prints_its_figures_and_plot_at_a_toy_size(tmp_path: Path) -> 
                             stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         wait_for_port(port)
-        result = run_script("bench.py", ["--seeds", "0", "1", "--num-samples", "2", "--max-epochs", "2", "--limit", "600",
-                                         "--storage-path", str(tmp_path), "--address", f"127.0.0.1:{port}"],
+        result = run_module("benchmarks.schedulers", ["--seeds", "0", "1", "--num-samples", "2", "--max-epochs", "2", "--limit", "600",
+                                                  "--storage-path", str(tmp_path), "--address", f"127.0.0.1:{port}"],
                             timeout=900, env={"RAY_AUTH_MODE": "disabled"})
     finally:
         stop_ray_start(head)

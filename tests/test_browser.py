@@ -17,10 +17,10 @@ import pytest
 from PIL import Image
 
 from mnist.data import MnistData
-from mnist.predict import Predictor, load_image, top_three
-from tests.canvas_set import draw_set, wait_for
-from tests.helpers import (BROWSER_GROUP, ROOT, SMOKE_GROUP, draw_stroke, free_port, headless_chromium, ring,
-                           start_server, stop_process, vertical_bar, wait_for_port)
+from mnist.reading.predict import Predictor, load_image, top_three
+from tools.canvas_set import draw_set, wait_for
+from tests.helpers import BROWSER_GROUP, ROOT, SMOKE_GROUP, ring, vertical_bar, wait_for_port
+from tools.browser import draw_stroke, free_port, headless_chromium, start_server, stop_process
 
 @pytest.fixture(scope="module")
 def browser():
@@ -46,9 +46,9 @@ def digit_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def draw_page(digit_model: Path, tmp_path_factory: pytest.TempPathFactory):
-    """`python -m mnist.serve` on a free port, as a user starts it; yields its URL."""
+    """`python -m mnist.reading.serve` on a free port, as a user starts it; yields its URL."""
     log = tmp_path_factory.mktemp("serve") / "serve.log"
-    process, url = start_server([sys.executable, "-m", "mnist.serve", "--checkpoint", str(digit_model),
+    process, url = start_server([sys.executable, "-m", "mnist.reading.serve", "--checkpoint", str(digit_model),
                                  "--port", str(free_port())], "draw a digit:", log)
     yield url
     stop_process(process)

@@ -14,7 +14,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.helpers import ROOT, free_port, metric_steps, mlflow_store, search_runs, stop_ray_start
+from tests.helpers import ROOT, metric_steps, mlflow_store, search_runs, stop_ray_start
+from tools.browser import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("two_nodes")]  # one worker: the file shares its two-node cluster
 

@@ -9,7 +9,7 @@ import pytest
 
 from hpo.experiment import resolve_experiment
 from mnist.evaluate import main as evaluate_main
-from mnist.predict import Predictor
+from mnist.reading.predict import Predictor
 from tests.helpers import run_script
 
 pytestmark = pytest.mark.slow  # Ray clusters and searches: minutes

@@ -1,4 +1,4 @@
-"""python -m mnist.export: ONNX and TorchScript files that answer as the checkpoint does, and serve the same page."""
+"""python -m mnist.reading.export: ONNX and TorchScript files that answer as the checkpoint does, and serve the same page."""
 from __future__ import annotations
 
 import importlib
@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from mnist import export
+from mnist.reading import export
 from mnist.checkpoint import load_checkpoint, save_checkpoint
 from mnist.data import load_mnist
 from mnist.errors import UserError
-from mnist.export import ExportedModel, PixelsToLogits, export_checkpoint
+from mnist.reading.export import ExportedModel, PixelsToLogits, export_checkpoint
 from mnist.model import ensemble_weights, model_from_checkpoint
-from mnist.predict import Predictor
-from mnist.serve import create_app
+from mnist.reading.predict import Predictor
+from mnist.reading.serve import create_app
 from tests.test_serve import png_of_a_bar, post
 
 

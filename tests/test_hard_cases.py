@@ -2,6 +2,7 @@
 exit, nothing lost or left behind."""
 from __future__ import annotations
 
+import json
 import shutil
 import struct
 import time
@@ -12,9 +13,10 @@ import pytest
 import torch
 from PIL import Image
 
+from hpo.experiment import resolve_experiment
 from mnist.checkpoint import load_checkpoint, save_checkpoint
 from mnist.errors import UserError, run_cli
-from mnist.predict import main as predict_main
+from mnist.reading.predict import main as predict_main
 from mnist.train import main as train_main
 from tests.helpers import refused, refused_process, run_script
 
@@ -88,7 +90,7 @@ def test_a_decompression_bomb_is_one_line_and_the_next_files_are_read(
 
 
 def test_a_huge_image_is_scaled_down_on_opening(tmp_path: Path) -> None:
-    from mnist.predict import MAX_SIDE, load_image
+    from mnist.reading.predict import MAX_SIDE, load_image
 
     path = tmp_path / "huge.png"
     image = Image.new("L", (8000, 8000), 255)
@@ -123,7 +125,8 @@ def test_a_broken_optuna_db_on_resume_is_one_line(tmp_path: Path, content: bytes
 def test_a_broken_trials_csv_is_one_line_for_best_py(tmp_path: Path, trials_csv: str) -> None:
     folder = tmp_path / "search"
     folder.mkdir()
-    (folder / "experiment.json").write_text('{"experiment": {"search_space": {"lr": {"loguniform": [1e-5, 0.01]}}}}')
+    experiment = resolve_experiment({"search_space": {"lr": {"loguniform": [1e-5, 0.01]}}}, {}, "test")
+    (folder / "experiment.json").write_text(json.dumps({"experiment": experiment}))
     (folder / "trials.csv").write_text(trials_csv)
     result = run_script("best.py", ["--search", str(folder)], timeout=120)
     refused_process(result)

@@ -132,8 +132,8 @@ def test_a_spoiled_checkpoint_is_one_line_in_predict_and_evaluate_and_skipped_by
     from mnist.checkpoint import load_checkpoint, save_checkpoint
     from mnist.errors import run_cli
     from mnist.evaluate import main as evaluate_main
-    from mnist.predict import default_checkpoint
-    from mnist.predict import main as predict_main
+    from mnist.reading.predict import default_checkpoint
+    from mnist.reading.predict import main as predict_main
 
     state = load_checkpoint(tiny_run / "best.pt")
     spoil(state)
@@ -264,7 +264,7 @@ def test_malformed_pngs_are_one_line_each_and_the_other_images_are_still_read(
     from PIL import Image, ImageDraw
 
     from mnist.errors import run_cli
-    from mnist.predict import main as predict_main
+    from mnist.reading.predict import main as predict_main
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
@@ -297,7 +297,7 @@ def test_a_read_only_output_folder_is_one_line_naming_it(tiny_run: Path, tmp_pat
 
     from hpo.search import main as search_main
     from mnist.errors import run_cli
-    from mnist.predict import main as predict_main
+    from mnist.reading.predict import main as predict_main
     from mnist.train import main as train_main
 
     images = tmp_path / "images"

@@ -10,8 +10,8 @@ from PIL import Image, ImageDraw
 
 from mnist.data import MnistData
 from mnist.errors import run_cli
-from mnist.predict import Predictor, load_image, main
-from mnist.preprocess import MNIST_CENTER, preprocess
+from mnist.reading.predict import Predictor, load_image, main
+from mnist.reading.preprocess import MNIST_CENTER, preprocess
 from mnist.train import main as train_main
 from tests.helpers import PNG_MAGIC
 
@@ -116,7 +116,13 @@ def test_cli_reports_each_file_and_survives_bad_ones(tmp_path: Path, trained_mod
     assert exit_info.value.code == 2  # some files failed: bad input, the others still read
     lines = [json.loads(line) for line in out.splitlines()]
     assert [Path(line["file"]).name for line in lines] == ["good_0.png", "good_1.png", "good_2.png"]
-    assert all(len(line["top3"]) == 3 and 0 <= line["digit"] <= 9 for line in lines)
+    for line in lines:  # the digit said is the likeliest of the ten, and the top 3 are the three likeliest
+        probabilities = line["probabilities"]
+        assert len(probabilities) == 10 and sum(probabilities) == pytest.approx(1, abs=1e-4)
+        assert line["digit"] == max(range(10), key=probabilities.__getitem__)
+        top = [probabilities[entry["digit"]] for entry in line["top3"]]
+        rest = [p for digit, p in enumerate(probabilities) if digit not in {entry["digit"] for entry in line["top3"]}]
+        assert top == sorted(top, reverse=True) and min(top) >= max(rest)
     assert f"{folder / 'notes.png'}: not an image Pillow can read" in err
     assert f"{folder / 'blank.png'}: no ink found" in err
     assert f"{folder / 'tiny.bmp'}: image too small to hold a digit (5x5 px" in err

@@ -12,8 +12,8 @@ from scipy import ndimage
 
 from mnist.data import MnistData
 from mnist.errors import UserError
-from mnist.predict import Predictor, load_image
-from mnist.preprocess import (MNIST_CENTER, MNIST_SKEW_RANGE, MNIST_STROKE_RANGE, MNIST_STROKE_WIDTH, MNIST_WHITE_SHARE, Steps, digit_stroke_width,
+from mnist.reading.predict import Predictor, load_image
+from mnist.reading.preprocess import (MNIST_CENTER, MNIST_SKEW_RANGE, MNIST_STROKE_RANGE, MNIST_STROKE_WIDTH, MNIST_WHITE_SHARE, Steps, digit_stroke_width,
                               mnist_statistics, preprocess, preprocess_stages, skew_of)
 
 
@@ -151,7 +151,7 @@ def test_the_stages_are_what_the_page_shows() -> None:
 def test_the_scans_are_scikit_learns_digits_on_photographed_paper(tmp_path: Path) -> None:
     from sklearn.datasets import load_digits
 
-    from mnist.handwriting import scan_photo, split_names
+    from mnist.reading.handwriting import scan_photo, split_names
 
     digits = load_digits()
     rng = np.random.default_rng(0)

@@ -17,7 +17,8 @@ UPGRADE_HINT = "Ray's internals changed: update hpo/searcher.py / hpo/scheduler.
 
 def make_searcher() -> PruningAwareOptunaSearch:
     searcher = PruningAwareOptunaSearch(space={"lr": tune.loguniform(1e-4, 1e-2)}, metric="val_acc", mode="max",
-                                        sampler=optuna.samplers.RandomSampler(seed=0), max_epochs=3)
+                                        sampler=optuna.samplers.RandomSampler(seed=0), max_epochs=3,
+                                        baseline={"lr": 2e-4})
     for name in ("_ot_trials", "_ot_study", "_completed_trials"):
         assert hasattr(searcher, name), f"OptunaSearch.{name} is gone. {UPGRADE_HINT}"
     return searcher
@@ -81,25 +82,10 @@ def test_the_bracket_of_each_trial_is_drawn_from_the_search_seed() -> None:
     assert brackets_drawn(seed=8) != first  # another search seed, other brackets
 
 
-def test_a_scheduler_pickled_before_brackets_were_seeded_still_reads() -> None:
-    import pickle
-
-    scheduler = BaselineKeepingASHA(time_attr="epoch", max_t=9, grace_period=1, reduction_factor=3,
-                                    baseline={"lr": 2e-4}, seed=0, metric="val_acc", mode="max")
-    state = scheduler.__dict__.copy()
-    for name in ("budget_attr", "budget", "bracket_draws"):  # as searches saved before 2026-12-02 hold it
-        del state[name]
-    old = BaselineKeepingASHA.__new__(BaselineKeepingASHA)
-    old.__setstate__(pickle.loads(pickle.dumps(state)))
-    assert (old.budget_attr, old.budget, old.bracket_draws) == ("epoch", 9, None)
-    old.on_trial_add(None, SimpleNamespace(trial_id="t", config={"lr": 1e-3}))  # draws as Ray did
-
-
-
 def test_the_dashboard_sees_the_metric_the_tutorials_trial_and_tunes_ids() -> None:
     searcher = PruningAwareOptunaSearch(space={"lr": tune.loguniform(1e-4, 1e-2)}, metric="val_acc", mode="max",
                                         sampler=optuna.samplers.RandomSampler(seed=0), max_epochs=3,
-                                        points_to_evaluate=[{"lr": 2e-4}])
+                                        points_to_evaluate=[{"lr": 2e-4}], baseline={"lr": 2e-4})
     assert hasattr(searcher, "_setup_study"), f"OptunaSearch._setup_study is gone. {UPGRADE_HINT}"
     searcher.suggest("first")
     searcher.suggest("second")

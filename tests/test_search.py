@@ -20,11 +20,11 @@ from scipy import stats
 from mnist.checkpoint import load_checkpoint
 from mnist.data import MnistData
 from mnist.evaluate import evaluate_model
-from mnist.export import ExportedModel
+from mnist.reading.export import ExportedModel
 from mnist.model import model_from_checkpoint
-from mnist.predict import default_checkpoint
-from tests.helpers import (PNG_MAGIC, ROOT, SMOKE_GROUP, free_port, metric_steps, mlflow_store, refused_process,
-                           run_script, search_runs, stop_ray_start, wait_for_port)
+from mnist.reading.predict import default_checkpoint
+from tests.helpers import PNG_MAGIC, ROOT, SMOKE_GROUP, metric_steps, mlflow_store, refused_process, run_script, search_runs, stop_ray_start, wait_for_port
+from tools.browser import free_port
 
 pytestmark = pytest.mark.slow  # Ray clusters and searches: minutes
 
@@ -93,6 +93,17 @@ def test_the_console_shows_progress_not_rays_internals(smoke_search: tuple[Path,
     assert f"Ray's full log: {folder / 'search.log'}" in result.stdout
     log = (folder / "search.log").read_text()
     assert progress[-1] in log and "Checkpoint successfully created" in log  # Ray's own lines are kept there
+
+
+@SMOKE_GROUP
+def test_the_smoke_search_stops_a_trial(smoke_search: tuple[Path, subprocess.CompletedProcess]) -> None:
+    """One trial at a time, so ASHA's decisions do not depend on which trial reports first: at the 1-epoch rung the
+    sampled trials (seed 0) are far below the tutorial's setting, which is never stopped and trains to the budget."""
+    folder, _ = smoke_search
+    trials = pd.read_csv(folder / "trials.csv").set_index("trial")
+    stopped = trials[trials["status"] == "stopped early"]
+    assert len(stopped) >= 1 and (stopped["epochs"] < 2).all()
+    assert trials.loc[1, "baseline"] and trials.loc[1, "status"] == "completed" and trials.loc[1, "epochs"] == 2
 
 
 @SMOKE_GROUP

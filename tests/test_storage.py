@@ -15,7 +15,8 @@ import pyarrow.fs
 import pytest
 
 from hpo.storage import ExperimentStore, join_uri, split_experiment
-from tests.helpers import free_port, run_script
+from tests.helpers import run_script
+from tools.browser import free_port
 
 
 def test_uri_joins_and_splits_keep_the_query() -> None:

@@ -168,7 +168,7 @@ def test_resume_from_a_non_checkpoint_is_refused(tmp_path: Path, capsys: pytest.
 
 
 def test_benchmark_runs_and_reports_its_ratio(capsys: pytest.CaptureFixture) -> None:
-    from mnist.bench import main as bench_main
+    from benchmarks.train_speed import main as bench_main
 
     bench_main(["--batches", "8", "--threads", "1", "--skip-csv"])
     lines = capsys.readouterr().out.strip().splitlines()

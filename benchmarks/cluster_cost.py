@@ -1,6 +1,6 @@
 """Benchmark: the cost of going multi-node and data-parallel, measured on one machine.
 
-    python hpo/bench_cluster.py [--num-samples 8] [--max-epochs 2] [--limit 8000]
+    python -m benchmarks.cluster_cost [--num-samples 8] [--max-epochs 2] [--limit 8000]
 
 (1) The same fixed search (FIFO, random sampling, so both runs train the same trials) on a
 one-node local Ray cluster with 2 CPUs and on a two-node one with 1 CPU per node (both

@@ -5,7 +5,7 @@
 (b) ours: uint8 data in one tensor, randperm index slices, logits head, one sync per epoch.
 Also the time to load the data: the bundled IDX files vs the tutorial's pandas CSV route.
 
-    python -m mnist.bench [--batches 300] [--threads N]
+    python -m benchmarks.train_speed [--batches 300] [--threads N]
 The last line is `speedup_vs_tutorial: X.XX` (images/s of ours over the tutorial's).
 """
 from __future__ import annotations

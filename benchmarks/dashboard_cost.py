@@ -1,6 +1,6 @@
 """Benchmark: does serving the dashboard slow a search? The same search twice in one run.
 
-    python hpo/bench_dashboard.py [--num-samples 10] [--max-epochs 3] [--limit 6000] [--poll-s 1]
+    python -m benchmarks.dashboard_cost [--num-samples 10] [--max-epochs 3] [--limit 6000] [--poll-s 1]
 
 Once without the dashboard, once with it (`--dashboard`, a thread of the driver) while a client
 asks it for the whole study every `poll-s` seconds, as an open browser tab does (the page's own
@@ -16,7 +16,7 @@ import urllib.request
 from datetime import datetime
 from pathlib import Path
 
-from hpo.bench import timed_search
+from benchmarks.schedulers import timed_search
 from hpo.dashboard import serve_dashboard
 from hpo.experiment import resolve_experiment
 from mnist.errors import run_cli

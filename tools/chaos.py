@@ -1,6 +1,6 @@
 """Chaos: drivers raced, resumed while running, and killed at random moments; after each, the folders are checked.
 
-    python tests/chaos.py [--rounds 20] [--seed 0] [--out results/chaos]
+    python -m tools.chaos [--rounds 20] [--seed 0] [--out results/chaos]
 
 Not part of the suite (minutes per round). Each round, on a tiny search (3 trials, 2 epochs,
 2,000 images): two search.py on one --name started together (exactly one runs, the other is

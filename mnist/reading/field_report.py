@@ -1,11 +1,11 @@
 """How models read real handwriting beside MNIST: the table README shows, from one command.
 
-    python -m mnist.field_test CHECKPOINT [CHECKPOINT ...] [--sets results/handwriting] [--split report]
+    python -m mnist.reading.field_report CHECKPOINT [CHECKPOINT ...] [--sets results/handwriting] [--split report]
 
 For each checkpoint: MNIST test accuracy, then the reading rate of every real set's `report`
-half (mnist.handwriting; the scans are written first when missing) with the preprocessing as
+half (mnist.reading.handwriting; the scans are written first when missing) with the preprocessing as
 it was before its new steps ("before") and as it is now ("now"), and the share the calibrated
-model is not sure of. One row per checkpoint, as Markdown; results/field_test.json keeps it all.
+model is not sure of. One row per checkpoint, as Markdown; results/field_report.json keeps it all.
 """
 from __future__ import annotations
 
@@ -20,10 +20,11 @@ from mnist.data import load_mnist
 from mnist.device import pick_device
 from mnist.errors import UserError, run_cli
 from mnist.evaluate import evaluate_model
-from mnist.handwriting import CANVAS_SET, LABELS_FILE, read_labels, reading_report, write_scan_set
+from mnist.reading.handwriting import CANVAS_SET, LABELS_FILE, read_labels, reading_report, write_scan_set
 from mnist.model import model_from_checkpoint
-from mnist.predict import ImageError, Predictor, load_image
-from mnist.preprocess import Steps
+from mnist.reading.predict import ImageError, Predictor, load_image
+from mnist.reading.preprocess import Steps
+from mnist.layout import FIELD_REPORT_JSON, HANDWRITING_SETS
 
 PREPROCESSING = {"before": Steps.before(), "now": Steps()}
 
@@ -49,7 +50,7 @@ def read_set(predictor: Predictor, folder: Path, steps: Steps) -> dict:
     return reading_report(np.array(truth), prediction.labels, prediction.unsure)
 
 
-def field_test(checkpoint: Path, folders: dict[str, Path], split: str) -> dict:
+def field_report(checkpoint: Path, folders: dict[str, Path], split: str) -> dict:
     """MNIST test accuracy and every set's reading, both preprocessings, of one checkpoint."""
     device = pick_device("auto")
     state = load_checkpoint(checkpoint)
@@ -74,16 +75,16 @@ def markdown_row(label: str, result: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoints", nargs="+", help="checkpoints to compare (label=PATH names a row)")
-    parser.add_argument("--sets", default="results/handwriting", help="where the scans set is (default results/handwriting)")
+    parser.add_argument("--sets", default=HANDWRITING_SETS, help=f"where the scans set is (default {HANDWRITING_SETS})")
     parser.add_argument("--split", choices=("tune", "report"), default="report", help="which half (default report)")
-    parser.add_argument("--out", default="results/field_test.json", help="all figures (default results/field_test.json)")
+    parser.add_argument("--out", default=FIELD_REPORT_JSON, help=f"all figures (default {FIELD_REPORT_JSON})")
     args = parser.parse_args(argv)
     named = [item.split("=", 1) if "=" in item else (Path(item).parent.name, item) for item in args.checkpoints]
     for _, path in named:
         if not Path(path).is_file():
             raise UserError(f"{path}: no such checkpoint file")
     folders = set_folders(Path(args.sets))
-    results = {label: field_test(Path(path), folders, args.split) for label, path in named}
+    results = {label: field_report(Path(path), folders, args.split) for label, path in named}
     header = "| model | MNIST test | " + " | ".join(f"{name} before | {name} now | {name} not sure"
                                                    for name in folders) + " |"
     print(header)

@@ -5,12 +5,12 @@ it, choose thresholds and steps on it) and `report/` (only ever reported):
 
 - scans: scikit-learn's 1,797 digits (43 writers, shipped with scikit-learn, none from MNIST)
   rendered as photographed paper: upscaled, dark on light, off centre, uneven light, blur,
-  sensor noise, JPEG. `python -m mnist.handwriting scans` writes it (seeded, a few seconds).
+  sensor noise, JPEG. `python -m mnist.reading.handwriting scans` writes it (seeded, a few seconds).
 - canvas: digits drawn on the draw page's canvas in a real browser by pointer strokes
-  (`python -m tests.canvas_set`, Chromium + Selenium), from the stroke paths of `digit_strokes`
+  (`python -m tools.canvas_set`, Chromium + Selenium), from the stroke paths of `digit_strokes`
   at several sizes, slants and pen widths; committed under examples/handwriting/canvas.
 
-`read_labels` and `reading_report` are what `python -m mnist.predict DIR --labels FILE` uses.
+`read_labels` and `reading_report` are what `python -m mnist.reading.predict DIR --labels FILE` uses.
 """
 from __future__ import annotations
 
@@ -25,10 +25,11 @@ from sklearn.metrics import accuracy_score, confusion_matrix
 
 from mnist.atomic import write_text_atomic
 from mnist.errors import UserError, run_cli
+from mnist.layout import HANDWRITING_SETS
 
 SPLITS = ("tune", "report")
 LABELS_FILE = "labels.csv"
-CANVAS_SET = Path(__file__).resolve().parent.parent / "examples" / "handwriting" / "canvas"
+CANVAS_SET = Path(__file__).resolve().parents[2] / "examples" / "handwriting" / "canvas"
 
 
 # ---------------------------------------------------------------- labels
@@ -218,7 +219,7 @@ def digit_strokes(digit: int, rng: np.random.Generator, canvas: int = 280) -> tu
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Write the photographed-scans set (scikit-learn's digits).")
     parser.add_argument("set", choices=("scans",), help="which set to write")
-    parser.add_argument("--out", default="results/handwriting/scans", help="folder (default results/handwriting/scans)")
+    parser.add_argument("--out", default=f"{HANDWRITING_SETS}/scans", help=f"folder (default {HANDWRITING_SETS}/scans)")
     parser.add_argument("--seed", type=int, default=0, help="random seed of placement, light, blur, noise, JPEG")
     args = parser.parse_args(argv)
     counts = write_scan_set(Path(args.out), args.seed)

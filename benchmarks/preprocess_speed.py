@@ -1,6 +1,6 @@
 """How fast an image is read: a 4000x3000 phone photo through the preprocessing, and the page's answer to a stroke.
 
-    python -m mnist.bench_preprocess [--checkpoint FILE] [--repeats 7]
+    python -m benchmarks.preprocess_speed [--checkpoint FILE] [--repeats 7]
 
 Prints the median seconds of each, with the preprocessing as it was before its new steps as
 the baseline measured in the same run (targets: a photo under 0.3 s, a stroke under 0.5 s).
@@ -19,8 +19,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from mnist.errors import run_cli
-from mnist.predict import Predictor, default_checkpoint, load_stages
-from mnist.preprocess import Steps
+from mnist.reading.predict import Predictor, default_checkpoint, load_stages
+from mnist.reading.preprocess import Steps
 
 
 def phone_photo(path: Path, size: tuple[int, int] = (4000, 3000)) -> None:
@@ -54,10 +54,10 @@ def median_seconds(call: Callable[[], object], repeats: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mnist.serve import create_app
+    from mnist.reading.serve import create_app
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", default=None, help="model the page serves (default: mnist.predict's pick)")
+    parser.add_argument("--checkpoint", default=None, help="model the page serves (default: mnist.reading.predict's pick)")
     parser.add_argument("--repeats", type=int, default=7, help="timed repeats of each (default 7)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as folder:

@@ -1,6 +1,6 @@
 """Benchmark: what early stopping costs and saves against FIFO + random search, same samples, data and budget, one run.
 
-    python hpo/bench.py [--num-samples 20] [--max-epochs 9] [--limit 12000] [--seeds 0 1 2 3 4]
+    python -m benchmarks.schedulers [--num-samples 20] [--max-epochs 9] [--limit 12000] [--seeds 0 1 2 3 4]
 
 Three arms over the default search space, each run once per searcher seed (the seed also
 seeds every trial's training and ASHA's bracket draws; with two trials at a time ASHA's and

@@ -1,9 +1,9 @@
 """Benchmark: images per second of one model as torch eager, TorchScript and onnxruntime, on this CPU, one run.
 
-    python -m mnist.bench_export [--checkpoint FILE] [--threads N] [--seconds 3]
+    python -m benchmarks.export_speed [--checkpoint FILE] [--threads N] [--seconds 3]
 
 The same model (a checkpoint's, else a fresh CCNet: speed does not depend on the weights) is exported
-with mnist.export to a temporary folder and timed at batch 1 (one drawing on the page) and batch 512
+with mnist.reading.export to a temporary folder and timed at batch 1 (one drawing on the page) and batch 512
 (a folder of scans), each runtime held to the same number of threads. The last lines are
 `<runtime>_batch<B>_images_per_s: X` and `<runtime>_vs_eager_batch<B>: X.XX`.
 """
@@ -22,7 +22,7 @@ from mnist.checkpoint import load_checkpoint, save_checkpoint
 from mnist.data import load_mnist
 from mnist.device import available_cpus
 from mnist.errors import optional_module, run_cli
-from mnist.export import ExportedModel, PixelsToLogits, export_checkpoint
+from mnist.reading.export import ExportedModel, PixelsToLogits, export_checkpoint
 from mnist.model import CCNet, model_from_checkpoint
 
 BATCHES = (1, 512)

@@ -1,8 +1,8 @@
 """The README's screenshots, taken by the same headless Chromium the browser tests drive.
 
-    python -m tests.screenshots [--checkpoint FILE] [--search results/reference] [--out docs]
+    python -m tools.screenshots [--checkpoint FILE] [--search results/reference] [--out docs]
 
-Draws a 7 on the draw-a-digit page (`python -m mnist.serve`) and opens the search's study in
+Draws a 7 on the draw-a-digit page (`python -m mnist.reading.serve`) and opens the search's study in
 optuna-dashboard (`python hpo/dashboard.py`), saving docs/browser-draw.png and docs/browser-dashboard.png.
 """
 from __future__ import annotations
@@ -12,8 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-from mnist.predict import default_checkpoint
-from tests.helpers import ROOT, draw_stroke, free_port, headless_chromium, start_server, stop_process
+from mnist.reading.predict import default_checkpoint
+from tools.browser import ROOT, draw_stroke, free_port, headless_chromium, start_server, stop_process
 
 SEVEN = [(-60, -80), (0, -80), (60, -80), (40, -20), (20, 30), (0, 90)]
 
@@ -22,7 +22,7 @@ def shoot_draw_page(browser, checkpoint: Path, out: Path, log: Path) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    process, url = start_server([sys.executable, "-m", "mnist.serve", "--checkpoint", str(checkpoint),
+    process, url = start_server([sys.executable, "-m", "mnist.reading.serve", "--checkpoint", str(checkpoint),
                                  "--port", str(free_port())], "draw a digit:", log)
     try:
         browser.get(url)
@@ -46,7 +46,7 @@ def shoot_dashboard(browser, search: Path, out: Path, log: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", default=None, help="model of the draw page (default: as mnist.predict)")
+    parser.add_argument("--checkpoint", default=None, help="model of the draw page (default: as mnist.reading.predict)")
     parser.add_argument("--search", default="results/reference", help="search folder for the dashboard")
     parser.add_argument("--out", default="docs", help="folder for the PNGs")
     args = parser.parse_args()

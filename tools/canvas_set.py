@@ -1,9 +1,9 @@
 """Digits drawn on the draw page's canvas in a real browser: the canvas set, and what the browser test draws.
 
-    python -m tests.canvas_set [--out examples/handwriting/canvas] [--count 400] [--seed 0]
+    python -m tools.canvas_set [--out examples/handwriting/canvas] [--count 400] [--seed 0]
 
 Each digit is drawn as a person would, stroke by stroke with the pointer (Selenium's pointer
-actions in headless Chromium), from the stroke paths of mnist.handwriting.digit_strokes at
+actions in headless Chromium), from the stroke paths of mnist.reading.handwriting.digit_strokes at
 several sizes, slants and pen widths; what the page's canvas then holds (the PNG it sends to
 the server) is saved with its label, half to tune/ and half to report/.
 """
@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist.handwriting import SPLITS, digit_strokes, split_names, write_labels
-from mnist.predict import default_checkpoint
-from tests.helpers import draw_stroke, free_port, headless_chromium, start_server, stop_process
+from mnist.reading.handwriting import SPLITS, digit_strokes, split_names, write_labels
+from mnist.reading.predict import default_checkpoint
+from tools.browser import draw_stroke, free_port, headless_chromium, start_server, stop_process
 
 WAIT_S = 30
 
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     checkpoint = args.checkpoint or str(default_checkpoint())
     log = Path(tempfile.mkdtemp()) / "serve.log"
-    server, url = start_server([sys.executable, "-m", "mnist.serve", "--checkpoint", checkpoint,
+    server, url = start_server([sys.executable, "-m", "mnist.reading.serve", "--checkpoint", checkpoint,
                                 "--port", str(free_port())], "draw a digit:", log)
     browser = headless_chromium()
     try:

@@ -16,7 +16,7 @@ Each difference has one step below, each switchable (`Steps`) so its effect can 
 Always on: grayscale, dark-on-light inverted, the background cut at an Otsu threshold
 (the ink keeps its gray levels), crop, fit into 20x20, centre by mass.
 
-The target figures are MNIST's own (`python -m mnist.preprocess` measures them again on
+The target figures are MNIST's own (`python -m mnist.reading.preprocess` measures them again on
 the training images; tests/test_preprocess.py checks the constants against it).
 """
 from __future__ import annotations
@@ -38,11 +38,11 @@ CANVAS = 28  # ...inside a 28x28 image, centred by its centre of mass
 # area over skeleton length), and its 2nd and 98th percentiles: a width that 96% of MNIST's digits
 # have is left alone; one outside is brought to the nearer end. (Narrower ranges, the 5th-95th or
 # 10th-90th, cost 0.5-1 point on the scans' tune half: they redrew strokes the network reads well.)
-# Measured on the 60,000 training images by `python -m mnist.preprocess`.
+# Measured on the 60,000 training images by `python -m mnist.reading.preprocess`.
 MNIST_STROKE_WIDTH = 2.69
 MNIST_STROKE_RANGE = (1.61, 4.73)
 # Median share of an MNIST digit's ink (pixels > 0) that is full white (>= 250): 0.37 on the first 10,000
-# training images (`python -m mnist.preprocess` measures it again).
+# training images (`python -m mnist.reading.preprocess` measures it again).
 MNIST_WHITE_SHARE = 0.37
 MIN_SIDE = 8  # smaller images cannot hold a legible digit
 WORKING_SIZE = 512  # larger photos are scaled down to this longer side first: a digit needs far fewer
@@ -51,11 +51,11 @@ SPECK_SHARE = 0.02  # a component under 2% of the digit's ink is a speck, wherev
 NEAR_SHARE = 0.25  # ...and one further than a quarter of the digit's size from it is a mark apart
 MAX_SKEW = 1.0
 # 10th and 90th percentiles of MNIST's own slant (mu11 / mu02; negative leans right), measured on the
-# 60,000 training images (`python -m mnist.preprocess`). Deskewing every digit to 0 instead cost 1.1
+# 60,000 training images (`python -m mnist.reading.preprocess`). Deskewing every digit to 0 instead cost 1.1
 # points on the scans' tune half with an augmented model, and removing no slant cost 1.2 with a plain one.
 MNIST_SKEW_RANGE = (-0.46, 0.23)
 # Where MNIST's digits have their centre of mass: row 14.00 and column 14.01 on average over the 60,000
-# training images (`python -m mnist.preprocess`), i.e. between pixels 13 and 14 counted from 0 is not
+# training images (`python -m mnist.reading.preprocess`), i.e. between pixels 13 and 14 counted from 0 is not
 # where it lies. Centring on 13.5 instead put every digit half a pixel up and left of MNIST's and cost
 # 1.1 points on the scans' report half with the quick search's winner (94.0% -> 95.1%).
 MNIST_CENTER = 14.0  # shear at most 45 degrees: beyond that the moments read a wide digit, not a slant
@@ -78,7 +78,7 @@ class Steps:
 
     @classmethod
     def before(cls) -> "Steps":
-        """What mnist.predict did until 2026-12: light flattening only."""
+        """What mnist.reading.predict did until 2026-12: light flattening only."""
         return cls(upright=False, contrast=False, despeckle=False, deskew=False, stroke=False, center=False)
 
     @classmethod

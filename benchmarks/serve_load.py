@@ -1,12 +1,12 @@
 """How much memory the draw page's server takes at its worst: many of the largest images it accepts at once.
 
-    python -m mnist.bench_serve [--checkpoint FILE] [--requests 12]
+    python -m benchmarks.serve_load [--checkpoint FILE] [--requests 12]
 
-Starts `python -m mnist.serve` on a free port, sends one image just under mnist.predict's
+Starts `python -m mnist.reading.serve` on a free port, sends one image just under mnist.reading.predict's
 MAX_PIXELS (and under the upload limit) to see one request's peak, then `--requests` of them
 at once (more than the server's SERVING_THREADS, so some wait in its queue), and prints the
 server's resident memory: idle, peak of one request (the baseline, same run), peak of the burst,
-and their ratio. The bound mnist.serve states is the figure to compare with.
+and their ratio. The bound mnist.reading.serve states is the figure to compare with.
 """
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from mnist.errors import run_cli
-from mnist.predict import MAX_PIXELS, default_checkpoint
-from mnist.serve import SERVING_THREADS
+from mnist.reading.predict import MAX_PIXELS, default_checkpoint
+from mnist.reading.serve import SERVING_THREADS
 
 
 def largest_accepted_png() -> bytes:
@@ -62,12 +62,12 @@ def reset_peak(pid: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", default=None, help="model (default: the one mnist.predict picks)")
+    parser.add_argument("--checkpoint", default=None, help="model (default: the one mnist.reading.predict picks)")
     parser.add_argument("--requests", type=int, default=12, help="largest images sent at once (default 12)")
     args = parser.parse_args(argv)
     checkpoint = Path(args.checkpoint) if args.checkpoint else default_checkpoint()
     image = largest_accepted_png()
-    server = subprocess.Popen([sys.executable, "-m", "mnist.serve", "--checkpoint", str(checkpoint), "--port", "0"],
+    server = subprocess.Popen([sys.executable, "-m", "mnist.reading.serve", "--checkpoint", str(checkpoint), "--port", "0"],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         line = server.stdout.readline()

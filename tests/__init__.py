@@ -1,0 +1,1 @@
+"""The test suite: `python -m pytest -q` (or plain `pytest`) from the repository root."""
