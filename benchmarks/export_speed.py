@@ -22,8 +22,8 @@ from mnist.checkpoint import load_checkpoint, save_checkpoint
 from mnist.data import load_mnist
 from mnist.device import available_cpus
 from mnist.errors import optional_module, run_cli
-from mnist.reading.export import ExportedModel, PixelsToLogits, export_checkpoint
 from mnist.model import CCNet, model_from_checkpoint
+from mnist.reading.export import ExportedModel, PixelsToLogits, export_checkpoint
 
 BATCHES = (1, 512)
 

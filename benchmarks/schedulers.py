@@ -91,20 +91,27 @@ def print_paired(hedged: list[dict[str, Any]], fifo: list[dict[str, Any]]) -> No
           + f"; epochs ratio per seed {ratios}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_bench_flags(argv: list[str] | None, doc: str, storage: str) -> argparse.Namespace:
+    """The flags of every benchmark that compares arms of searches: their size, the seeds (one run of each arm
+    per seed), where they go and which cluster they join."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--num-samples", type=int, default=20, help="trials of each search")
     parser.add_argument("--max-epochs", type=int, default=9, help="epoch budget of a trial")
     parser.add_argument("--limit", type=int, default=12000, help="training images (first N of the 60,000)")
     parser.add_argument("--max-concurrent", type=int, default=2, help="trials at once in every search")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4],
                         help="searcher seeds: one run of each arm per seed")
-    parser.add_argument("--storage-path", default="results/bench", help="where the searches and anytime.png go")
+    parser.add_argument("--storage-path", default=storage, help=f"where the searches go (default {storage})")
     parser.add_argument("--address", default=None,
                         help="a Ray cluster every search joins (default: RAY_ADDRESS, else a private one per search)")
     args = parser.parse_args(argv)
     if len(set(args.seeds)) != len(args.seeds):
         raise UserError(f"--seeds must differ, got {args.seeds}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_bench_flags(argv, __doc__, "results/bench")
     stamp = f"{datetime.now():%Y%m%d-%H%M%S}"
     runs: dict[str, list[dict[str, Any]]] = {label: [] for label in ARMS}
     for seed in args.seeds:

@@ -22,9 +22,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from mnist.batches import EpochBatches
 from mnist.data import MnistData, device_images, device_labels, load_mnist
+from mnist.device import available_cpus, bf16_is_native
 from mnist.errors import run_cli
 from mnist.model import CCNet
-from mnist.device import available_cpus, bf16_is_native
 from mnist.train import train_one_epoch
 
 BATCH_SIZE = 32  # the tutorial's

@@ -20,10 +20,10 @@ from pathlib import Path
 
 from hpo.retrain import Fit, print_comparison, retrain_winner, staging_folder
 from hpo.storage import ExperimentStore, join_uri, newest_experiment, split_experiment
-from mnist.layout import (BEST, COMPARISON_JSON, COMPARISON_PNG, CONFUSION_MATRIX_PNG, ENSEMBLE_PT, METRICS_JSON,
-                          MISCLASSIFIED_PNG, MODEL_PT, RESULTS)
 from hpo.tracking import DEFAULT_STORE, REGISTERED_MODEL, log_retraining, open_store, resolve_store, tracking_of
 from mnist.errors import UserError, run_cli
+from mnist.layout import (BEST, COMPARISON_JSON, COMPARISON_PNG, CONFUSION_MATRIX_PNG, ENSEMBLE_PT, METRICS_JSON,
+                          MISCLASSIFIED_PNG, MODEL_PT, RESULTS)
 
 
 def main(argv: list[str] | None = None) -> int:

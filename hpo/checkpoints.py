@@ -13,8 +13,8 @@ from ray.tune import Checkpoint
 
 from hpo.storage import ExperimentStore
 from hpo.trial_terms import STOPPED_EARLY
-from mnist.layout import TRIAL_CHECKPOINT
 from mnist.checkpoint import load_checkpoint, save_checkpoint
+from mnist.layout import TRIAL_CHECKPOINT
 
 if TYPE_CHECKING:
     import pandas as pd

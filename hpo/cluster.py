@@ -12,9 +12,9 @@ from typing import Any
 
 import ray
 import torch
-from ray._raylet import AuthenticationTokenLoader, Config  # private: see tests/test_ray_internals.py
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from hpo.ray_versions import check_private_cluster_closed, check_versions, version_mismatch
 from mnist.errors import UserError
 
 # Concurrency beyond this makes TPE propose mostly blind (constant liar helps, but only so much);
@@ -30,35 +30,33 @@ CUDA_HINT = ("install torch's CUDA build there (pip install torch --index-url ht
 GPU_CHECK_TIMEOUT_S = 120
 
 
-def connect(address: str | None) -> None:
-    """Join the cluster at `address` (or RAY_ADDRESS); else start a private one on this machine.
+def connect(address: str | None) -> str | None:
+    """Join the cluster at `address` (or RAY_ADDRESS); else start a private one on this machine. Returns the
+    private cluster's session folder (None for a joined cluster): Ray never removes it, end_private_cluster does.
 
-    A plain ray.init() would silently join any cluster left running by `ray start`.
+    A plain ray.init() would silently join any cluster left running by `ray start`. The private cluster's
+    processes listen on every interface: it starts only where Ray's authentication keeps other hosts out
+    (hpo.ray_versions says where that is, for each Ray version of the range).
     """
+    check_versions()
     address = check_address(address)
     check_reachable(address)
-    private = {}
     if address == "local":
-        # The private cluster's GCS, raylet and workers listen on every interface (Ray 2.60 does
-        # so even when told 127.0.0.1): what keeps other users and hosts out is Ray's token
-        # authentication. Keep it on whatever the environment says (a stray RAY_AUTH_MODE=disabled
-        # would let any client join); the processes Ray starts read it from here.
-        os.environ["RAY_AUTH_MODE"] = "token"
-        Config.initialize("")  # this process read RAY_AUTH_MODE when ray was imported: read it again
-        AuthenticationTokenLoader.instance().reset_cache()
-        private = {"_node_ip_address": "127.0.0.1"}  # loopback where Ray honours it (its ports still bind *)
+        check_private_cluster_closed()
     try:
-        ray.init(address=address, include_dashboard=False, logging_level="WARNING", log_to_driver=True, **private)
-    except ConnectionError as error:
-        raise UserError(f"cannot reach the Ray cluster at {address} ({str(error).splitlines()[0]})") from None
+        context = ray.init(address=address, include_dashboard=False, logging_level="WARNING", log_to_driver=True)
+    except ConnectionError as error:  # it listens (check_reachable), but does not speak this driver's Ray
+        said = (str(error).strip().splitlines() or ["no reason given"])[0]
+        raise UserError(f"cannot join the Ray cluster at {address} ({said}); is it running Ray {ray.__version__}, "
+                        "this driver's version?") from None
+    except RuntimeError as error:  # a cluster of another Ray version: one line naming both
+        mismatch = version_mismatch(error)
+        if mismatch is None:
+            raise
+        raise mismatch from None
     # Ray takes SIGTERM and kills the driver without a final save; as SIGINT, Tune stops cleanly and resumably.
     signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
-
-
-def private_session_dir() -> str | None:
-    """The session folder of the Ray cluster this process started (Ray's private bookkeeping), or None."""
-    node = getattr(ray._private.worker, "_global_node", None)
-    return node.get_session_dir_path() if node is not None else None
+    return context.address_info.get("session_dir") if address == "local" else None
 
 
 def end_private_cluster(session: str | None) -> None:

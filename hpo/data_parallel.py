@@ -18,9 +18,10 @@ from ray.train.torch import TorchTrainer, get_device
 
 from hpo.checkpoints import read_checkpoint, report_with_checkpoint
 from hpo.cluster import check_gpus_usable, check_storage_shared, connect
+from hpo.ray_versions import trainer_resources
 from hpo.storage import is_uri
-from mnist.errors import UserError
 from mnist.data import MnistData
+from mnist.errors import UserError
 from mnist.train import train
 
 
@@ -64,7 +65,7 @@ def train_data_parallel(config: dict[str, Any], data: MnistData, workers: int, g
             train_loop_config={"config": config, "data": ray.put(data)},
             scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu,
                                          resources_per_worker={"CPU": 1, "GPU": gpus_per_worker} if use_gpu
-                                         else {"CPU": 1}),
+                                         else {"CPU": 1}, **trainer_resources()),
             run_config=RunConfig(name="data_parallel", storage_path=storage),
         )
         result = trainer.fit()

@@ -17,26 +17,27 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 import optuna
+import ray
 from ray import tune
 
 from hpo.cluster import (check_address, check_gpus_usable, check_storage_shared, connect, end_leftover_cluster,
-                         end_private_cluster, fake_gpus, private_session_dir, trial_resources)
+                         end_private_cluster, fake_gpus, trial_resources)
+from hpo.dashboard import HOST, serve_dashboard
 from hpo.experiment import trial_config
 from hpo.progress import SearchProgress
-from hpo.dashboard import HOST, serve_dashboard
-from hpo.scheduler import BaselineKeepingASHA, make_scheduler
-from hpo.searcher import PruningAwareOptunaSearch, check_study, fail_orphaned_optuna_trials, make_searcher
+from hpo.scheduler import make_scheduler
+from hpo.searcher import check_study, fail_orphaned_optuna_trials, make_searcher
 from hpo.space import dimensions
 from hpo.storage import ExperimentStore, read_experiment_file
-from mnist.layout import ENDED_JSON, EXPERIMENT_JSON, MLFLOW_JSON, TENSORBOARD
 from hpo.tb_logger import TrialTensorBoard
 from hpo.tracking import MlflowTrials, reopen_search_run, start_search_run, tracking_of
-from hpo.trial_terms import METRIC, MODE, trial_name
 from hpo.trainable import ccnet_trainable
+from hpo.trial_terms import METRIC, MODE, trial_name
 from mnist.atomic import write_json_atomic
 from mnist.checkpoint import package_version, run_metadata
 from mnist.data import MnistData, load_mnist, split_train_val
 from mnist.errors import UserError
+from mnist.layout import ENDED_JSON, EXPERIMENT_JSON, MLFLOW_JSON, TENSORBOARD
 from mnist.webserver import reserve_port
 
 
@@ -104,14 +105,22 @@ def saved_whereabouts(store: ExperimentStore) -> dict[str, str] | None:
 
 
 def check_resumable_version(store: ExperimentStore) -> None:
-    """Refuse, in one line, to resume a search that another minor version of this project started: its saved
-    Tune state pickles our searcher, scheduler and callbacks by module and field, and those change between
-    versions. Its results stay readable (best.py, TensorBoard, trials.csv) by any version."""
-    saved = read_experiment_file(store.local).get("version", "0.1")  # 0.1 did not record it
-    now = package_version()
-    if saved.split(".")[:2] != now.split(".")[:2] and "unknown" not in (saved, now):
-        raise UserError(f"{store}: started by ccnet-hpo {saved}, this is {now}; a search resumes only with the "
-                        f"minor version that started it (its results can be read: python hpo/best.py --search {store})")
+    """Refuse, in one line, to resume a search that another minor version of this project, or another Ray,
+    started: Tune's saved state is Ray's own pickle of its trials and of our searcher, scheduler and callbacks,
+    by module and field. Its results stay readable (best.py, TensorBoard, trials.csv) by any version."""
+    saved = read_experiment_file(store.local)
+    readable = f"its results can be read by any version: python hpo/best.py --search {store}"
+    started, now = saved.get("version", "0.1"), package_version()  # 0.1 did not record it
+    if started.split(".")[:2] != now.split(".")[:2] and "unknown" not in (started, now):
+        raise UserError(f"{store}: started by ccnet-hpo {started}, this is {now}; a search resumes only with the "
+                        f"minor version that started it ({readable})")
+    # Tune's state is Ray's pickle, and the searcher's sampler Optuna's: each resumes on the version that saved it.
+    for package, module, install in (("Ray", ray, "ray[tune]"), ("Optuna", optuna, "optuna")):
+        started = saved.get(f"{module.__name__}_version", module.__version__)  # 0.1 recorded neither
+        if started != module.__version__:
+            raise UserError(f"{store}: started with {package} {started}, this is {package} {module.__version__}; "
+                            f"the search resumes only with the {package} that saved it: pip install "
+                            f"'{install}=={started}' ({readable})")
 
 
 class SearchInterrupted(Exception):
@@ -168,8 +177,8 @@ def run_search(experiment: dict[str, Any], store: ExperimentStore, resume: bool,
                         "(python hpo/best.py); for more trials start a new search")
     if resume:
         check_resumable_version(store)
-        store.check_not_moved(saved_whereabouts(store))
         check_study(store.local, store.name)
+        store.check_not_moved(saved_whereabouts(store))
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     # Tune's newer console output prints its own boxes and a TensorBoard hint into Ray's temporary
     # folder even at verbose=0; the classic one stays quiet: the console is SearchProgress's.
@@ -180,8 +189,7 @@ def run_search(experiment: dict[str, Any], store: ExperimentStore, resume: bool,
     reservation = reserve_port(dashboard_port, HOST) if dashboard_port is not None else None
     for record in [store.ray_session_file, *store.leftover_ray_sessions()]:  # killed drivers' clusters
         end_leftover_cluster(record)
-    connect(address)
-    session = private_session_dir() if check_address(address) == "local" else None
+    session = connect(address)
     if session:
         store.ray_session_file.parent.mkdir(parents=True, exist_ok=True)  # the storage root (benchmarks/schedulers.py's is new)
         store.ray_session_file.write_text(session)
@@ -195,6 +203,8 @@ def run_search(experiment: dict[str, Any], store: ExperimentStore, resume: bool,
         if not resume:
             store.local.mkdir(parents=True, exist_ok=True)
             write_json_atomic(store.local / EXPERIMENT_JSON, {"experiment": experiment, **run_metadata(),
+                                                              "ray_version": ray.__version__,
+                                                              "optuna_version": optuna.__version__,
                                                               "whereabouts": store.whereabouts()})
             store.push(EXPERIMENT_JSON)
             tracking = mlflow_uri and start_search_run(mlflow_uri, store.local, store.name, experiment,

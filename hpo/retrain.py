@@ -19,22 +19,22 @@ import pandas as pd
 from hpo.comparison import compare, describe
 from hpo.data_parallel import train_data_parallel
 from hpo.experiment import baseline_point, plain, saved_experiment, trial_config
-from hpo.storage import join_uri
-from mnist.layout import BEST, TRIALS_CSV
 from hpo.plots import plot_comparison
+from hpo.storage import join_uri
 from hpo.summary import winner
-from mnist.calibration import calibrate_checkpoint
 from mnist.atomic import recover_folder, replace_folder, write_json_atomic
+from mnist.calibration import calibrate_checkpoint
 from mnist.checkpoint import run_metadata, save_checkpoint
 from mnist.data import MnistData, load_mnist
+from mnist.device import pick_device
 from mnist.errors import UserError
 from mnist.evaluate import evaluate_model, write_evaluation
+from mnist.layout import BEST, TRIALS_CSV
+from mnist.layout import BASELINE, COMPARISON_JSON, COMPARISON_PNG, CURVES_PNG, ENSEMBLE_PT, MODEL_PT
 from mnist.model import ensemble_weights, model_from_checkpoint
 from mnist.outputs import format_epoch
 from mnist.plots import plot_curves
-from mnist.device import pick_device
 from mnist.train import train
-from mnist.layout import BASELINE, COMPARISON_JSON, COMPARISON_PNG, CURVES_PNG, ENSEMBLE_PT, MODEL_PT
 
 SELECTION_RULES = {"best": "highest val_acc at the trial's best validation epoch",
                    "last": "highest val_acc at the trial's last epoch"}

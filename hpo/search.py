@@ -26,8 +26,8 @@ from hpo.experiment import FLAG_SETTINGS, load_experiment_file, resolve_experime
 from hpo.progress import search_log
 from hpo.storage import ExperimentStore, is_uri, newest_experiment
 from hpo.summary import NothingFinished, console_summary, summarize
-from hpo.trial_terms import METRIC
 from hpo.tracking import DEFAULT_STORE, finish_search_run, open_store, resolve_store, tracking_of
+from hpo.trial_terms import METRIC
 from mnist.config import KNOBS, add_table_flags
 from mnist.errors import UserError, run_cli
 from mnist.layout import ENDED_JSON, RESULTS, SEARCH_LOG

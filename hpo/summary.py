@@ -14,14 +14,14 @@ import pandas as pd
 from ray import tune
 
 from hpo.experiment import is_baseline, plain
-from hpo.space import dimensions
-from mnist.layout import BEST_JSON, HISTORY_CSV, REPORT_MD, TRIALS_CSV
-from hpo.trial_terms import DIVERGED, METRIC, MODE, status_of
 from hpo.plots import (plot_anytime, plot_importance, plot_learning_curves, plot_parallel_coordinates,
                        plot_search_history)
+from hpo.space import dimensions
+from hpo.trial_terms import DIVERGED, METRIC, MODE, status_of
 from mnist.atomic import write_json_atomic, write_text_atomic
 from mnist.checkpoint import git_commit
 from mnist.errors import UserError
+from mnist.layout import BEST_JSON, HISTORY_CSV, REPORT_MD, TRIALS_CSV
 from mnist.layout import ANYTIME_PNG, IMPORTANCE_PNG, LEARNING_CURVES_PNG, PARALLEL_COORDINATES_PNG, SEARCH_HISTORY_PNG
 
 

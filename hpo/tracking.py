@@ -26,15 +26,15 @@ from urllib.parse import urlsplit
 import numpy as np
 from ray.tune import Callback
 
-from mnist.layout import BEST, MLFLOW_JSON, RESULTS, SUMMARY_FILES, served_model
 from hpo.experiment import is_baseline
 from hpo.trial_terms import ERROR, METRIC, status_of, trial_number
 from mnist.atomic import write_json_atomic
 from mnist.checkpoint import load_checkpoint
 from mnist.data import load_mnist
 from mnist.errors import UserError, optional_module
-from mnist.reading.export import export_checkpoint
+from mnist.layout import BEST, MLFLOW_JSON, RESULTS, SUMMARY_FILES, served_model
 from mnist.outputs import SCALARS
+from mnist.reading.export import export_checkpoint
 
 DEFAULT_STORE = f"sqlite:///{RESULTS}/mlflow.db"  # a file in the project: nothing to start, `mlflow ui` reads it
 MLFLOW_EXPERIMENT = "ccnet-hpo"  # every search is one parent run in this MLflow experiment

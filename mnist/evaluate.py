@@ -14,14 +14,14 @@ import numpy as np
 import torch
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix
 
-from mnist.calibration import expected_calibration_error
 from mnist.atomic import write_json_atomic
+from mnist.calibration import expected_calibration_error
 from mnist.checkpoint import load_checkpoint
 from mnist.data import MnistData, device_images, load_mnist
 from mnist.device import DEVICE_CHOICES, pick_device
 from mnist.errors import run_cli
-from mnist.model import model_from_checkpoint, predict_logits
 from mnist.layout import CONFUSION_MATRIX_PNG, METRICS_JSON, MISCLASSIFIED_PNG
+from mnist.model import model_from_checkpoint, predict_logits
 
 DIGITS = list(range(10))
 

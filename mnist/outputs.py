@@ -14,8 +14,8 @@ from torch.utils.tensorboard import SummaryWriter
 
 from mnist.atomic import write_json_atomic, write_text_atomic
 from mnist.checkpoint import run_metadata, save_checkpoint
-from mnist.plots import plot_curves
 from mnist.layout import BEST_PT, CONFIG_JSON, CURVES_PNG, LAST_PT, METRICS_CSV, TENSORBOARD
+from mnist.plots import plot_curves
 
 # TensorBoard tag -> metric, for training runs and search trials alike.
 SCALARS = {"loss/train": "train_loss", "loss/val": "val_loss", "accuracy/train": "train_acc",

@@ -26,16 +26,16 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
-from mnist.calibration import calibrate_checkpoint
-from mnist.checkpoint import load_checkpoint, run_metadata, save_checkpoint
 from mnist.augment import Augmentation
 from mnist.batches import EpochBatches, steps_per_epoch
+from mnist.calibration import calibrate_checkpoint
+from mnist.checkpoint import load_checkpoint, run_metadata, save_checkpoint
 from mnist.config import DEFAULTS, add_config_flags, config_from_flags, resolve_config
 from mnist.data import MnistData, device_images, device_labels, load_mnist, split_train_val
-from mnist.errors import UserError, run_cli
 from mnist.device import available_cpus, bf16_is_native, pick_device, set_cuda_math
-from mnist.model import CCNet, predict_logits
+from mnist.errors import UserError, run_cli
 from mnist.layout import BEST_PT, CONFIG_JSON, LAST_PT, RESULTS, TRAIN_RUNS
+from mnist.model import CCNet, predict_logits
 
 EpochHook = Callable[[dict[str, Any], dict[str, Any]], None]
 METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s", "images_per_s")

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient  # the tests read what hpo.tracking wrote as a user would
 
@@ -138,3 +139,16 @@ def read_only_folder(path: Path):
             subprocess.run(["chattr", "-i", str(path)], capture_output=True)
         else:
             path.chmod(0o755)
+
+
+def overlapping_trials(history: pd.DataFrame) -> list[tuple[int, int]]:
+    """Pairs of trials of a search's history.csv that surely trained at the same time (each trial's span: from
+    the start of its first epoch to the end of its last). Tune's timestamps are whole seconds, cut down: a span
+    is known to a second, so only pairs overlapping by more than one count. Which trials overlap depends on how
+    fast workers start on a busy machine; what holds for every such pair (its own GPU, its own node) is
+    checkable."""
+    spans = {trial: ((rows["timestamp"] - rows["epoch_time_s"]).min(), rows["timestamp"].max())
+             for trial, rows in history.groupby("trial")}
+    trials = sorted(spans)
+    return [(a, b) for i, a in enumerate(trials) for b in trials[i + 1:]
+            if spans[a][0] + 1 < spans[b][1] and spans[b][0] + 1 < spans[a][1]]

@@ -1,23 +1,27 @@
-"""benchmarks/schedulers.py kept working at a toy size (the real run is minutes per search, not part of the suite)."""
+"""The search benchmarks (benchmarks/schedulers.py, benchmarks/searchers.py) kept working at a toy size (the real
+runs are minutes per search, not part of the suite)."""
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
 
+from hpo.searcher import check_study
+from mnist.errors import UserError
 from tests.helpers import PNG_MAGIC, run_module, stop_ray_start, wait_for_port
 from tools.browser import free_port
 
-pytestmark = pytest.mark.slow  # six small searches
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("bench_cluster")]  # ten small searches on one cluster
 
 
-def test_the_bench_prints_its_figures_and_plot_at_a_toy_size(tmp_path: Path) -> None:
-    import os
-    import subprocess
-
-    # One cluster for the six searches (each would otherwise start and stop a private one).
+@pytest.fixture(scope="module")
+def cluster_address() -> Iterator[str]:
+    """One `ray start` cluster for every search of this file (each would otherwise start and stop a private one)."""
     port = free_port()
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     head = subprocess.Popen(["ray", "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
@@ -25,11 +29,19 @@ def test_the_bench_prints_its_figures_and_plot_at_a_toy_size(tmp_path: Path) -> 
                             stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         wait_for_port(port)
-        result = run_module("benchmarks.schedulers", ["--seeds", "0", "1", "--num-samples", "2", "--max-epochs", "2", "--limit", "600",
-                                                  "--storage-path", str(tmp_path), "--address", f"127.0.0.1:{port}"],
-                            timeout=900, env={"RAY_AUTH_MODE": "disabled"})
+        yield f"127.0.0.1:{port}"
     finally:
         stop_ray_start(head)
+
+
+def toy_bench(module: str, address: str, storage: Path, samples: int) -> subprocess.CompletedProcess:
+    return run_module(module, ["--seeds", "0", "1", "--num-samples", str(samples), "--max-epochs", "2", "--limit", "600",
+                               "--storage-path", str(storage), "--address", address],
+                      timeout=900, env={"RAY_AUTH_MODE": "disabled"})
+
+
+def test_the_bench_prints_its_figures_and_plot_at_a_toy_size(tmp_path: Path, cluster_address: str) -> None:
+    result = toy_bench("benchmarks.schedulers", cluster_address, tmp_path, samples=2)
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
     epochs = {(label, int(seed)): int(count) for label, seed, count
@@ -48,3 +60,27 @@ def test_the_bench_prints_its_figures_and_plot_at_a_toy_size(tmp_path: Path) -> 
     assert "paired over seeds, hedge minus FIFO: best val_acc" in out
     plot = Path(re.search(r"^best-so-far plot: (.+)$", out, re.MULTILINE).group(1))
     assert plot.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_the_searcher_bench_prints_both_arms_and_their_paired_difference(tmp_path: Path, cluster_address: str) -> None:
+    """benchmarks/searchers.py at a toy size on one `ray start` cluster: our searcher (PRUNED) against Ray's stock
+    OptunaSearch (COMPLETE); the closing figures follow from the per-seed lines."""
+    result = toy_bench("benchmarks.searchers", cluster_address, tmp_path, samples=3)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    rows = {(label, int(seed)): (int(epochs), float(accuracy)) for label, seed, epochs, accuracy in re.findall(
+        r"^(\w+)\s+seed (\d)  epochs\s+(\d+)  wall\s+[\d.]+ s  best val_acc ([\d.]+)", out, re.MULTILINE)}
+    assert set(rows) == {(arm, seed) for arm in ("pruned", "complete") for seed in (0, 1)}
+    gain = float(re.search(r"^winner_val_acc_gain_points: (-?[\d.]+)$", out, re.MULTILINE).group(1))
+    expected = 100 * np.mean([rows["pruned", s][1] - rows["complete", s][1] for s in (0, 1)])
+    assert gain == pytest.approx(expected, abs=2e-3)
+    ratio = float(re.search(r"^epochs_ratio_pruned_vs_complete: ([\d.]+)$", out, re.MULTILINE).group(1))
+    assert ratio == pytest.approx(sum(rows["pruned", s][0] for s in (0, 1)) / sum(rows["complete", s][0]
+                                                                                   for s in (0, 1)), abs=1e-3)
+    assert "paired over seeds, pruned minus complete: winner val_acc" in out
+    # Each arm's study says which searcher wrote it: ours is resumable, the stock one is not.
+    folders = {path.parent.name.split("-")[0]: path.parent for path in tmp_path.glob("*/optuna.db")}
+    assert set(folders) == {"pruned", "complete"}
+    check_study(folders["pruned"], folders["pruned"].name)
+    with pytest.raises(UserError, match="written by another searcher"):
+        check_study(folders["complete"], folders["complete"].name)

@@ -10,10 +10,12 @@ import zlib
 from pathlib import Path
 
 import pytest
+import ray
 import torch
 from PIL import Image
 
 from hpo.experiment import resolve_experiment
+from hpo.ray_versions import TOKEN_AUTH_DEFAULT_SINCE, minor
 from mnist.checkpoint import load_checkpoint, save_checkpoint
 from mnist.errors import UserError, run_cli
 from mnist.reading.predict import main as predict_main
@@ -153,25 +155,35 @@ print("joined", ray.cluster_resources())
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(minor(ray.__version__) < TOKEN_AUTH_DEFAULT_SINCE, reason="token auth on by default since 2.59")
 def test_a_client_without_the_token_cannot_join_a_private_search_cluster(tmp_path: Path) -> None:
-    """The private cluster a search starts keeps token auth on even under a stray RAY_AUTH_MODE=disabled."""
+    """The private cluster a search starts (RAY_AUTH_MODE unset: Ray's token authentication) refuses a client
+    that has no token."""
     import os
     import subprocess
     import sys
 
     from tests.helpers import ROOT, stop_ray_start
 
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONPATH": str(ROOT)}
-    server = subprocess.Popen([sys.executable, "-c", PRIVATE_CLUSTER], env=env, stdout=subprocess.PIPE, text=True,
-                              start_new_session=True)
+    env = {key: value for key, value in os.environ.items() if key != "RAY_AUTH_MODE"}
+    server = subprocess.Popen([sys.executable, "-c", PRIVATE_CLUSTER], env={**env, "PYTHONPATH": str(ROOT)},
+                              stdout=subprocess.PIPE, text=True, start_new_session=True)
     try:
         address = server.stdout.readline().strip()
         assert ":" in address, "the private cluster did not start"
-        stranger = subprocess.run([sys.executable, "-c", CLIENT, address], env=env, capture_output=True, text=True,
-                                  timeout=120)
+        stranger = subprocess.run([sys.executable, "-c", CLIENT, address], env={**env, "RAY_AUTH_MODE": "disabled"},
+                                  capture_output=True, text=True, timeout=120)
         assert stranger.returncode == 3 and "refused" in stranger.stdout, stranger.stdout + stranger.stderr[-2000:]
     finally:
         stop_ray_start(server)  # the driver and every Ray process it started: one session
+
+
+def test_a_search_that_would_start_an_open_private_cluster_is_refused_before_anything(tmp_path: Path) -> None:
+    result = run_script("search.py", ["--num-samples", "1", "--max-epochs", "1", "--limit", "500",
+                                      "--storage-path", str(tmp_path), "--name", "open"],
+                        env={"RAY_AUTH_MODE": "disabled"}, timeout=120)
+    assert "without authentication" in refused_process(result) or "has no authentication" in result.stderr
+    assert not (tmp_path / "open").exists()
 
 
 def test_a_full_disk_during_training_is_one_line_and_keeps_the_last_epoch(

@@ -114,3 +114,21 @@ def test_plain_pytest_collects_with_another_package_named_tests_installed(tmp_pa
                              "tests/test_model.py"], capture_output=True, text=True, cwd=ROOT, timeout=300,
                             env={**os.environ, "PYTHONPATH": str(tmp_path)})
     assert result.returncode == 0 and " passed" in result.stdout, result.stdout[-2000:] + result.stderr[-2000:]
+
+
+def test_only_public_ray_and_optuna_api() -> None:
+    """No import from a private module of Ray or Optuna (ray._private, ray._raylet, ...), and no underscore
+    attribute of any object but our own (self, cls) and namedtuples' documented _replace/_asdict/_fields: the
+    search must run on every Ray and Optuna of the declared range, and their private parts change freely."""
+    namedtuple_api = {"_replace", "_asdict", "_fields", "_make"}
+    for folder in ("mnist", "hpo"):
+        for name, path in modules_under(folder).items():
+            private_imports = {imported for imported in imports_of(path) if imported.split(".")[0] in ("ray", "optuna")
+                               and any(part.startswith("_") for part in imported.split("."))}
+            assert not private_imports, f"{name} imports {private_imports}"
+            for node in ast.walk(ast.parse(path.read_text())):
+                if (isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
+                        and node.attr not in namedtuple_api
+                        and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))
+                        and not ast.unparse(node.value).startswith("torch")):
+                    raise AssertionError(f"{name}:{node.lineno} uses {ast.unparse(node)}")

@@ -13,17 +13,20 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
+import ray
 import torch
 from mlflow.tracking import MlflowClient
 from scipy import stats
 
+from hpo.searcher import SEARCHER_ATTR
 from mnist.checkpoint import load_checkpoint
 from mnist.data import MnistData
 from mnist.evaluate import evaluate_model
-from mnist.reading.export import ExportedModel
 from mnist.model import model_from_checkpoint
+from mnist.reading.export import ExportedModel
 from mnist.reading.predict import default_checkpoint
-from tests.helpers import PNG_MAGIC, ROOT, SMOKE_GROUP, metric_steps, mlflow_store, refused_process, run_script, search_runs, stop_ray_start, wait_for_port
+from tests.helpers import (PNG_MAGIC, ROOT, SMOKE_GROUP, metric_steps, mlflow_store, refused_process, run_script,
+                           overlapping_trials, search_runs, stop_ray_start, wait_for_port)
 from tools.browser import free_port
 
 pytestmark = pytest.mark.slow  # Ray clusters and searches: minutes
@@ -207,8 +210,10 @@ def test_fake_gpu_cluster_gives_each_trial_its_own_gpu(tmp_path: Path, smoke_fla
                             env={"RAY_AUTH_MODE": "disabled", "HPO_FAKE_GPUS": "1"})
         assert result.returncode == 0, result.stderr[-3000:]
         assert "each trial: 1 CPU, 1 GPU; up to 2 at once" in result.stdout
-        trials = pd.read_csv(tmp_path / "gpus" / "trials.csv", dtype={"gpu_ids": str})
-        assert sorted(trials["gpu_ids"]) == ["0", "1"]
+        trials = pd.read_csv(tmp_path / "gpus" / "trials.csv", dtype={"gpu_ids": str}).set_index("trial")
+        assert set(trials["gpu_ids"]) <= {"0", "1"} and len(trials) == 2  # one of the two GPUs each
+        for a, b in overlapping_trials(pd.read_csv(tmp_path / "gpus" / "history.csv")):  # at once: not the same one
+            assert trials.loc[a, "gpu_ids"] != trials.loc[b, "gpu_ids"]
         if not torch.cuda.is_available():  # data-parallel retraining on those GPUs: refused alike
             retrain = run_script("best.py", ["--search", str(tmp_path / "gpus"), "--workers", "2",
                                              "--gpus-per-worker", "1", "--seeds", "1", "--epochs", "1",
@@ -278,3 +283,31 @@ def test_best_logs_the_comparison_under_the_search_and_registers_the_winner(
     images = np.random.default_rng(0).random((3, 1, 28, 28), dtype=np.float32)
     np.testing.assert_allclose(model.predict(images)["logits"],
                                ExportedModel(folder / "best" / "ensemble.onnx").logits(images), atol=1e-5)
+
+
+@SMOKE_GROUP
+def test_a_search_another_ray_optuna_or_searcher_saved_is_refused_on_resume(
+        tmp_path: Path, smoke_search: tuple[Path, subprocess.CompletedProcess]) -> None:
+    """Tune's state is Ray's pickle, the sampler Optuna's, the study our searcher's: a resume on another version,
+    or of a study another searcher wrote, is one line, and nothing in the folder changes."""
+    folder, _ = smoke_search
+    copy = tmp_path / "smoke"
+    shutil.copytree(folder, copy)
+    saved = json.loads((copy / "experiment.json").read_text())
+    assert saved["ray_version"] == ray.__version__ and saved["optuna_version"] == optuna.__version__
+    other_ray = "2.44.1" if ray.__version__ != "2.44.1" else "2.60.0"  # the other end of the range
+    other_optuna = "3.6.2" if optuna.__version__ != "3.6.2" else "5.1.0"
+    cases = [({"ray_version": other_ray}, f"started with Ray {other_ray}, this is Ray {ray.__version__}"),
+             ({"optuna_version": other_optuna},
+              f"started with Optuna {other_optuna}, this is Optuna {optuna.__version__}")]
+    for change, expected in cases:
+        (copy / "experiment.json").write_text(json.dumps({**saved, **change}))
+        before = {path: path.stat().st_mtime_ns for path in copy.rglob("*")}
+        result = run_script("search.py", ["--resume", "--name", "smoke", "--storage-path", str(tmp_path)])
+        assert expected in refused_process(result)
+        assert {path: path.stat().st_mtime_ns for path in copy.rglob("*")} == before
+    (copy / "experiment.json").write_text(json.dumps(saved))
+    study = optuna.load_study(study_name="smoke", storage=f"sqlite:///{copy / 'optuna.db'}")
+    study.set_user_attr(SEARCHER_ATTR, "Ray's OptunaSearch")
+    result = run_script("search.py", ["--resume", "--name", "smoke", "--storage-path", str(tmp_path)])
+    assert "study 'smoke' was written by \"Ray's OptunaSearch\"" in refused_process(result)

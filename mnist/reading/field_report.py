@@ -20,11 +20,11 @@ from mnist.data import load_mnist
 from mnist.device import pick_device
 from mnist.errors import UserError, run_cli
 from mnist.evaluate import evaluate_model
-from mnist.reading.handwriting import CANVAS_SET, LABELS_FILE, read_labels, reading_report, write_scan_set
+from mnist.layout import FIELD_REPORT_JSON, HANDWRITING_SETS
 from mnist.model import model_from_checkpoint
+from mnist.reading.handwriting import CANVAS_SET, LABELS_FILE, read_labels, reading_report, write_scan_set
 from mnist.reading.predict import ImageError, Predictor, load_image
 from mnist.reading.preprocess import Steps
-from mnist.layout import FIELD_REPORT_JSON, HANDWRITING_SETS
 
 PREPROCESSING = {"before": Steps.before(), "now": Steps()}
 

@@ -24,11 +24,11 @@ from mnist.checkpoint import load_checkpoint
 from mnist.data import device_images
 from mnist.device import DEVICE_CHOICES, pick_device
 from mnist.errors import UserError, run_cli
+from mnist.layout import BEST, BEST_PT, ENSEMBLE_PT, MODEL_PT, PREDICT_MISREAD_PNG, RESULTS, TRAIN_RUNS, served_model
+from mnist.model import model_from_checkpoint, predict_logits
 from mnist.reading.export import ExportedModel, batched_logits, format_of
 from mnist.reading.handwriting import format_report, read_labels, reading_report
-from mnist.model import model_from_checkpoint, predict_logits
 from mnist.reading.preprocess import WORKING_SIZE, ImageError, Stages, Steps, preprocess_stages
-from mnist.layout import BEST, BEST_PT, ENSEMBLE_PT, MODEL_PT, PREDICT_MISREAD_PNG, RESULTS, TRAIN_RUNS, served_model
 
 MAX_SIDE = 2048  # larger images are scaled down on opening: the digit ends up 20 px anyway
 # Larger images are refused before they are decoded: a 12000x12000 PNG of a few hundred KB would take
