@@ -71,7 +71,7 @@ def check_study(folder: Path, name: str) -> None:
 def check_any_study(folder: Path) -> None:
     """Refuse, in one line, a folder with no search's study to show."""
     if not study_names(folder, "is it a search's folder (results/<name>)?"):
-        raise UserError(f"{folder / OPTUNA_DB}: holds no study yet; the search creates it when its first trial starts")
+        raise UserError(f"{folder / OPTUNA_DB}: holds no study yet; a search creates it as it starts (before its first trial)")
 
 
 class OptunaSearcher(Searcher):
