@@ -3,7 +3,8 @@
 (a) the tutorial's: a Dataset returning float64 images and one-hot labels item by item, a
     DataLoader, the ReLU+Softmax head, `.item()` after every step;
 (b) ours: uint8 data in one tensor, randperm index slices, logits head, one sync per epoch.
-Also the time to load the data: the bundled IDX files vs the tutorial's pandas CSV route.
+Also the time to load the data: the bundled IDX files vs the tutorial's pandas CSV route, and what
+the EMA of the weights (knob `ema`: one update after every optimizer step) costs of (b)'s throughput.
 
     python -m benchmarks.train_speed [--batches 300] [--threads N]
 The last line is `speedup_vs_tutorial: X.XX` (images/s of ours over the tutorial's).
@@ -11,6 +12,7 @@ The last line is `speedup_vs_tutorial: X.XX` (images/s of ours over the tutorial
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -21,11 +23,12 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from mnist.batches import EpochBatches
+from mnist.config import resolve_config
 from mnist.data import MnistData, device_images, device_labels, load_mnist
 from mnist.device import available_cpus, bf16_is_native
 from mnist.errors import run_cli
 from mnist.model import CCNet
-from mnist.train import train_one_epoch
+from mnist.train import ema_of, per_step_updates, train_one_epoch
 
 BATCH_SIZE = 32  # the tutorial's
 
@@ -68,16 +71,29 @@ def tutorial_pipeline(data: MnistData, batches: int) -> float:
     return count / (time.perf_counter() - started)
 
 
-def our_pipeline(data: MnistData, batches: int, amp: bool) -> float:
-    """Images per second of `mnist.train.train_one_epoch` over the same number of images."""
+def our_pipeline(data: MnistData, batches: int, amp: bool, ema: bool = False) -> float:
+    """Images per second of `mnist.train.train_one_epoch` over the same number of images (with `ema`: the
+    moving average of the weights updated after every step, as train() does)."""
     torch.manual_seed(0)
     count = batches * BATCH_SIZE
     images, labels = device_images(data.train_images[:count]), device_labels(data.train_labels[:count])
     model = CCNet().to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-4)
+    average = ema_of(model, resolve_config({"ema": ema}))
     started = time.perf_counter()
-    train_one_epoch(model, optimizer, EpochBatches(images, labels, BATCH_SIZE, seed=0, epoch=1), amp)
+    train_one_epoch(model, optimizer, EpochBatches(images, labels, BATCH_SIZE, seed=0, epoch=1), amp,
+                    after_step=per_step_updates(None, average, model))
     return count / (time.perf_counter() - started)
+
+
+def ema_cost(data: MnistData, batches: int, amp: bool, rounds: int = 3) -> tuple[float, float]:
+    """(images/s without, with the EMA): medians of `rounds` alternating runs, so that a busy moment of the
+    machine falls on both."""
+    without, with_ema = [], []
+    for _ in range(rounds):
+        without.append(our_pipeline(data, batches, amp))
+        with_ema.append(our_pipeline(data, batches, amp, ema=True))
+    return statistics.median(without), statistics.median(with_ema)
 
 
 def load_times(data: MnistData) -> tuple[float, float]:
@@ -117,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"tutorial pipeline:    {tutorial:.0f} images/s")
     print(f"our pipeline, fp32:   {ours_fp32:.0f} images/s ({ours_fp32 / tutorial:.2f}x)")
     print(f"our pipeline, {'bf16' if amp else 'fp32'} (default here): {ours:.0f} images/s")
+    without, with_ema = ema_cost(data, args.batches, amp)
+    print(f"EMA of the weights, batch {BATCH_SIZE}: {with_ema:.0f} vs {without:.0f} images/s without "
+          f"(median of 3 alternating runs): ema_cost {100 * (1 - with_ema / without):.1f}% of throughput")
     print(f"speedup_vs_tutorial: {ours / tutorial:.2f}")
     return 0
 

@@ -66,7 +66,15 @@ def load_checkpoint(path: str | Path, for_resume: bool = False) -> dict[str, Any
         what = "training checkpoint to resume from" if for_resume else "CCNet checkpoint"
         raise UserError(f"{path}: not a {what} (expected keys {', '.join(needed)})")
     check_contents(state, path)
+    if for_resume and resolve_config(upgrade_config(state["config"]))["ema"]:
+        # An EMA run's "model" is the average; resuming also needs the weights being trained.
+        if not isinstance(state.get("trained_model"), dict) or not is_count(state.get("ema_updates")):
+            raise UserError(f"{path}: trained with ema but holds no trained_model and ema_updates to resume from")
     return state
+
+
+def is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def check_contents(state: dict[str, Any], path: Path) -> None:

@@ -101,6 +101,18 @@ KNOBS: dict[str, Knob] = {
     # StepLR: multiply lr by gamma every step_size epochs (tutorial: 0.8 every 20).
     "step_size": Knob(20, integer(1), "StepLR step in epochs (schedule step)"),
     "gamma": Knob(0.8, number(0, 1, low_open=True), "StepLR factor (schedule step)"),
+    # A linear warm-up from 1% of lr over the first N epochs, stepped per batch, then the schedule over the
+    # rest: a large peak lr (cosine's, one-cycle's) taken at once can throw the first steps off. 0 = none, the
+    # tutorial's; one-cycle warms up by design, over N epochs when N > 0, else over its first quarter.
+    "warmup_epochs": Knob(0.0, number(0, 1000), "linear warm-up over the first N epochs (may be fractional; "
+                                                "0 = none, onecycle: its first quarter)"),
+    # An exponential moving average of the weights, updated after every optimizer step: the averaged weights
+    # sit nearer the middle of the minimum the last steps wander around (Polyak averaging), and are what is
+    # validated, checkpointed and served. Off = the tutorial's (the last step's weights).
+    "ema": Knob(False, BOOLEAN, "validate, checkpoint and serve an exponential moving average of the weights"),
+    # Its decay per optimizer step: 0.999 averages over the last ~1,000 steps (about 3 epochs at batch 128);
+    # over the first steps it ramps up from 0.1 (mnist.train.ema_step), so the average follows early training.
+    "ema_decay": Knob(0.999, number(0, 1, low_open=True, high_open=True), "EMA: decay per optimizer step (with --ema)"),
     # Augmentation, drawn per image from (seed, epoch) so a resumed run draws the same; validation
     # and test images are never augmented. 0 everywhere = none, the tutorial's.
     # Random translation by up to `shift` whole pixels per axis: MNIST digits sit centred by mass.
@@ -168,6 +180,14 @@ def validate_config(config: dict[str, Any]) -> None:
         raise UserError(f"missing config key(s): {', '.join(missing)}")
     for key, knob in KNOBS.items():
         check_value(key, config[key])
+    check_within_budget("warmup_epochs", config["warmup_epochs"], config["epochs"])
+
+
+def check_within_budget(key: str, value: float, epochs: int) -> None:
+    """A warm-up must end before the budget does: the schedule needs steps after it."""
+    if value >= epochs:
+        raise UserError(f"{key}={value:g} is not shorter than the budget of {epochs} epochs; warm up for fewer "
+                        "epochs or train for more")
 
 
 def check_value(key: str, value: Any) -> None:

@@ -14,6 +14,7 @@ step); validation runs in eval mode without gradients and divides by the true co
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from datetime import datetime
@@ -25,6 +26,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel
 
 from mnist.augment import Augmentation
 from mnist.batches import EpochBatches, steps_per_epoch
@@ -97,15 +99,72 @@ def make_optimizer(model: torch.nn.Module, config: dict[str, Any]) -> torch.opti
 
 
 def make_lr_schedule(optimizer: torch.optim.Optimizer, config: dict[str, Any],
-                     steps: int) -> tuple[torch.optim.lr_scheduler.LRScheduler, bool]:
+                     batches_per_epoch: int) -> tuple[torch.optim.lr_scheduler.LRScheduler, bool]:
     """(scheduler, stepped per batch?). StepLR steps per epoch as in the tutorial; cosine and
-    one-cycle follow the whole budget of `steps` optimizer steps, one step per batch."""
+    one-cycle follow the whole budget of optimizer steps, one step per batch. With warmup_epochs,
+    every schedule is stepped per batch: a linear warm-up, then the schedule over the steps left."""
+    steps = config["epochs"] * batches_per_epoch
+    warmup = min(steps - 1, round(config["warmup_epochs"] * batches_per_epoch))
+    if config["schedule"] == "onecycle":
+        # One-cycle: warm up to lr (over the warm-up, else the first quarter), then anneal to ~0; Adam's beta1
+        # cycles with it.
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config["lr"], total_steps=steps,
+                                                   pct_start=warmup / steps if warmup > 0 else 0.25), True
+    if warmup > 0:
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, warmed_up(config, warmup, steps, batches_per_epoch)), True
     if config["schedule"] == "step":
         return torch.optim.lr_scheduler.StepLR(optimizer, step_size=config["step_size"], gamma=config["gamma"]), False
-    if config["schedule"] == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps), True
-    # One-cycle: warm up over the first quarter to lr, then anneal to ~0 (Adam's beta1 cycles with it).
-    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config["lr"], total_steps=steps, pct_start=0.25), True
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps), True
+
+
+# Where a warm-up starts, as a share of lr: near zero, but not zero (the first step still moves).
+WARMUP_START = 0.01
+
+
+def warmed_up(config: dict[str, Any], warmup: int, steps: int, batches_per_epoch: int) -> Callable[[int], float]:
+    """The lr factor at optimizer step t: linear from WARMUP_START to 1 over `warmup` steps, then StepLR's
+    gamma every step_size epochs (counted from the warm-up's end), or a cosine to 0 over the steps left."""
+    def factor(step: int) -> float:
+        if step < warmup:
+            return WARMUP_START + (1 - WARMUP_START) * step / warmup
+        after = step - warmup
+        if config["schedule"] == "step":
+            return config["gamma"] ** (after // (config["step_size"] * batches_per_epoch))
+        return 0.5 * (1 + math.cos(math.pi * min(after, steps - warmup) / (steps - warmup)))
+    return factor
+
+
+def ema_of(model: torch.nn.Module, config: dict[str, Any]) -> AveragedModel | None:
+    """The exponential moving average of `model`'s weights when config["ema"] asks for one (CCNet has no
+    buffers, so the parameters are all there is to average)."""
+    if not config["ema"]:
+        return None
+    return AveragedModel(model, avg_fn=ema_step(config["ema_decay"]))
+
+
+def ema_step(decay: float) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+    """One EMA update of a parameter. The decay ramps up as (1 + n) / (10 + n) after n updates, capped at
+    `decay` (TensorFlow's ExponentialMovingAverage with num_updates): a fixed 0.999 would carry the random
+    initial weights for thousands of steps, and an early-stopping scheduler judges a trial on its first
+    epochs. Tensor arithmetic throughout: no host sync per step on a GPU."""
+    def update(averaged: torch.Tensor, current: torch.Tensor, updates: torch.Tensor) -> torch.Tensor:
+        step_decay = torch.clamp((1 + updates) / (10 + updates), max=decay).to(averaged.dtype)
+        return torch.lerp(averaged, current, 1 - step_decay)
+    return update
+
+
+def per_step_updates(schedule_step: Callable[[], None] | None, ema: AveragedModel | None,
+                     model: torch.nn.Module) -> Callable[[], None] | None:
+    """What runs after every optimizer step: the per-batch lr schedule, then the EMA update; None when neither."""
+    ema_update = (lambda: ema.update_parameters(model)) if ema is not None else None
+    updates = [update for update in (schedule_step, ema_update) if update is not None]
+    if not updates:
+        return None
+
+    def after_step() -> None:
+        for update in updates:
+            update()
+    return after_step
 
 
 def validate(model: CCNet, images: torch.Tensor, labels: torch.Tensor, amp: bool) -> tuple[float, float]:
@@ -155,12 +214,20 @@ def train(config: dict[str, Any], data: MnistData | None = None, on_epoch: Epoch
     rank, world = data_parallel_rank()
     network = DistributedDataParallel(model) if world > 1 else model
     optimizer = make_optimizer(model, config)
-    scheduler, per_batch = make_lr_schedule(optimizer, config,
-                                            config["epochs"] * steps_per_epoch(len(train_images), config["batch_size"]))
+    scheduler, per_batch = make_lr_schedule(optimizer, config, steps_per_epoch(len(train_images), config["batch_size"]))
+    ema = ema_of(model, config)
+    # What is validated, checkpointed as "model" and served: the average when there is one.
+    evaluated = ema.module if ema is not None else model
+    after_step = per_step_updates(scheduler.step if per_batch else None, ema, model)
     augmentation = Augmentation.from_config(config)
     history: list[dict[str, Any]] = []
     if resume_from is not None:
-        model.load_state_dict(resume_from["model"])
+        if ema is not None:  # the average is the checkpoint's "model"; the weights being trained sit beside it
+            model.load_state_dict(resume_from["trained_model"])
+            ema.module.load_state_dict(resume_from["model"])
+            ema.n_averaged.fill_(resume_from["ema_updates"])
+        else:
+            model.load_state_dict(resume_from["model"])
         optimizer.load_state_dict(resume_from["optimizer"])
         scheduler.load_state_dict(resume_from["scheduler"])
         history = list(resume_from["history"])
@@ -174,9 +241,9 @@ def train(config: dict[str, Any], data: MnistData | None = None, on_epoch: Epoch
                                augmentation, rank, world)
         show = (lambda done, total: _progress(epoch, config["epochs"], done, total)) if progress else None
         train_loss, train_acc = train_one_epoch(network, optimizer, batches, amp, config["label_smoothing"],
-                                                scheduler.step if per_batch else None, show)
+                                                after_step, show)
         train_seconds = time.perf_counter() - started
-        val_loss, val_acc = validate(model, val_images, val_labels, amp)
+        val_loss, val_acc = validate(evaluated, val_images, val_labels, amp)
         if not per_batch:
             scheduler.step()
         metrics = {
@@ -186,10 +253,12 @@ def train(config: dict[str, Any], data: MnistData | None = None, on_epoch: Epoch
         }
         history.append(metrics)
         state = {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "model": evaluated.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "epoch": epoch, "rng": _rng_state(device), "config": config, "history": history,
             "precision": precision, **metadata,
         }
+        if ema is not None:
+            state.update({"trained_model": model.state_dict(), "ema_updates": int(ema.n_averaged)})
         if on_epoch is not None:
             on_epoch(metrics, state)
         if metrics["diverged"]:

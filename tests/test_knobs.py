@@ -169,20 +169,26 @@ def test_label_smoothing_reaches_the_loss(digits: tuple) -> None:
     assert smoothed == pytest.approx(expected, rel=1e-5) and smoothed != pytest.approx(plain, rel=1e-3)
 
 
-@pytest.mark.parametrize("schedule", ["step", "cosine", "onecycle"])
-def test_lr_schedules_follow_the_budget(schedule: str) -> None:
-    config = resolve_config({"schedule": schedule, "lr": 1e-3, "epochs": 4, "step_size": 2, "gamma": 0.5})
+def learning_rates(config: dict, batches_per_epoch: int = 10) -> tuple[list[float], bool]:
+    """(the lr of every optimizer step of the run, stepped per batch?)."""
     optimizer = make_optimizer(CCNet(0.5), config)
-    scheduler, per_batch = make_lr_schedule(optimizer, config, steps=4 * 10)
+    scheduler, per_batch = make_lr_schedule(optimizer, config, batches_per_epoch)
     rates = []
-    for _ in range(4):
-        for _ in range(10):
+    for _ in range(config["epochs"]):
+        for _ in range(batches_per_epoch):
             rates.append(optimizer.param_groups[0]["lr"])
             optimizer.step()
             if per_batch:
                 scheduler.step()
         if not per_batch:
             scheduler.step()
+    return rates, per_batch
+
+
+@pytest.mark.parametrize("schedule", ["step", "cosine", "onecycle"])
+def test_lr_schedules_follow_the_budget(schedule: str) -> None:
+    config = resolve_config({"schedule": schedule, "lr": 1e-3, "epochs": 4, "step_size": 2, "gamma": 0.5})
+    rates, per_batch = learning_rates(config)
     if schedule == "step":  # the tutorial's: per epoch, x gamma every step_size epochs
         assert not per_batch and rates[0] == rates[19] == 1e-3 and rates[20] == rates[39] == 5e-4
     elif schedule == "cosine":
@@ -190,6 +196,124 @@ def test_lr_schedules_follow_the_budget(schedule: str) -> None:
     else:  # warm up to lr in the first quarter, then down to ~0
         assert max(rates) == pytest.approx(1e-3) and int(np.argmax(rates)) in (9, 10)
         assert rates[0] < 1e-4 and rates[-1] < 1e-6
+
+
+@pytest.mark.parametrize("schedule", ["step", "cosine", "onecycle"])
+def test_a_warm_up_rises_linearly_to_lr_then_the_schedule_runs_over_the_rest(schedule: str) -> None:
+    config = resolve_config({"schedule": schedule, "lr": 1e-3, "epochs": 4, "step_size": 2, "gamma": 0.5,
+                             "warmup_epochs": 1.5})
+    rates, per_batch = learning_rates(config)
+    assert per_batch
+    peak = int(np.argmax(rates))
+    # 1.5 epochs of 10 batches (one-cycle peaks one step sooner: its phases end at step pct_start * total - 1)
+    assert peak == (14 if schedule == "onecycle" else 15) and rates[peak] == pytest.approx(1e-3)
+    rising = np.diff(rates[:peak + 1])
+    assert (rising > 0).all()
+    if schedule != "onecycle":  # from 1% of lr in equal steps (one-cycle has its own cosine-shaped rise)
+        assert rates[0] == pytest.approx(1e-5) and np.allclose(rising, rising[0])
+    if schedule == "step":  # then x gamma every step_size epochs, counted from the warm-up's end
+        assert rates[15] == rates[34] == pytest.approx(1e-3) and rates[35] == rates[39] == pytest.approx(5e-4)
+    else:  # then down to ~0 at the end of the budget
+        assert all(a >= b for a, b in zip(rates[peak:], rates[peak + 1:])) and rates[-1] < 2e-5
+
+
+def test_no_warm_up_keeps_the_schedules_as_they_were() -> None:
+    for schedule in ("step", "cosine", "onecycle"):
+        config = resolve_config({"schedule": schedule, "lr": 1e-3, "epochs": 4, "step_size": 2, "gamma": 0.5})
+        optimizer = make_optimizer(CCNet(0.5), config)
+        scheduler, _ = make_lr_schedule(optimizer, config, 10)
+        expected = {"step": torch.optim.lr_scheduler.StepLR, "cosine": torch.optim.lr_scheduler.CosineAnnealingLR,
+                    "onecycle": torch.optim.lr_scheduler.OneCycleLR}[schedule]
+        assert type(scheduler) is expected
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"warmup_epochs": 5, "epochs": 5}, "warmup_epochs=5 is not shorter than the budget of 5 epochs"),
+    ({"warmup_epochs": 12.5, "epochs": 10}, "warmup_epochs=12.5 is not shorter than the budget of 10 epochs"),
+    ({"warmup_epochs": -1}, "warmup_epochs must be"),
+    ({"ema_decay": 0}, "ema_decay must be in (0, 1)"), ({"ema_decay": 1}, "ema_decay must be in (0, 1)"),
+    ({"ema_decay": 1.5}, "ema_decay must be in (0, 1)"), ({"ema_decay": -0.5}, "ema_decay must be in (0, 1)"),
+    ({"ema": "yes"}, "ema must be true or false"),
+])
+def test_bad_warm_ups_and_ema_decays_are_refused_naming_the_key(overrides: dict, message: str) -> None:
+    with pytest.raises(UserError) as error:
+        resolve_config(overrides)
+    assert message in str(error.value)
+
+
+def test_ema_is_what_is_validated_and_checkpointed(mnist_data: MnistData) -> None:
+    from mnist.model import model_from_checkpoint
+    from mnist.data import split_train_val
+    from mnist.train import validate
+
+    config = {"limit": 1200, "epochs": 2, "batch_size": 64, "lr": 2e-3, "threads": 1, "device": "cpu", "seed": 1,
+              "schedule": "cosine", "amp": False}  # fp32: validated below as train validates
+    runs = {}
+    for name, extra in {"plain": {}, "ema": {"ema": True, "ema_decay": 0.9}, "ema_nearly_off": {"ema": True,
+                                                                                                  "ema_decay": 1e-9}}.items():
+        final: dict = {}
+        history = train({**config, **extra}, data=mnist_data, on_epoch=lambda m, state: final.update(state))
+        runs[name] = (history, final)
+    split = split_train_val(mnist_data, 0.2, 1200)
+    images = torch.from_numpy(np.array(split.val_images)).unsqueeze(1)
+    labels = torch.from_numpy(split.val_labels.astype(np.int64))
+    history, state = runs["ema"]
+    # The same training steps (the average changes no gradient): the weights trained are the plain run's.
+    for name, tensor in runs["plain"][1]["model"].items():
+        assert torch.equal(tensor, state["trained_model"][name]), name
+    # "model" is the average, not the last step's weights, and the accuracy reported is the average's.
+    assert not all(torch.equal(state["model"][k], state["trained_model"][k]) for k in state["model"])
+    assert history[-1]["val_acc"] == pytest.approx(
+        validate(model_from_checkpoint(state, torch.device("cpu")), images, labels, amp=False)[1])
+    assert state["ema_updates"] == 2 * (960 // 64)  # one update per optimizer step
+    # With (almost) no memory, the average is the last step's weights.
+    nearly_off = runs["ema_nearly_off"][1]
+    for name, tensor in nearly_off["model"].items():
+        assert torch.allclose(tensor, nearly_off["trained_model"][name], atol=1e-6), name
+
+
+def test_the_ema_decay_ramps_up_then_holds_at_its_setting() -> None:
+    from mnist.train import ema_step
+
+    update = ema_step(0.999)
+    averaged, current = torch.zeros(3), torch.ones(3)
+    # After n updates the decay is (1 + n) / (10 + n): 2/11 after one, so most of the new weights come in...
+    assert torch.allclose(update(averaged, current, torch.tensor(1)), torch.full((3,), 1 - 2 / 11))
+    # ...and 0.999 from n = 8,990 on: a thousandth of the new weights per step.
+    assert torch.allclose(update(averaged, current, torch.tensor(50_000)), torch.full((3,), 0.001))
+
+
+def test_resume_with_ema_and_a_warm_up_is_exact(mnist_data: MnistData, tmp_path) -> None:
+    from mnist.checkpoint import load_checkpoint, save_checkpoint
+
+    config = {"limit": 600, "epochs": 3, "batch_size": 64, "lr": 2e-3, "threads": 1, "device": "cpu", "seed": 3,
+              "rotate": 5.0, "schedule": "cosine", "warmup_epochs": 1.5, "ema": True, "ema_decay": 0.95}
+    straight: dict = {}
+    train(config, data=mnist_data, on_epoch=lambda metrics, state: straight.update(state))
+    saved = tmp_path / "epoch1.pt"
+    train(config, data=mnist_data,
+          on_epoch=lambda metrics, state: save_checkpoint(state, saved) if metrics["epoch"] == 1 else None)
+    resumed: dict = {}
+    train(config, data=mnist_data, on_epoch=lambda metrics, state: resumed.update(state),
+          resume_from=load_checkpoint(saved, for_resume=True))
+    for weights in ("model", "trained_model"):
+        for name, tensor in straight[weights].items():
+            assert torch.equal(tensor, resumed[weights][name]), (weights, name)
+    assert straight["ema_updates"] == resumed["ema_updates"]
+    assert [row["val_acc"] for row in straight["history"]] == [row["val_acc"] for row in resumed["history"]]
+
+
+def test_an_ema_checkpoint_without_its_trained_weights_is_refused_for_resume(mnist_data: MnistData, tmp_path) -> None:
+    from mnist.checkpoint import load_checkpoint, save_checkpoint
+
+    config = {"limit": 300, "epochs": 1, "batch_size": 64, "threads": 1, "device": "cpu", "ema": True}
+    final: dict = {}
+    train(config, data=mnist_data, on_epoch=lambda metrics, state: final.update(state))
+    del final["trained_model"]
+    save_checkpoint(final, tmp_path / "last.pt")
+    assert load_checkpoint(tmp_path / "last.pt")["config"]["ema"]  # still a model to read digits with
+    with pytest.raises(UserError, match="last.pt: trained with ema but holds no trained_model"):
+        load_checkpoint(tmp_path / "last.pt", for_resume=True)
 
 
 def test_every_knob_has_a_flag_and_the_tutorials_short_flags_stay() -> None:

@@ -172,8 +172,13 @@ def test_benchmark_runs_and_reports_its_ratio(capsys: pytest.CaptureFixture) -> 
 
     bench_main(["--batches", "8", "--threads", "1", "--skip-csv"])
     lines = capsys.readouterr().out.strip().splitlines()
-    tutorial = float(lines[-4].split()[2])
-    ours = float(lines[-2].split()[-2])
+    tutorial = float(lines[-5].split()[2])
+    ours = float(lines[-3].split()[-2])
     assert tutorial > 0 and ours > 0
+    # The EMA's cost: the share of throughput lost, from the two figures printed beside it.
+    words = lines[-2].split()
+    with_ema, without = float(words[6]), float(words[8])
+    assert words[-4] == "ema_cost" and float(words[-3].rstrip("%")) == pytest.approx(100 * (1 - with_ema / without),
+                                                                                      abs=0.2)
     assert lines[-1].startswith("speedup_vs_tutorial: ")
     assert float(lines[-1].split()[1]) == pytest.approx(ours / tutorial, abs=0.02)  # figures printed rounded
