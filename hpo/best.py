@@ -3,6 +3,7 @@
     python hpo/best.py                                  # the newest search under results/
     python hpo/best.py --search results/NAME --seeds 3 --epochs 20
     python hpo/best.py --select last --full --no-baseline
+    python hpo/best.py --search results/NAME --resume  # continue a stopped retraining where it stopped
     python hpo/best.py --search s3://bucket/dir/NAME    # a search kept on a URI storage
     python hpo/best.py --mlflow [URI]                   # log it to MLflow, register the winner (ONNX)
 
@@ -42,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="retrain winner and baseline with the same K seeds; report the paired gain (default 5)")
     parser.add_argument("--epochs", type=int, default=None, help="epochs of retraining (default: the search's budget)")
     parser.add_argument("--full", action="store_true", help="train on train+validation (all 60,000 images)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue a stopped retraining: finished runs are kept, a stopped one continues from "
+                             "its last epoch (same search, --select, --seeds, --epochs and --full)")
     parser.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
                         help="also retrain the tutorial's setting at the same budget (default on)")
     parser.add_argument("--workers", type=int, default=1,
@@ -85,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         train_storage = (join_uri(store.location, BEST) if store.remote
                          else str(staging_folder(store.local).resolve()))
         fit = Fit(args.workers, int(args.gpus_per_worker), args.address, train_storage, args.shared_storage)
-        summary = retrain_winner(store.local, args.select, args.seeds, args.epochs, args.full, args.baseline, fit)
+        summary = retrain_winner(store.local, args.select, args.seeds, args.epochs, args.full, args.baseline, fit,
+                                 args.resume)
         version = mlflow_uri and log_retraining(mlflow_uri, store.local, store.name, summary)
         store.push(BEST)
     print_comparison(summary)

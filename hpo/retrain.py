@@ -24,12 +24,13 @@ from hpo.storage import join_uri
 from hpo.summary import winner
 from mnist.atomic import recover_folder, replace_folder, write_json_atomic
 from mnist.calibration import calibrate_checkpoint
-from mnist.checkpoint import run_metadata, save_checkpoint
+from mnist.checkpoint import load_checkpoint, run_metadata, save_checkpoint
+from mnist.config import resolve_config
 from mnist.data import MnistData, load_mnist
 from mnist.device import pick_device
 from mnist.errors import UserError
 from mnist.evaluate import evaluate_model, write_evaluation
-from mnist.layout import BEST, TRIALS_CSV
+from mnist.layout import BEST, RETRAIN_RUNS, TRIALS_CSV
 from mnist.layout import BASELINE, COMPARISON_JSON, COMPARISON_PNG, CURVES_PNG, ENSEMBLE_PT, MODEL_PT
 from mnist.model import ensemble_weights, model_from_checkpoint
 from mnist.outputs import format_epoch
@@ -68,16 +69,39 @@ def winner_config(experiment: dict[str, Any], trials: pd.DataFrame, select: str)
     return top, trial_config(experiment, params)
 
 
-def fit_here(config: dict[str, Any], data: MnistData) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Train in this process, printing each epoch; returns the history and the final state."""
+def fit_here(config: dict[str, Any], data: MnistData,
+             checkpoint: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Train in this process, printing each epoch and keeping the run's state in `checkpoint` after every one,
+    so that a stopped retraining continues where it stopped (best.py --resume); returns the history and the
+    final state."""
     final: dict[str, Any] = {}
 
-    def keep_final(metrics: dict[str, Any], state: dict[str, Any]) -> None:
+    def keep(metrics: dict[str, Any], state: dict[str, Any]) -> None:
         print(f"  {format_epoch(metrics, config['epochs'])}", flush=True)
+        save_checkpoint(state, checkpoint)
         final["state"] = {**state, "model": {k: v.detach().clone() for k, v in state["model"].items()}}
 
-    history = train(config, data=data, on_epoch=keep_final)
+    resume_from = stopped_run(checkpoint, config)
+    if resume_from is not None:
+        if len(resume_from["history"]) >= config["epochs"]:
+            return resume_from["history"], resume_from
+        print(f"  continuing from epoch {len(resume_from['history'])} ({checkpoint})", flush=True)
+    history = train(config, data=data, on_epoch=keep, resume_from=resume_from)
     return history, final["state"]
+
+
+def stopped_run(checkpoint: Path, config: dict[str, Any]) -> dict[str, Any] | None:
+    """The state a stopped retraining left in `checkpoint` (None when there is none); refused in one line when
+    it trained another configuration (another winner, budget or seed) than the one asked for now."""
+    if not checkpoint.exists():
+        return None
+    state = load_checkpoint(checkpoint, for_resume=True)
+    saved = resolve_config(state["config"])
+    changed = sorted(key for key in config if key not in ("threads", "device") and saved[key] != config[key])
+    if changed:
+        raise UserError(f"{checkpoint}: a stopped retraining of another configuration ({changed[0]}="
+                        f"{saved[changed[0]]!r}, now {config[changed[0]]!r}); remove its folder to start over")
+    return state
 
 
 @dataclass(frozen=True)
@@ -93,23 +117,28 @@ class Fit:
     train_storage: str = ""
     shared_storage: bool = False  # a local train_storage is mounted on every node
 
-    def __call__(self, config: dict[str, Any], data: MnistData,
-                 run_name: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-        """(per-epoch metrics, final checkpoint state) of one run; `run_name` names Ray Train's run."""
+    def __call__(self, config: dict[str, Any], data: MnistData, run_name: str,
+                 checkpoint: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """(per-epoch metrics, final checkpoint state) of one run; `run_name` names Ray Train's run, `checkpoint`
+        keeps its state (after every epoch here; once finished with Ray Train) for best.py --resume."""
         if self.workers <= 1:
-            return fit_here(config, data)
+            return fit_here(config, data, checkpoint)
+        done = stopped_run(checkpoint, config)
+        if done is not None and len(done["history"]) >= config["epochs"]:
+            return done["history"], done
         history, state = train_data_parallel(config, data, self.workers, self.gpus_per_worker,
                                              join_uri(self.train_storage, run_name), self.address, self.shared_storage)
         for metrics in history:
             print(f"  {format_epoch(metrics, config['epochs'])}", flush=True)
+        save_checkpoint(state, checkpoint)
         return history, state
 
 
-def train_and_test(config: dict[str, Any], data: MnistData, fit: Fit, label: str,
-                   run_name: str) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
+def train_and_test(config: dict[str, Any], data: MnistData, fit: Fit, label: str, run_name: str,
+                   checkpoint: Path) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
     """(history, final state, test evaluation) of one seed's run of `config`."""
     print(f"{label}: training seed {config['seed']} for {config['epochs']} epochs", flush=True)
-    history, state = fit(config, data, run_name)
+    history, state = fit(config, data, run_name, checkpoint)
     if history[-1]["diverged"]:
         raise UserError(f"{label} diverged (non-finite loss) with seed {config['seed']}")
     device = pick_device(config["device"])
@@ -126,9 +155,10 @@ def spread(accuracies: list[float]) -> dict[str, float]:
 
 
 def retrain_winner(folder: Path, select: str, seeds: int, epochs: int | None, full: bool, baseline: bool,
-                   fit: Fit) -> dict[str, Any]:
+                   fit: Fit, resume: bool = False) -> dict[str, Any]:
     """Retrain the winner of the search in `folder` and the tutorial's setting, paired seed by seed;
-    test each run once; write folder/best/ (and best/baseline/, best/comparison.json)."""
+    test each run once; write folder/best/ (and best/baseline/, best/comparison.json). With `resume`, the runs a
+    stopped retraining left continue (finished ones are tested again, not trained again)."""
     experiment, trials = load_search(folder)
     top, config = winner_config(experiment, trials, select)
     config.update({"epochs": epochs or experiment["max_epochs"], "device": "auto", "threads": None})
@@ -139,7 +169,12 @@ def retrain_winner(folder: Path, select: str, seeds: int, epochs: int | None, fu
     # Built aside and swapped in whole at the end: a run stopped at any moment leaves the previous best/
     # (or none), never one run's comparison beside another's model.
     out = staging_folder(folder)
-    shutil.rmtree(out, ignore_errors=True)  # a stopped run's leftovers (the lock says none is running)
+    left = sorted((out / RETRAIN_RUNS).glob("*.pt"))
+    if left and not resume:
+        raise UserError(f"{out}: a stopped retraining left {len(left)} run(s) there; continue it with --resume, "
+                        "or remove that folder to start over")
+    if not resume:
+        shutil.rmtree(out, ignore_errors=True)  # leftovers without a run (the lock says none is running)
     recover_folder(folder / BEST)  # a run killed mid-swap: its previous best/ comes back
     print(f"winner: trial {int(top['trial'])}, selected by {SELECTION_RULES[select]} "
           f"(val_acc {top['best_val_acc' if select == 'best' else 'last_val_acc']:.4f})", flush=True)
@@ -155,7 +190,8 @@ def retrain_winner(folder: Path, select: str, seeds: int, epochs: int | None, fu
                 continue
             runs[name].append(train_and_test({**arm_config, "seed": seed}, data, fit,
                                              "winner" if name == "winner" else "the tutorial's setting",
-                                             ("" if name == "winner" else "baseline/") + f"ray_train_seed{seed}"))
+                                             ("" if name == "winner" else "baseline/") + f"ray_train_seed{seed}",
+                                             out / RETRAIN_RUNS / f"{name}-seed{seed}.pt"))
     summary = {"selected_by": SELECTION_RULES[select], "trial": int(top["trial"]),
                "params": {key: config[key] for key in experiment["search_space"]}, "epochs": config["epochs"],
                "trained_on": "train+validation" if full else "train split", "seeds": seed_list,
@@ -185,6 +221,7 @@ def retrain_winner(folder: Path, select: str, seeds: int, epochs: int | None, fu
             extra.update({"test_accuracy_mean": summary["winner"]["mean"],
                           "test_accuracy_std": summary["winner"]["std"], "search": summary})
         write_evaluation(result, data, arm_out, extra)
+    shutil.rmtree(out / RETRAIN_RUNS)  # what resuming needed: best/ keeps the models it serves and compares
     replace_folder(out, folder / BEST)
     return summary
 

@@ -147,31 +147,55 @@ def environment() -> dict[str, str]:
             "platform": platform.platform()}
 
 
+# The marks of the time-to-accuracy report besides the tutorial's final val_acc: a level the best CCNets pass.
+ACCURACY_MARKS = (0.995,)
+
+
 def anytime_curve(history: pd.DataFrame, trials: pd.DataFrame) -> dict[str, Any]:
-    """The search's best val_acc so far against epochs trained so far (all trials, in the order
-    the epochs ended), and the tutorial's final val_acc: when did the search pass it?"""
+    """The search's best val_acc so far against epochs trained so far (all trials, in the order the epochs
+    ended), and when it first passed the tutorial's final val_acc and each of ACCURACY_MARKS: after how many
+    epochs, how many minutes of training (all trials' epochs summed) and, where Tune timed the epochs, how many
+    minutes of wall clock since the search's first epoch began (a resumed search counts its pause too)."""
     order = ["timestamp", "trial", "epoch"] if "timestamp" in history else ["trial", "epoch"]
     ordered = history.sort_values(order)
     best_so_far = ordered[METRIC].cummax().to_numpy()
     cumulative = np.arange(1, len(ordered) + 1)
+    training_minutes = ordered["epoch_time_s"].cumsum().to_numpy() / 60
+    wall_minutes = None
+    if "timestamp" in ordered and ordered["timestamp"].notna().all() and len(ordered):
+        began = (ordered["timestamp"] - ordered["epoch_time_s"]).min()
+        wall_minutes = (ordered["timestamp"].to_numpy() - began) / 60
     baseline_rows = trials[trials["baseline"].astype(bool)]
     baseline = float(baseline_rows["last_val_acc"].iloc[0]) if not baseline_rows.empty else None
-    passed = None
-    if baseline is not None:
-        above = np.flatnonzero(best_so_far > baseline)
-        passed = int(cumulative[above[0]]) if above.size else None
-    return {"epochs": cumulative, "best_so_far": best_so_far, "baseline_val_acc": baseline, "passed_at_epochs": passed}
+    marks = ([("the tutorial's final val_acc", baseline)] if baseline is not None else [])
+    marks += [(f"val_acc {mark:.1%}", mark) for mark in ACCURACY_MARKS]
+    milestones = []
+    for label, level in marks:
+        above = np.flatnonzero(best_so_far > level)
+        first = int(above[0]) if above.size else None
+        milestones.append({"label": label, "val_acc": level, "epochs": None if first is None else int(cumulative[first]),
+                           "training_minutes": None if first is None else float(training_minutes[first]),
+                           "wall_minutes": None if first is None or wall_minutes is None else float(wall_minutes[first])})
+    passed = milestones[0]["epochs"] if baseline is not None else None
+    return {"epochs": cumulative, "best_so_far": best_so_far, "baseline_val_acc": baseline, "passed_at_epochs": passed,
+            "milestones": milestones, "total_training_minutes": float(training_minutes[-1]) if len(ordered) else 0.0}
 
 
 def anytime_sentence(anytime: dict[str, Any]) -> str:
+    """Time to accuracy, in a sentence per mark: when the search first passed it."""
     total = int(anytime["epochs"][-1]) if len(anytime["epochs"]) else 0
-    if anytime["baseline_val_acc"] is None:
-        return "The tutorial's setting did not finish in this search: nothing to compare against."
-    if anytime["passed_at_epochs"] is None:
-        return (f"The search never passed the tutorial's final val_acc {anytime['baseline_val_acc']:.4f} "
-                f"in {total} epochs trained.")
-    return (f"The search passed the tutorial's final val_acc {anytime['baseline_val_acc']:.4f} after "
-            f"{anytime['passed_at_epochs']} of the {total} epochs it trained (all trials together).")
+    sentences = [] if anytime["baseline_val_acc"] is not None else [
+        "The tutorial's setting did not finish in this search: nothing to compare against."]
+    for mark in anytime["milestones"]:
+        if mark["epochs"] is None:
+            sentences.append(f"The search never passed {mark['label']} ({mark['val_acc']:.4f}) in the {total} "
+                             "epochs it trained.")
+            continue
+        wall = f", {mark['wall_minutes']:.1f} min of wall clock" if mark["wall_minutes"] is not None else ""
+        sentences.append(f"The search passed {mark['label']} ({mark['val_acc']:.4f}) after {mark['epochs']} of the "
+                         f"{total} epochs it trained (all trials together): {mark['training_minutes']:.1f} of "
+                         f"{anytime['total_training_minutes']:.1f} min of training{wall}.")
+    return " ".join(sentences)
 
 
 def write_report(folder: Path, trials: pd.DataFrame, experiment: dict[str, Any], best: dict[str, Any],

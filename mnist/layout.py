@@ -53,6 +53,7 @@ MODEL_PT = "model.pt"  # the winner's first seed
 ENSEMBLE_PT = "ensemble.pt"  # the winner's seeds as one model: what predict and the draw page serve
 COMPARISON_JSON = "comparison.json"
 COMPARISON_PNG = "comparison.png"
+RETRAIN_RUNS = "runs"  # while best.py retrains: each run's state after every epoch, what --resume continues
 
 # The reading tools (mnist.reading): their default outputs.
 PREDICT_MISREAD_PNG = f"{RESULTS}/predict/misread.png"

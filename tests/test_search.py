@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import mlflow.pyfunc
@@ -138,6 +139,42 @@ def test_tensorboard_has_scalars_and_hparams_per_trial(smoke_search: tuple[Path,
         hparams = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info.hparams
         searched = json.loads((folder / "experiment.json").read_text())["experiment"]["search_space"]
         assert set(hparams) == set(searched) >= {"lr", "batch_size", "dropout", "step_size", "gamma", "rotate"}
+
+
+@SMOKE_GROUP
+def test_a_stopped_retraining_continues_with_resume_exactly(
+        smoke_search: tuple[Path, subprocess.CompletedProcess], tmp_path: Path) -> None:
+    """best.py killed in the middle of a run: without --resume it refuses (one line, the runs kept); with it, the
+    run continues from its last epoch and ends with the model a run never stopped gives."""
+    source, _ = smoke_search
+    stopped, straight = tmp_path / "stopped", tmp_path / "straight"
+    for copy in (stopped, straight):
+        shutil.copytree(source, copy, ignore=shutil.ignore_patterns("best", ".best*", "*.lock"))
+    flags = ["--epochs", "3", "--seeds", "1", "--no-baseline"]
+    run = stopped / ".best.staging" / "runs" / "winner-seed0.pt"
+    process = subprocess.Popen([sys.executable, str(ROOT / "hpo" / "best.py"), "--search", str(stopped), *flags],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while process.poll() is None and not (run.exists() and len(load_checkpoint(run)["history"]) >= 1):
+            time.sleep(0.2)  # polling the condition: the first epoch's checkpoint
+        assert process.poll() is None, "best.py ended before it could be stopped"
+        process.kill()  # mid-run: one epoch of three in its checkpoint
+        process.wait()
+    finally:
+        process.kill()
+    epochs_done = len(load_checkpoint(run)["history"])
+    assert 1 <= epochs_done < 3
+    refused = run_script("best.py", ["--search", str(stopped), *flags])
+    assert refused.returncode == 2 and "--resume" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+    assert run.exists()
+    resumed = run_script("best.py", ["--search", str(stopped), *flags, "--resume"])
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"continuing from epoch {epochs_done}" in resumed.stdout
+    assert run_script("best.py", ["--search", str(straight), *flags]).returncode == 0
+    ours, theirs = load_checkpoint(stopped / "best" / "model.pt"), load_checkpoint(straight / "best" / "model.pt")
+    assert all(torch.equal(ours["model"][name], theirs["model"][name]) for name in theirs["model"])
+    assert [row["val_acc"] for row in ours["history"]] == [row["val_acc"] for row in theirs["history"]]
+    assert not (stopped / "best" / "runs").exists() and not (stopped / ".best.staging").exists()
 
 
 @SMOKE_GROUP
