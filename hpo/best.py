@@ -21,10 +21,13 @@ from pathlib import Path
 
 from hpo.retrain import Fit, print_comparison, retrain_winner, staging_folder
 from hpo.storage import ExperimentStore, join_uri, newest_experiment, split_experiment
-from hpo.tracking import DEFAULT_STORE, REGISTERED_MODEL, log_retraining, open_store, resolve_store, tracking_of
+from hpo.tracking import DEFAULT_STORE, REGISTERED_MODEL, check_store, log_retraining, resolve_store, tracking_of
 from mnist.errors import UserError, run_cli
 from mnist.layout import (BEST, COMPARISON_JSON, COMPARISON_PNG, CONFUSION_MATRIX_PNG, ENSEMBLE_PT, METRICS_JSON,
                           MISCLASSIFIED_PNG, MODEL_PT, RESULTS)
+
+# --mlflow given without a URI: the store the search was tracked in, else DEFAULT_STORE.
+SEARCH_STORE = "<the search's store>"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
                              "same path on every node")
     parser.add_argument("--address", default=None,
                         help="Ray cluster for --workers > 1 (default: RAY_ADDRESS, else a local one)")
-    parser.add_argument("--mlflow", nargs="?", const="", default=None, metavar="URI",
+    parser.add_argument("--mlflow", nargs="?", const=SEARCH_STORE, default=None, metavar="URI",
                         help="log the retraining and the comparison to MLflow and register the winner (as ONNX) "
                              f"as a version of the model {REGISTERED_MODEL!r} (default store: the search's own, "
                              f"else {DEFAULT_STORE}); needs pip install -e '.[mlflow]'")
@@ -83,8 +86,9 @@ def main(argv: list[str] | None = None) -> int:
         store.pull()
         mlflow_uri = None
         if args.mlflow is not None:  # checked before the retraining's minutes
-            mlflow_uri = resolve_store(args.mlflow or (tracking_of(store.local) or {}).get("tracking_uri", DEFAULT_STORE))
-            open_store(mlflow_uri)
+            mlflow_uri = resolve_store((tracking_of(store.local) or {}).get("tracking_uri", DEFAULT_STORE)
+                                       if args.mlflow is SEARCH_STORE else args.mlflow)
+            check_store(mlflow_uri)
         # Ray Train's runs (workers > 1) go where every node reaches: beside the experiment.
         train_storage = (join_uri(store.location, BEST) if store.remote
                          else str(staging_folder(store.local).resolve()))

@@ -14,6 +14,7 @@ import ray
 import torch
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from hpo.env_vars import switch
 from hpo.ray_versions import check_private_cluster_closed, check_versions, version_mismatch
 from mnist.errors import UserError
 
@@ -201,7 +202,7 @@ def check_storage_shared(storage_is_local: bool, shared: bool, storage: str) -> 
 
 
 def fake_gpus() -> bool:
-    return os.environ.get(FAKE_GPUS) == "1"
+    return switch(FAKE_GPUS)
 
 
 def torch_without_cuda(gpu_ids: list) -> str | None:

@@ -201,15 +201,18 @@ def run_search(experiment: dict[str, Any], store: ExperimentStore, resume: bool,
         check_gpus_usable(resources["gpu"])
         # Only once the cluster is there and can hold a trial: a refused start leaves no folder to resume.
         if not resume:
+            # The MLflow run first: a store that refuses it (locked, gone) leaves no folder that --resume cannot use.
+            tracking = mlflow_uri and start_search_run(mlflow_uri, store.name, experiment, run_metadata(),
+                                                       store.location)
             store.local.mkdir(parents=True, exist_ok=True)
             write_json_atomic(store.local / EXPERIMENT_JSON, {"experiment": experiment, **run_metadata(),
                                                               "ray_version": ray.__version__,
                                                               "optuna_version": optuna.__version__,
                                                               "whereabouts": store.whereabouts()})
             store.push(EXPERIMENT_JSON)
-            tracking = mlflow_uri and start_search_run(mlflow_uri, store.local, store.name, experiment,
-                                                       run_metadata(), store.location)
-            store.push(MLFLOW_JSON)
+            if tracking:
+                write_json_atomic(store.local / MLFLOW_JSON, tracking)
+                store.push(MLFLOW_JSON)
         else:
             tracking = tracking_of(store.local)
             if tracking:

@@ -27,6 +27,7 @@ import ray
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 
+from hpo.env_vars import switch
 from mnist.errors import UserError
 
 INSTALL_NAMES = {"ray": "ray[tune]"}  # what pip installs for the search
@@ -83,7 +84,7 @@ def check_private_cluster_closed(environ: Mapping[str, str] = os.environ, ray_ve
         raise UserError(f"{said} would start the search's private Ray cluster without authentication, open to every "
                         "host that reaches this machine: export RAY_AUTH_MODE=token (or join a cluster you "
                         "secure with --address)")
-    if environ.get(OPEN_CLUSTER_OK) != "1":
+    if not switch(OPEN_CLUSTER_OK, environ):
         raise UserError(f"Ray {ray_version} has no authentication: the search's private cluster would be open to every "
                         f"host that reaches this machine; install ray>={'.'.join(map(str, TOKEN_AUTH_SINCE))}, join a "
                         f"cluster you secure with --address, or on a trusted network set {OPEN_CLUSTER_OK}=1")

@@ -19,14 +19,14 @@ from datetime import datetime
 from pathlib import Path
 
 from hpo.checkpoints import drop_stale_checkpoints
-from hpo.cluster import check_address
+from hpo.cluster import check_address, fake_gpus
 from hpo.dashboard import DEFAULT_PORT, HOST
 from hpo.driver import SearchInterrupted, run_search
 from hpo.experiment import FLAG_SETTINGS, load_experiment_file, resolve_experiment, saved_experiment
 from hpo.progress import search_log
 from hpo.storage import ExperimentStore, is_uri, newest_experiment
 from hpo.summary import NothingFinished, console_summary, summarize
-from hpo.tracking import DEFAULT_STORE, finish_search_run, open_store, resolve_store, tracking_of
+from hpo.tracking import DEFAULT_STORE, check_store, finish_search_run, resolve_store, tracking_of
 from hpo.trial_terms import METRIC
 from mnist.config import KNOBS, add_table_flags
 from mnist.errors import UserError, run_cli
@@ -73,14 +73,16 @@ def check_name(name: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     check_address(args.address)  # a malformed --address or RAY_ADDRESS is refused before anything starts
+    fake_gpus()  # so is a test switch set to something it does not take
     if args.wait_for_resources is not None and not 0 <= args.wait_for_resources < float("inf"):
         raise UserError(f"--wait-for-resources must be a number of seconds >= 0, got {args.wait_for_resources}")
     if args.dashboard is not None:  # a busy port is refused now, not after the cluster has started
         check_port_free(args.dashboard, HOST)
-    mlflow_uri = resolve_store(args.mlflow) if args.mlflow else None
+    mlflow_uri = resolve_store(args.mlflow) if args.mlflow is not None else None
     if mlflow_uri and not args.resume:  # MLflow missing, or a store it cannot use, refused before anything starts
-        open_store(mlflow_uri)
+        check_store(mlflow_uri)
     if args.resume:
+        check_resume_flags(args)
         if not args.name and is_uri(args.storage_path):
             raise UserError(f"{args.storage_path}: --resume with a URI storage needs --name")
         name = args.name or newest_experiment(Path(args.storage_path)).name
@@ -96,6 +98,18 @@ def main(argv: list[str] | None = None) -> int:
                                 args.local_dir)
     with store.lock("search.py"):  # one driver per experiment folder, for its whole life
         return search(store, args, None if args.resume else experiment, mlflow_uri)
+
+
+def check_resume_flags(args: argparse.Namespace) -> None:
+    """A resume continues the search as it was started: a flag that would change what it searches is refused in
+    one line, not ignored (Tune restores its trials, budget and searcher as saved)."""
+    given = [f"--{key.replace('_', '-')}" for key in [*FLAG_SETTINGS, "limit"] if getattr(args, key) is not None]
+    given += ["--experiment"] if args.experiment else []
+    if given:
+        raise UserError(f"--resume continues the search with the settings it started with (its experiment file, "
+                        f"trials, budget, scheduler, searcher, seed and space); {', '.join(given)} would change them. "
+                        "For more trials or epochs start a new search (another --name); its winner is compared "
+                        "the same way")
 
 
 def check_resumed_tracking(store: ExperimentStore, mlflow_uri: str | None) -> None:

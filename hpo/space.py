@@ -22,7 +22,10 @@ BUDGET = "max_epochs"
 
 
 def _number(value: Any, where: str) -> float:
-    """YAML reads 1e-5 (no dot) as a string: accept it, refuse anything else."""
+    """YAML reads 1e-5 (no dot) as a string: accept it, refuse anything else (true and false included: YAML's
+    booleans are not the numbers 1 and 0 here)."""
+    if isinstance(value, bool):
+        raise UserError(f"{where}: {value!r} is not a number")
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -59,6 +62,8 @@ class Dimension:
                 raise UserError(f"{where}.{kind} takes [low, high]")
             low, high = (_number(value, where) for value in values)
             if kind == "randint":
+                if not all(number.is_integer() for number in (low, high)):
+                    raise UserError(f"{where}.randint takes whole-number bounds, got {raw}")
                 low, high = int(low), int(high)
             if low == high and BUDGET in raw and kind == "randint":
                 kind, values = "choice", [low]  # a range the budget shrank to one value is that value

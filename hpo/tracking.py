@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -28,7 +31,7 @@ from ray.tune import Callback
 
 from hpo.experiment import is_baseline
 from hpo.trial_terms import ERROR, METRIC, status_of, trial_number
-from mnist.atomic import write_json_atomic
+from mnist.atomic import json_text
 from mnist.checkpoint import load_checkpoint
 from mnist.data import load_mnist
 from mnist.errors import UserError, optional_module
@@ -50,16 +53,73 @@ def mlflow_module(name: str = "mlflow") -> Any:
 
 def resolve_store(uri: str) -> str:
     """The tracking URI with a relative SQLite or file path made absolute: a resumed search, a later
-    best.py or a search started from another folder write to the same store."""
+    best.py or a search started from another folder write to the same store. An empty URI (an unset
+    variable in a script) is refused: it would turn tracking off without a word."""
+    if not uri.strip():
+        raise UserError("--mlflow '': an empty store URI (an unset variable?); name a store, or leave --mlflow out")
     parts = urlsplit(uri)
     if parts.scheme == "sqlite":
         database = sqlite_file(uri)
         if database is None or not uri.split(":///", 1)[1]:
             raise UserError(f"--mlflow {uri}: a SQLite store is sqlite:///PATH (a file; an absolute PATH starts with /)")
+        if not database.is_absolute():
+            print(f"note: --mlflow {uri} is relative to this folder: the store is {database.resolve()}", flush=True)
         return f"sqlite:///{database.resolve()}"
     if parts.scheme in ("", "file"):
         return Path(parts.path or uri).resolve().as_uri()
     return uri
+
+
+# How long the check of a tracking server may take: MLflow's own client retries a dead server for minutes.
+REACH_TIMEOUT_S = 10
+
+
+def check_store(uri: str) -> None:
+    """Whether the store can be used, known within REACH_TIMEOUT_S and in one line, creating nothing: MLflow
+    installed; a SQLite store's file a SQLite database (or its folder one that can be made); a server answering
+    MLflow's REST API. The store itself is made (open_store) only once every check of the command has passed."""
+    mlflow_module()
+    parts = urlsplit(uri)
+    database = sqlite_file(uri)
+    if database is not None:
+        check_sqlite_file(uri, database)
+    elif parts.scheme in ("http", "https"):
+        check_server(uri)
+
+
+def check_sqlite_file(uri: str, database: Path) -> None:
+    if database.exists():
+        if not database.is_file():
+            raise UserError(f"--mlflow {uri}: {database} is not a file")
+        with open(database, "rb") as handle:
+            header = handle.read(16)
+        if header and header != b"SQLite format 3\0":
+            raise UserError(f"--mlflow {uri}: {database} is not a SQLite database")
+        return
+    folder = next((parent for parent in database.parents if parent.exists()), None)
+    if folder is None or not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise UserError(f"--mlflow {uri}: cannot make the store's folder {database.parent}")
+
+
+def check_server(uri: str) -> None:
+    """A tracking server answers a search for one experiment within REACH_TIMEOUT_S, with MLflow's JSON."""
+    probe = uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1"
+    try:
+        with urllib.request.urlopen(probe, timeout=REACH_TIMEOUT_S) as answer:
+            body = answer.read(1 << 16)
+    except urllib.error.HTTPError as error:
+        if error.code in (401, 403):  # it is there and wants credentials: MLflow's client sends them
+            return
+        raise UserError(f"--mlflow {uri}: the server answers HTTP {error.code}, not as an MLflow tracking server"
+                        ) from None
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        reason = getattr(error, "reason", error)
+        raise UserError(f"--mlflow {uri}: cannot reach the tracking server within {REACH_TIMEOUT_S} s ({reason})"
+                        ) from None
+    try:
+        json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise UserError(f"--mlflow {uri}: the server answers, but not as an MLflow tracking server") from None
 
 
 def sqlite_file(uri: str) -> Path | None:
@@ -105,7 +165,7 @@ def tracking_of(folder: Path) -> dict[str, str] | None:
 
 def flat_params(values: dict[str, Any]) -> dict[str, str]:
     """MLflow params are strings: nested values (the search space) as JSON."""
-    return {key: json.dumps(value) if isinstance(value, (dict, list)) else str(value) for key, value in values.items()}
+    return {key: json_text(value) if isinstance(value, (dict, list)) else str(value) for key, value in values.items()}
 
 
 def log_params(client: Any, run_id: str, params: dict[str, Any]) -> None:
@@ -113,17 +173,15 @@ def log_params(client: Any, run_id: str, params: dict[str, Any]) -> None:
     client.log_batch(run_id, params=[entities.Param(key, value) for key, value in flat_params(params).items()])
 
 
-def start_search_run(uri: str, folder: Path, name: str, experiment: dict[str, Any], metadata: dict[str, Any],
+def start_search_run(uri: str, name: str, experiment: dict[str, Any], metadata: dict[str, Any],
                      location: str) -> dict[str, str]:
-    """The parent run of a new search, its id kept in folder/mlflow.json (written whole)."""
+    """The parent run of a new search: what the search folder's mlflow.json keeps."""
     client, experiment_id = open_store(uri)
     run = client.create_run(experiment_id, run_name=name, tags={
         "search_folder": location, "mlflow.source.git.commit": metadata["git_commit"],
         "argv": " ".join(metadata["argv"])[:5000]})
     log_params(client, run.info.run_id, experiment)
-    tracking = {"tracking_uri": uri, "experiment_id": experiment_id, "parent_run_id": run.info.run_id}
-    write_json_atomic(folder / MLFLOW_JSON, tracking)
-    return tracking
+    return {"tracking_uri": uri, "experiment_id": experiment_id, "parent_run_id": run.info.run_id}
 
 
 def reopen_search_run(tracking: dict[str, str]) -> None:

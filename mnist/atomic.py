@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
+
+import numpy as np
 
 from mnist.errors import UserError
 
@@ -72,4 +75,22 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 
 
 def write_json_atomic(path: str | Path, value: Any) -> None:
-    write_text_atomic(path, json.dumps(value, indent=2, default=str) + "\n")
+    write_text_atomic(path, json_text(value, indent=2) + "\n")
+
+
+def json_text(value: Any, indent: int | None = None) -> str:
+    """`value` as valid JSON: NaN and infinities (a diverged run's loss), which JSON has no words for, as null;
+    numpy scalars as plain numbers; anything else JSON lacks as its str."""
+    return json.dumps(finite(value), indent=indent, default=str, allow_nan=False)
+
+
+def finite(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(item) for item in value]
+    return value

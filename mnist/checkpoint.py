@@ -6,6 +6,7 @@ epoch, RNG states, history) and to know where it came from (config, argv, git co
 from __future__ import annotations
 
 import importlib.metadata
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -93,7 +94,40 @@ def check_contents(state: dict[str, Any], path: Path) -> None:
         raise UserError(f"{path}: says {members} ensemble members but its weights hold {len(held)}")
     if not isinstance(state["config"], dict):
         raise UserError(f"{path}: its config is not a mapping")
+    if state.get("calibration") is not None:
+        check_calibration(state["calibration"], f"{path}: calibration")
     try:
         resolve_config(upgrade_config(state["config"]))
     except UserError as error:
         raise UserError(f"{path}: config: {error}") from None
+
+
+def check_calibration(calibration: Any, where: str, as_text: bool = False) -> tuple[float, float]:
+    """(temperature, unsure_below) of a checkpoint's or an export's calibration, checked where it enters: a
+    temperature that is not a finite number > 0 flips or flattens every probability, and a threshold outside
+    [0, 1] (or NaN) makes "not sure" always or never true. One line naming `where` and the key. `as_text`: the
+    numbers are written as text (an export's metadata), else they must be numbers."""
+    if not isinstance(calibration, dict):
+        raise UserError(f"{where} is not a mapping (got {type(calibration).__name__})")
+    temperature, unsure_below = (number_in(calibration, key, where, as_text) for key in ("temperature", "unsure_below"))
+    if not temperature > 0:
+        raise UserError(f"{where}.temperature must be a finite number > 0, got {calibration['temperature']!r}")
+    if not 0 <= unsure_below <= 1:
+        raise UserError(f"{where}.unsure_below must be a probability in [0, 1], got {calibration['unsure_below']!r}")
+    return temperature, unsure_below
+
+
+def number_in(mapping: dict, key: str, where: str, as_text: bool) -> float:
+    """mapping[key] as a finite float: a number (an int or float, not a bool), or with `as_text` its text."""
+    if key not in mapping:
+        raise UserError(f"{where} has no {key}")
+    value = mapping[key]
+    number = math.nan
+    if isinstance(value, str) if as_text else (isinstance(value, (int, float)) and not isinstance(value, bool)):
+        try:
+            number = float(value)
+        except ValueError:
+            pass
+    if not math.isfinite(number):
+        raise UserError(f"{where}.{key} must be a finite number, got {value!r}")
+    return number

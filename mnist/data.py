@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import re
 import zlib
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from mnist.atomic import json_text
 from mnist.config import DEFAULTS
 from mnist.errors import UserError, run_cli
 
@@ -306,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="share of the training images kept for validation")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N training images")
     args = parser.parse_args(argv)
-    print(json.dumps(summarize(load_mnist(args.data), args.val_fraction, args.limit)))
+    print(json_text(summarize(load_mnist(args.data), args.val_fraction, args.limit)))
     return 0
 
 

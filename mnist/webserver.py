@@ -5,6 +5,7 @@ Used by the draw page (mnist.reading.serve) and optuna-dashboard (hpo.dashboard)
 """
 from __future__ import annotations
 
+import errno
 import socket
 from typing import Any, Callable, Iterable
 
@@ -19,16 +20,28 @@ def reserve_port(port: int, host: str) -> socket.socket:
     what starts meanwhile (Ray's processes take free ports) cannot get it. Close it just before the
     server binds the port."""
     if not 0 <= port <= 65535:
-        raise UserError(f"port {port}: not a TCP port (0 to 65535)")
-    probe = socket.socket()
+        raise UserError(f"--port {port}: not a TCP port (0 to 65535)")
+    try:
+        family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError) as error:
+        raise UserError(f"--host {host}: not an address or a name this machine knows "
+                        f"({getattr(error, 'strerror', None) or error})") from None
+    probe = socket.socket(family, socket.SOCK_STREAM)
     # As the servers themselves do: a port whose last connections linger in TIME_WAIT is free.
     probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        probe.bind((host, port))
+        probe.bind(address)
     except OSError as error:
         probe.close()
-        raise UserError(f"cannot listen on {host}:{port}: {error.strerror}; choose another port") from None
+        raise UserError(f"cannot listen on {host}:{port}: {error.strerror}; {BIND_ADVICE.get(error.errno, '')}"
+                        .rstrip("; ")) from None
     return probe
+
+
+# What to do when a bind fails, by the reason: only a taken port is solved by another port.
+BIND_ADVICE = {errno.EADDRINUSE: "choose another --port",
+               errno.EADDRNOTAVAIL: "--host must be an address of this machine (or 0.0.0.0 for all of them)",
+               errno.EACCES: "ports below 1024 need root: choose one above 1023"}
 
 
 def check_port_free(port: int, host: str) -> None:

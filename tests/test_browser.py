@@ -187,7 +187,7 @@ def test_the_live_dashboard_shows_the_running_search_and_ctrl_c_stops_both(
     assert process.returncode == 130 and port_closed(url), first[-3000:]
     assert first.count("dashboard: http://127.0.0.1:") == 1  # the URL, printed once
     assert f"--resume --name live --storage-path {tmp_path}" in first.splitlines()[-1]
-    process, url = start_server([*search, "--resume", "--dashboard", str(free_port())], "dashboard:",
+    process, url = start_server([*search[:2], "--resume", *search[-4:], "--dashboard", str(free_port())], "dashboard:",
                                 tmp_path / "resumed.log")
     try:
         assert process.wait(timeout=300) == 0, (tmp_path / "resumed.log").read_text()[-3000:]  # not held open

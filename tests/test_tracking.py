@@ -29,7 +29,7 @@ def result(epoch: int, val_acc: float) -> dict:
 @pytest.fixture
 def tracked(tmp_path: Path) -> tuple[str, MlflowTrials]:
     store = mlflow_store(tmp_path)
-    tracking = start_search_run(store, tmp_path, "search", {"num_samples": 2, "search_space": SPACE},
+    tracking = start_search_run(store, "search", {"num_samples": 2, "search_space": SPACE},
                                 {"git_commit": "abc", "argv": ["search.py"]}, str(tmp_path))
     return store, MlflowTrials(tracking, SPACE, {"lr": 2e-4}, max_epochs=3)
 
@@ -89,7 +89,7 @@ def test_a_store_mlflow_cannot_use_is_one_line_before_any_work(tmp_path: Path, c
     (tmp_path / "mlflow.db").write_bytes(b"not a database")
     message = refused(search_main, ["--storage-path", str(tmp_path), "--name", "x",
                                     "--mlflow", mlflow_store(tmp_path)], capsys)
-    assert "cannot use this MLflow store" in message and str(tmp_path / "mlflow.db") in message
+    assert "is not a SQLite database" in message and str(tmp_path / "mlflow.db") in message
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db"]
 
 

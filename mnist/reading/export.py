@@ -29,8 +29,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from mnist.atomic import write_atomic
-from mnist.checkpoint import load_checkpoint
+from mnist.atomic import json_text, write_atomic
+from mnist.checkpoint import check_calibration, load_checkpoint
 from mnist.data import load_mnist, normalize
 from mnist.errors import UserError, optional_module, run_cli
 from mnist.model import model_from_checkpoint
@@ -62,7 +62,7 @@ def contract(state: dict[str, Any], source: Path) -> dict[str, str]:
         "temperature": str(float(calibration.get("temperature", 1.0))),
         "unsure_below": str(float(calibration.get("unsure_below", 0.0))),
         "members": str(state.get("members", 1)),
-        "config": json.dumps(state["config"], default=str),
+        "config": json_text(state["config"]),
         "git_commit": str(state.get("git_commit", "unknown")),
         "exported_from": source.name,
     }
@@ -88,7 +88,7 @@ def write_torchscript(module: nn.Module, path: Path, metadata: dict[str, str]) -
     with warnings.catch_warnings():  # torch.jit is deprecated in favour of torch.export, still what many load
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(module, torch.rand(2, 1, 28, 28))
-        write_atomic(path, lambda tmp: torch.jit.save(traced, tmp, _extra_files={METADATA_FILE: json.dumps(metadata)}))
+        write_atomic(path, lambda tmp: torch.jit.save(traced, tmp, _extra_files={METADATA_FILE: json_text(metadata)}))
 
 
 def format_of(path: Path) -> str | None:
@@ -119,6 +119,7 @@ class ExportedModel:
             self.metadata = json.loads(extra[METADATA_FILE] or "{}")
         if "temperature" not in self.metadata:
             raise UserError(f"{path}: no CCNet contract in its metadata (not written by python -m mnist.reading.export)")
+        self.temperature, self.unsure_below = check_calibration(self.metadata, f"{path}: metadata", as_text=True)
 
     def logits(self, pixels: np.ndarray) -> np.ndarray:
         """float32 (N, 1, 28, 28) in [0, 1] -> float32 logits (N, 10)."""
@@ -154,7 +155,12 @@ def export_checkpoint(checkpoint: Path, fmt: str, out: Path, test_images: np.nda
     staged = out.with_name(f".{out.name}.checking")  # checked before it takes `out`'s name
     try:
         (write_onnx if fmt == "onnx" else write_torchscript)(module, staged, contract(state, checkpoint))
-        check = parity(module, ExportedModel(staged, fmt), test_images)
+        exported = ExportedModel(staged, fmt)
+        check = parity(module, exported, test_images)
+        calibration = state.get("calibration") or {"temperature": 1.0, "unsure_below": 0.0}
+        if (exported.temperature, exported.unsure_below) != (calibration["temperature"], calibration["unsure_below"]):
+            raise UserError(f"{out}: the calibration read back ({exported.temperature}, {exported.unsure_below}) "
+                            f"is not {checkpoint}'s: not written")
         if check["same_predictions"] != check["images"] or check["max_abs_logit_difference"] >= MAX_LOGIT_DIFFERENCE:
             raise UserError(f"{out}: the exported model differs from {checkpoint} (max |logit difference| "
                             f"{check['max_abs_logit_difference']:.2e}, {check['same_predictions']}/{check['images']} "
@@ -180,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"{out}: is the checkpoint itself; choose another --out")
     if not out.parent.is_dir():
         raise UserError(f"{out.parent}: no such folder for --out")
+    if out.is_dir():  # checked before the export's half minute, in the user's own words
+        raise UserError(f"{out}: a folder; --out names the file to write (for example {out / checkpoint.with_suffix(FORMATS[args.format]).name})")
     check = export_checkpoint(checkpoint, args.format, out, load_mnist(args.data).test_images)
     print(f"wrote {out} ({args.format}, batch axis dynamic, contract in its metadata)")
     print(f"checked on the {check['images']:,} test images: {check['same_predictions']:,}/{check['images']:,} "

@@ -37,7 +37,7 @@ CANVAS_SET = Path(__file__).resolve().parents[2] / "examples" / "handwriting" / 
 def read_labels(path: Path) -> dict[str, int]:
     """file name -> digit from a CSV with columns file,label; UserError naming the file and the row."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # Excel's "CSV UTF-8" starts with a byte-order mark
     except FileNotFoundError:
         raise UserError(f"{path}: no such labels file") from None
     except (OSError, UnicodeDecodeError) as error:
@@ -50,7 +50,10 @@ def read_labels(path: Path) -> dict[str, int]:
         label = (row["label"] or "").strip()
         if label not in {str(d) for d in range(10)}:
             raise UserError(f"{path}: line {number}: label must be a digit 0-9, got {row['label']!r}")
-        labels[(row["file"] or "").strip()] = int(label)
+        name = (row["file"] or "").strip()
+        if name in labels:  # two labels for one file: which one is right is the user's to say
+            raise UserError(f"{path}: line {number}: {name!r} is labelled a second time")
+        labels[name] = int(label)
     return labels
 
 

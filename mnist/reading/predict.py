@@ -10,7 +10,6 @@ is below the threshold chosen on validation, the answer says "not sure: 4 or 9".
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from mnist.atomic import json_text
 from mnist.checkpoint import load_checkpoint
 from mnist.data import device_images
 from mnist.device import DEVICE_CHOICES, pick_device
@@ -103,13 +103,12 @@ class Predictor:
         self.device = pick_device(device)
         self.exported = ExportedModel(Path(checkpoint)) if format_of(Path(checkpoint)) else None
         if self.exported is not None:
-            calibration = self.exported.metadata
+            self.temperature, self.unsure_below = self.exported.temperature, self.exported.unsure_below
         else:
-            state = load_checkpoint(checkpoint)
+            state = load_checkpoint(checkpoint)  # its calibration checked there
             self.model = model_from_checkpoint(state, self.device)
-            calibration = state.get("calibration") or {}
-        self.temperature = float(calibration.get("temperature", 1.0))
-        self.unsure_below = float(calibration.get("unsure_below", 0.0))
+            calibration = state.get("calibration") or {"temperature": 1.0, "unsure_below": 0.0}
+            self.temperature, self.unsure_below = calibration["temperature"], calibration["unsure_below"]
 
     def logits(self, digits: np.ndarray, batch_size: int) -> torch.Tensor:
         if self.exported is not None:
@@ -141,6 +140,10 @@ def default_checkpoint(results: Path = Path(RESULTS)) -> Path:
                     "train one with `python -m mnist.train` or pass --checkpoint")
 
 
+# What the message about an empty folder lists (any format Pillow reads is taken).
+PREFERRED = {".png", ".jpg", ".jpeg"}
+
+
 def image_files(paths: list[str]) -> list[Path]:
     """The files named, and the image files inside the folders named, in order."""
     extensions = {ext.lower() for ext in Image.registered_extensions()}
@@ -148,7 +151,10 @@ def image_files(paths: list[str]) -> list[Path]:
     for name in paths:
         path = Path(name)
         if path.is_dir():
-            files += sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in extensions)
+            inside = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in extensions)
+            if not inside:  # a wrong folder, or photos not copied yet: an answer without them would mislead
+                raise UserError(f"{path}: a folder with no image files in it ({', '.join(sorted(PREFERRED))} ...)")
+            files += inside
         else:
             files.append(path)
     return files
@@ -238,15 +244,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="cpu (default: a few images need no GPU, and start faster without one), cuda or auto")
     args = parser.parse_args(argv)
     steps = Steps.parse(args.steps)
-    checkpoint = Path(args.checkpoint) if args.checkpoint else default_checkpoint()
-    predictor = Predictor(checkpoint, args.device)  # a bad checkpoint stops here, before any image
-    print(f"checkpoint: {checkpoint}", file=sys.stderr)
-    files = image_files(args.paths)
+    files = image_files(args.paths)  # the user's inputs first: loading the model takes seconds
     if not files:
         raise UserError(f"no image files in {' '.join(args.paths)}")
     truth = None
     if args.labels:
         files, truth = labelled(files, Path(args.labels))
+    checkpoint = Path(args.checkpoint) if args.checkpoint else default_checkpoint()
+    predictor = Predictor(checkpoint, args.device)  # a bad checkpoint stops here, before any image is read
+    print(f"checkpoint: {checkpoint}", file=sys.stderr)
     loaded, read, failures = [], [], 0
     for index, path in enumerate(files):
         try:
@@ -261,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     prediction = predictor.predict(list(digits))
     if truth is None or args.json:
         for index, path in enumerate(paths):
-            print(json.dumps({"file": str(path), **answer(prediction, index)}) if args.json
+            print(json_text({"file": str(path), **answer(prediction, index)}) if args.json
                   else format_line(path, prediction, index))
     if args.sheet:
         write_sheet(list(originals), list(digits), [p.name for p in paths], prediction, Path(args.sheet))

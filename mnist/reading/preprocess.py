@@ -22,7 +22,6 @@ the training images; tests/test_preprocess.py checks the constants against it).
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
@@ -30,6 +29,7 @@ from PIL import Image, ImageFilter, ImageOps
 from scipy import ndimage
 from skimage.morphology import skeletonize
 
+from mnist.atomic import json_text
 from mnist.errors import UserError, run_cli
 
 DIGIT_BOX = 20  # MNIST: the digit's longer side is 20 px...
@@ -364,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=60000, help="training images to measure (default all)")
     args = parser.parse_args(argv)
     images = load_mnist().train_images[:args.count]
-    print(json.dumps({"images": len(images), **mnist_statistics(images), "steps": asdict(Steps())}))
+    print(json_text({"images": len(images), **mnist_statistics(images), "steps": asdict(Steps())}))
     return 0
 
 

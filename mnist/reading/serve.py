@@ -125,9 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine "
                                                             "only; 0.0.0.0 shows it to your network)")
     args = parser.parse_args(argv)
+    check_port_free(args.port, args.host)  # the flags first: loading the model takes seconds
     checkpoint = Path(args.checkpoint) if args.checkpoint else default_checkpoint()
     app = create_app(Predictor(checkpoint), checkpoint)  # a bad checkpoint stops here, before listening
-    check_port_free(args.port, args.host)
     # waitress: a production WSGI server (pure Python), a real backlog, a bounded number of threads.
     server = create_server(app, host=args.host, port=args.port, threads=SERVING_THREADS, backlog=BACKLOG)
     server.application = guarded(app, args.host, server.effective_port)  # the port bound (0 = any free one)
