@@ -6,9 +6,10 @@ import os
 import shutil
 import signal
 import socket
+import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import ray
 import torch
@@ -55,9 +56,66 @@ def connect(address: str | None) -> str | None:
         if mismatch is None:
             raise
         raise mismatch from None
-    # Ray takes SIGTERM and kills the driver without a final save; as SIGINT, Tune stops cleanly and resumably.
-    signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
     return context.address_info.get("session_dir") if address == "local" else None
+
+
+# How often the watcher started by a SIGTERM looks whether the private cluster still runs.
+CLUSTER_WATCH_S = 0.2
+
+
+def stop_on_sigterm(session: str | None, give_up: Callable[[], None]) -> threading.Event:
+    """On SIGTERM, Tune stops as on Ctrl-C (cleanly, its state saved to resume from): Ray itself would kill the
+    driver without a final save. When every process got the signal at once (timeout, docker stop, systemd and
+    Slurm signal the whole group or cgroup), the private cluster dies under Tune, which would wait a minute for
+    it and end with nothing said: a watcher sees the cluster stopping, calls `give_up` (which says how to resume),
+    ends what is left of the cluster and ends the process. Returns the event the driver sets when it ends the
+    cluster itself (ray.shutdown sends the raylet a SIGTERM too): the watcher then stands down."""
+    driver_ends_it = threading.Event()
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        if session:
+            threading.Thread(target=watch_cluster, args=(session, give_up, driver_ends_it), name="cluster-watch",
+                             daemon=True).start()
+        os.kill(os.getpid(), signal.SIGINT)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    return driver_ends_it
+
+
+def watch_cluster(session: str, give_up: Callable[[], None], driver_ends_it: threading.Event) -> None:
+    name = os.path.basename(session)
+    while cluster_runs(name) and not raylet_stopping(session):
+        if driver_ends_it.wait(CLUSTER_WATCH_S):
+            return
+    if driver_ends_it.is_set():
+        return
+    give_up()  # first: once the GCS is killed below, Ray's core worker ends this process at once
+    end_leftover_session(session)
+    os._exit(130)  # as after Ctrl-C
+
+
+def raylet_stopping(session: str) -> bool:
+    """Whether the raylet has logged that it got SIGTERM: it then drains for about 10 s before it ends, and no
+    trial runs meanwhile. (Where a Ray words it otherwise, its end is waited for instead.)"""
+    log = Path(session) / "logs" / "raylet.out"
+    try:
+        with open(log, "rb") as handle:
+            handle.seek(max(0, log.stat().st_size - 65536))
+            return b"received SIGTERM" in handle.read()
+    except OSError:
+        return False
+
+
+def cluster_runs(session_name: str) -> bool:
+    """Whether the private cluster's raylet, which runs the trials, still runs (Ray's GCS outlives a SIGTERM)."""
+    for pid in processes_of(session_name):
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if command.split(b"\0", 1)[0].endswith(b"/raylet"):  # the program itself, not an argument naming it
+            return True
+    return False
 
 
 def end_private_cluster(session: str | None) -> None:
@@ -72,14 +130,18 @@ def end_leftover_cluster(record: Path) -> None:
     one listening on the machine's address) and remove its session folder; `record` names the session."""
     if not record.exists():
         return
-    session = record.read_text().strip()
+    end_leftover_session(record.read_text().strip())
+    record.unlink(missing_ok=True)
+
+
+def end_leftover_session(session: str) -> None:
+    """Kill what is left of a private cluster's processes and remove its session folder."""
     name = os.path.basename(session)
     if name.startswith("session_"):
         for pid in processes_of(name):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
         shutil.rmtree(session, ignore_errors=True)
-    record.unlink(missing_ok=True)
 
 
 def processes_of(session_name: str) -> list[int]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 import time
 from contextlib import contextmanager
 from typing import Any, Iterator
@@ -21,10 +22,10 @@ import ray
 from ray import tune
 
 from hpo.cluster import (check_address, check_gpus_usable, check_storage_shared, connect, end_leftover_cluster,
-                         end_private_cluster, fake_gpus, trial_resources)
+                         end_private_cluster, fake_gpus, stop_on_sigterm, trial_resources)
 from hpo.dashboard import HOST, serve_dashboard
 from hpo.experiment import trial_config
-from hpo.progress import SearchProgress
+from hpo.progress import SearchProgress, keep_staged_log
 from hpo.scheduler import make_scheduler
 from hpo.searcher import check_study, fail_orphaned_optuna_trials, make_searcher
 from hpo.space import dimensions
@@ -155,9 +156,22 @@ def live_dashboard(store: ExperimentStore, port: int | None, reservation: socket
 JOINED_CLUSTER_WAIT_S = 600
 
 
+def give_up_after_sigterm(store: ExperimentStore, resume_command: str) -> None:
+    """The end of a search whose cluster died with it (a SIGTERM to every process): Tune cannot save any more,
+    what it saved last is what --resume continues. Said on stdout and in search.log (then hpo.cluster ends it)."""
+    message = (f"stopped by SIGTERM together with its Ray cluster (timeout, docker stop, systemd and Slurm signal "
+               f"every process); Tune's last saved state is kept: continue with: {resume_command}\n")
+    sys.stdout.write(message)
+    sys.stdout.flush()
+    os.write(2, message.encode())  # stderr is the search's log meanwhile (hpo.progress.search_log)
+    keep_staged_log(store.local)
+    store.ray_session_file.unlink(missing_ok=True)  # the cluster it names is ended next
+
+
 def run_search(experiment: dict[str, Any], store: ExperimentStore, resume: bool, address: str | None,
                dashboard_port: int | None = None, wait_s: float | None = None,
-               shared_storage: bool = False, mlflow_uri: str | None = None) -> tuple[tune.ResultGrid, dict[str, float]]:
+               shared_storage: bool = False, mlflow_uri: str | None = None,
+               resume_command: str = "python hpo/search.py --resume") -> tuple[tune.ResultGrid, dict[str, float]]:
     """Run (or resume) the search kept in `store`; returns Tune's ResultGrid and a trial's resources.
 
     With `dashboard_port`, optuna-dashboard serves the search's study on 127.0.0.1 while it runs. On a
@@ -190,6 +204,7 @@ def run_search(experiment: dict[str, Any], store: ExperimentStore, resume: bool,
     for record in [store.ray_session_file, *store.leftover_ray_sessions()]:  # killed drivers' clusters
         end_leftover_cluster(record)
     session = connect(address)
+    driver_ends_cluster = stop_on_sigterm(session, lambda: give_up_after_sigterm(store, resume_command))
     if session:
         store.ray_session_file.parent.mkdir(parents=True, exist_ok=True)  # the storage root (benchmarks/schedulers.py's is new)
         store.ray_session_file.write_text(session)
@@ -226,6 +241,7 @@ def run_search(experiment: dict[str, Any], store: ExperimentStore, resume: bool,
     finally:
         if reservation is not None:
             reservation.close()
+        driver_ends_cluster.set()
         end_private_cluster(session)
         store.ray_session_file.unlink(missing_ok=True)
     unfinished = unfinished_trials(results)

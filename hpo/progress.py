@@ -101,13 +101,23 @@ def search_log(folder: Path) -> Iterator[Path]:
     Until the search has made its folder the log is written beside it (.<name>.search.log);
     a search refused before that leaves nothing behind.
     """
-    staging = folder.parent / f".{folder.name}.search.log"
+    staging = staged_log(folder)
     staging.parent.mkdir(parents=True, exist_ok=True)
     try:
         with stderr_to(staging):
             yield folder / SEARCH_LOG
     finally:
-        if folder.is_dir():
-            with open(folder / SEARCH_LOG, "ab") as log:
-                log.write(staging.read_bytes())
-        staging.unlink(missing_ok=True)
+        keep_staged_log(folder)
+
+
+def staged_log(folder: Path) -> Path:
+    return folder.parent / f".{folder.name}.search.log"
+
+
+def keep_staged_log(folder: Path) -> None:
+    """The log written beside the folder goes into the folder's search.log (when there is a folder)."""
+    staging = staged_log(folder)
+    if folder.is_dir() and staging.exists():
+        with open(folder / SEARCH_LOG, "ab") as log:
+            log.write(staging.read_bytes())
+    staging.unlink(missing_ok=True)

@@ -100,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
         return search(store, args, None if args.resume else experiment, mlflow_uri)
 
 
+def resume_command(store: ExperimentStore, storage_path: str) -> str:
+    return f"python hpo/search.py --resume --name {store.name} --storage-path {storage_path}"
+
+
 def check_resume_flags(args: argparse.Namespace) -> None:
     """A resume continues the search as it was started: a flag that would change what it searches is refused in
     one line, not ignored (Tune restores its trials, budget and searcher as saved)."""
@@ -134,7 +138,8 @@ def search(store: ExperimentStore, args: argparse.Namespace, experiment: dict | 
     try:
         with search_log(store.local):
             results, resources = run_search(experiment, store, args.resume, args.address, args.dashboard,
-                                            args.wait_for_resources, args.shared_storage, mlflow_uri)
+                                            args.wait_for_resources, args.shared_storage, mlflow_uri,
+                                            resume_command(store, args.storage_path))
             tracking = tracking_of(store.local)
             try:
                 trials, best = summarize(store.local, results, experiment, resources, sys.argv)
@@ -150,8 +155,7 @@ def search(store: ExperimentStore, args: argparse.Namespace, experiment: dict | 
             if tracking:
                 finish_search_run(tracking, store.local, best)
     except SearchInterrupted as interrupted:
-        print(f"interrupted, {interrupted}; continue with: python hpo/search.py --resume --name {store.name} "
-              f"--storage-path {args.storage_path}", file=sys.stderr)
+        print(f"interrupted, {interrupted}; continue with: {resume_command(store, args.storage_path)}", file=sys.stderr)
         return 130
     store.push()
     print(console_summary(trials, experiment["search_space"]))

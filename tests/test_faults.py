@@ -56,6 +56,34 @@ def test_diverging_trial_is_recorded_and_the_search_goes_on(tmp_path: Path) -> N
     assert set(trials.loc[trials["lr"] == 2e-4, "status"]) <= {"completed", "stopped early"}
 
 
+def test_sigterm_to_the_whole_group_says_how_to_resume_and_leaves_nothing_running(
+        tmp_path: Path, smoke_flags: list[str]) -> None:
+    """What timeout, docker stop, systemd and Slurm do: SIGTERM to every process, Ray's included. The driver says
+    how to resume (exit 130), ends what is left of its cluster, and the resumed search finishes."""
+    from hpo.cluster import processes_of
+
+    flags = ["--storage-path", str(tmp_path), "--name", "grouped"]
+    log = tmp_path / "driver.log"
+    with open(log, "w") as output:
+        driver = subprocess.Popen([sys.executable, str(ROOT / "hpo" / "search.py"), *smoke_flags, "--num-samples", "4",
+                                   "--limit", "6000", *flags], start_new_session=True, stdout=output,
+                                  stderr=subprocess.STDOUT)
+    record = tmp_path / ".grouped.ray-session"
+    while driver.poll() is None and not (list((tmp_path / "grouped").glob("trial_001_*/checkpoint_*"))
+                                         and record.exists()):
+        time.sleep(0.2)  # until a trial has reported an epoch
+    assert driver.poll() is None, log.read_text()[-3000:]
+    session = record.read_text().strip()
+    os.killpg(driver.pid, signal.SIGTERM)
+    assert driver.wait(timeout=120) == 130, log.read_text()[-3000:]
+    said = log.read_text()
+    assert f"continue with: python hpo/search.py --resume --name grouped --storage-path {tmp_path}" in said
+    assert not processes_of(Path(session).name) and not Path(session).exists() and not record.exists()
+    result = run_script("search.py", ["--resume", *flags])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(pd.read_csv(tmp_path / "grouped" / "trials.csv")["trial"]) == [1, 2, 3, 4]
+
+
 def test_killed_driver_resumes_without_rerunning(tmp_path: Path, smoke_flags: list[str]) -> None:
     # 6,000 images: a trial's epoch lasts seconds, so the kill lands while trial 2 runs.
     store = mlflow_store(tmp_path)

@@ -6,13 +6,16 @@ Not part of the suite (minutes per round). Each round, on a tiny search (3 trial
 2,000 images): two search.py on one --name started together (exactly one runs, the other is
 refused naming it), a --resume while it runs (refused), SIGTERM of the search at a random
 moment then --resume (it finishes), and SIGTERM of best.py at a random moment (best/ is the
-previous whole one or absent, never mixed, no stray temporary file). At the end: no Ray
-process or session folder of ours is left. Prints the counts.
+previous whole one or absent, never mixed, no stray temporary file), then SIGTERM to a second
+search's whole process group (as timeout, docker stop, systemd and Slurm send it: the resume hint
+within 10 s, then --resume finishes). At the end: no Ray process or session folder of ours is left.
+Prints the counts.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -73,6 +76,36 @@ def round_of_chaos(folder: Path, rng: np.random.Generator, counts: dict[str, int
     best.send_signal(signal.SIGTERM)  # a random moment of the retraining, the final writes included
     best.wait(timeout=300)
     counts["best_whole_or_absent"] += best_is_whole_or_absent(folder)
+    group_sigterm(folder.with_name(folder.name + "-group"), rng, counts)
+
+
+# The most the group case may take from SIGTERM to the resume hint.
+GROUP_SIGTERM_LIMIT_S = 10
+
+
+def group_sigterm(folder: Path, rng: np.random.Generator, counts: dict[str, int]) -> None:
+    """SIGTERM to the search's whole process group at a random moment (what timeout, docker stop, systemd and
+    Slurm do): the hint to resume within GROUP_SIGTERM_LIMIT_S, exit 130, and a --resume that finishes."""
+    flags = ["--name", folder.name, "--storage-path", str(folder.parent)]
+    log = folder.with_suffix(".log")
+    with open(log, "w") as output:
+        search = subprocess.Popen([*SEARCH, *flags], stdout=output, stderr=subprocess.STDOUT, cwd=ROOT,
+                                  start_new_session=True)
+    time.sleep(rng.uniform(10, 25))
+    signalled = time.monotonic()
+    try:
+        os.killpg(search.pid, signal.SIGTERM)
+    except ProcessLookupError:  # it had ended already
+        pass
+    code = search.wait(timeout=300)
+    seconds = time.monotonic() - signalled
+    ended_before = code == 0
+    counts["group_sigterm_hint_in_10s"] += ended_before or (
+        code == 130 and "continue with:" in log.read_text() and seconds <= GROUP_SIGTERM_LIMIT_S)
+    finished = subprocess.run([*SEARCH[:2], "--resume", *flags], capture_output=True, text=True, cwd=ROOT)
+    counts["group_sigterm_resume_finished"] += finished.returncode == 0 or (
+        ended_before and "already" in finished.stderr)
+    print(f"  group SIGTERM: exit {code} after {seconds:.1f} s", flush=True)
 
 
 def main() -> int:
@@ -85,7 +118,7 @@ def main() -> int:
 
     rng, out = np.random.default_rng(args.seed), Path(args.out)
     counts = {key: 0 for key in ("one_driver_won", "resume_while_running_refused", "resume_finished",
-                                 "best_whole_or_absent")}
+                                 "best_whole_or_absent", "group_sigterm_hint_in_10s", "group_sigterm_resume_finished")}
     for index in range(args.rounds):
         folder = out / f"round{index:02d}"
         out.mkdir(parents=True, exist_ok=True)
