@@ -39,13 +39,13 @@ def largest_accepted_png() -> bytes:
     return buffer.getvalue()
 
 
-def post_image(url: str, data: bytes) -> int:
+def post_image(url: str, data: bytes, timeout: float = 600) -> int:
     boundary = uuid.uuid4().hex
     body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"big.png\"\r\n"
             "Content-Type: image/png\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
     request = urllib.request.Request(url + "predict", data=body,
                                      headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
-    with urllib.request.urlopen(request, timeout=600) as response:
+    with urllib.request.urlopen(request, timeout=timeout) as response:
         return response.status
 
 

@@ -164,6 +164,9 @@ class UniqueKeyLoader(yaml.SafeLoader):
             if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor`: its keys may be overridden here
                 continue
             key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, (list, dict)):
+                raise yaml.constructor.ConstructorError(None, None, "a key that is a list or a mapping",
+                                                        key_node.start_mark)
             if key in seen:
                 raise yaml.constructor.ConstructorError(None, None, f"key {key!r} given twice", key_node.start_mark)
             seen.add(key)
@@ -195,7 +198,7 @@ def load_experiment_file(path: str | Path) -> dict[str, Any]:
 def resolve_experiment(file_values: dict[str, Any], overrides: dict[str, Any], where: str) -> dict[str, Any]:
     """EXPERIMENT_DEFAULTS <- file <- CLI overrides (None = not given), checked; `where` names the source."""
     experiment = copy.deepcopy(EXPERIMENT_DEFAULTS)
-    unknown = sorted(set(file_values) - set(SETTINGS))
+    unknown = sorted(str(key) for key in set(file_values) - set(SETTINGS))  # a YAML key may be a number or null
     if unknown:
         raise UserError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(experiment)})")
     experiment.update(copy.deepcopy(file_values))
@@ -242,7 +245,7 @@ def _check_experiment(experiment: dict[str, Any], where: str) -> None:
             raise UserError(f"{where}: {key} must be {setting.rule.text}, got {value!r}")
     if experiment["grace_period"] > experiment["max_epochs"]:
         raise UserError(f"{where}: grace_period ({experiment['grace_period']}) exceeds max_epochs ({experiment['max_epochs']})")
-    reserved = sorted(set(experiment["train"]) & {"epochs", "seed", "threads"})
+    reserved = sorted({"epochs", "seed", "threads"} & set(experiment["train"]))
     if reserved:
         raise UserError(f"{where}: train.{reserved[0]} is set by the search (use max_epochs, seed, cpus_per_trial)")
     try:

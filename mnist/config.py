@@ -172,7 +172,7 @@ def upgrade_config(config: dict[str, Any]) -> dict[str, Any]:
 
 def validate_config(config: dict[str, Any]) -> None:
     """Raise UserError naming the first bad key or value."""
-    unknown = sorted(set(config) - set(KNOBS))
+    unknown = sorted(str(key) for key in set(config) - set(KNOBS))  # a YAML key may be a number or null
     if unknown:
         raise UserError(f"unknown config key(s): {', '.join(unknown)} (known: {', '.join(KNOBS)})")
     missing = sorted(set(KNOBS) - set(config))

@@ -20,19 +20,24 @@ def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | No
     try:
         code = main(argv)
     except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {one_line(str(error))}", file=sys.stderr)
         sys.exit(2)
     except OSError as error:
         if error.filename is None:  # not about a file the user named: a real fault, with its traceback
             raise
         # A file or folder the user named that cannot be read or written (read-only, a file where a
         # folder is wanted, ...): the one error path, one line naming it.
-        print(f"error: {error.filename}: {error.strerror or error}", file=sys.stderr)
+        print(f"error: {one_line(f'{error.filename}: {error.strerror or error}')}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
     sys.exit(code or 0)
+
+
+def one_line(message: str) -> str:
+    """`message` on one line whatever it quotes (a key or a file name with a line break in it): breaks as \\n."""
+    return message.replace("\r", "\\r").replace("\n", "\\n")
 
 
 def optional_module(name: str, extra: str, purpose: str) -> ModuleType:

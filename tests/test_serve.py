@@ -84,12 +84,12 @@ def test_busy_ports_are_refused_in_one_line(tiny_run: Path, tmp_path: Path, caps
                            (search_main, ["--dashboard", str(port)]),  # refused before Ray starts
                            (dashboard_main, [str(tmp_path), "--port", str(port)])):
             assert refusal(main, argv, capsys) == (f"error: cannot listen on 127.0.0.1:{port}: Address already in "
-                                                   "use; choose another port")
+                                                   "use; choose another --port")
 
 
 def test_a_port_out_of_range_is_refused_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert refusal(dashboard_main, [str(tmp_path), "--port", "70000"], capsys) == \
-        "error: port 70000: not a TCP port (0 to 65535)"
+        "error: --port 70000: not a TCP port (0 to 65535)"
 
 
 def test_the_dashboard_of_a_folder_without_a_search_is_refused_in_one_line(tmp_path: Path,
@@ -188,3 +188,55 @@ def test_the_page_serves_many_loads_at_once_and_only_its_own_host(tiny_run: Path
     finally:
         stop_process(process)
     assert process.returncode == 0
+
+
+def test_slow_and_greedy_clients_are_cut_off_while_people_are_served(tiny_run: Path, tmp_path: Path) -> None:
+    """A request must bring its headers within the deadline (a byte now and then does not keep it open); more
+    slow connections than waitress's default limit of 100 leave the page answering; a body over the upload
+    limit is refused from its Content-Length, in JSON, before a byte of it is sent."""
+    import json
+    import sys
+    import time
+
+    from mnist.reading.http_server import HEADER_DEADLINE_S
+    from tools.browser import free_port, start_server, stop_process
+
+    process, url = start_server([sys.executable, "-m", "mnist.reading.serve", "--checkpoint", str(tiny_run / "best.pt"),
+                                 "--port", str(free_port())], "draw a digit:", tmp_path / "serve.log")
+    host, port = url.split("//")[1].rstrip("/").split(":")
+    crowd = []
+    try:
+        slow = socket.create_connection((host, int(port)))
+        slow.sendall(f"POST /predict HTTP/1.1\r\nHost: {host}:{port}\r\nX-Slow: ".encode())
+        for _ in range(150):  # more than waitress's default connection limit
+            crowd.append(socket.create_connection((host, int(port))))
+            crowd[-1].sendall(b"GET / HTTP/1.1\r\nHost: ")
+        assert http(url)[0] == 200  # people are served meanwhile
+        slow.settimeout(0.5)
+        started, closed = time.monotonic(), False
+        while not closed and time.monotonic() - started < 10 * HEADER_DEADLINE_S:  # a bound, not a timing
+            try:
+                closed = slow.recv(1) == b""
+            except socket.timeout:
+                slow.sendall(b"a")  # a byte now and then: waitress alone would keep it open
+            except ConnectionResetError:
+                closed = True
+        assert closed, "a request dribbling its headers was never cut off"
+        assert time.monotonic() - started >= HEADER_DEADLINE_S - 1  # not before its deadline
+        greedy = socket.create_connection((host, int(port)))
+        greedy.sendall(f"POST /predict HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: multipart/form-data; "
+                       f"boundary=x\r\nContent-Length: {300 * 2**20}\r\n\r\n".encode())
+        greedy.settimeout(60)
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+            chunk = greedy.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+        head, body = answer.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 413") and b"application/json" in head
+        assert json.loads(body)["error"] == f"file too large (over {MAX_UPLOAD_MB} MB)"
+    finally:
+        for connection in crowd:
+            connection.close()
+        stop_process(process)

@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 from flask import Flask, jsonify, render_template, request
 from PIL import Image
-from waitress.server import create_server
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from mnist.errors import run_cli
+from mnist.reading.http_server import deadline_server
 from mnist.reading.predict import ImageError, Predictor, answer, default_checkpoint, load_stages
 from mnist.webserver import check_port_free, guarded
 
@@ -128,8 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     check_port_free(args.port, args.host)  # the flags first: loading the model takes seconds
     checkpoint = Path(args.checkpoint) if args.checkpoint else default_checkpoint()
     app = create_app(Predictor(checkpoint), checkpoint)  # a bad checkpoint stops here, before listening
-    # waitress: a production WSGI server (pure Python), a real backlog, a bounded number of threads.
-    server = create_server(app, host=args.host, port=args.port, threads=SERVING_THREADS, backlog=BACKLOG)
+    # waitress: a production WSGI server (pure Python), a real backlog, a bounded number of threads, and deadlines
+    # for slow clients (mnist.reading.http_server).
+    server = deadline_server(app, args.host, args.port, SERVING_THREADS, BACKLOG, MAX_UPLOAD_MB * 2**20)
     server.application = guarded(app, args.host, server.effective_port)  # the port bound (0 = any free one)
     print(f"draw a digit: http://{args.host}:{server.effective_port}/  (model {checkpoint}; Ctrl-C to stop)",
           flush=True)
