@@ -240,3 +240,18 @@ def test_slow_and_greedy_clients_are_cut_off_while_people_are_served(tiny_run: P
         for connection in crowd:
             connection.close()
         stop_process(process)
+
+
+def test_the_slow_clients_bench_prints_both_phases_and_their_ratio(tiny_run: Path) -> None:
+    from tests.helpers import run_module
+
+    result = run_module("benchmarks.slow_clients", ["--checkpoint", str(tiny_run / "best.pt"), "--slow", "20",
+                                                    "--requests", "12", "--users", "2", "--hold", "1"], timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.strip().splitlines()
+    alone, crowded = (line for line in lines if line.startswith("normal users"))
+    p99 = [float(line.split("p99 ")[1].split(" ms")[0]) for line in (alone, crowded)]
+    assert "failed 0/12" in alone and "beside 20 slow clients" in crowded
+    assert lines[-1].startswith("p99_ratio_with_slow_clients: ")
+    # Printed in whole ms: each p99 is off by up to 0.5 ms, so the ratio by about 1 ms over the smaller.
+    assert float(lines[-1].split()[1]) == pytest.approx(p99[1] / p99[0], rel=1.5 / min(p99) + 0.01)
