@@ -224,6 +224,9 @@ def saved_experiment(folder: Path) -> dict[str, Any]:
         raise UserError(f"{folder / EXPERIMENT_JSON}: not a resolved experiment (no {', '.join(missing)})")
     if "baseline" not in experiment:
         experiment["baseline"] = baseline_point(experiment["search_space"], experiment["max_epochs"])
+    where = str(folder / EXPERIMENT_JSON)  # a file edited by hand is checked as a new one would be
+    _check_experiment(experiment, where)
+    experiment["search_space"] = _resolve_space(experiment["search_space"], experiment["max_epochs"], where)
     return experiment
 
 

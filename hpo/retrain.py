@@ -66,7 +66,10 @@ def winner_config(experiment: dict[str, Any], trials: pd.DataFrame, select: str)
     except ValueError as error:
         raise UserError(f"no winner to retrain: {error}") from None
     params = {key: plain(top[key]) for key in experiment["search_space"]}
-    return top, trial_config(experiment, params)
+    try:
+        return top, trial_config(experiment, params)
+    except UserError as error:  # a trials.csv edited by hand, or another search's
+        raise UserError(f"trials.csv, trial {int(top['trial'])}: {error}") from None
 
 
 def fit_here(config: dict[str, Any], data: MnistData,

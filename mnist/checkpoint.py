@@ -67,11 +67,29 @@ def load_checkpoint(path: str | Path, for_resume: bool = False) -> dict[str, Any
         what = "training checkpoint to resume from" if for_resume else "CCNet checkpoint"
         raise UserError(f"{path}: not a {what} (expected keys {', '.join(needed)})")
     check_contents(state, path)
+    if for_resume:
+        check_resume_contents(state, path)
     if for_resume and resolve_config(upgrade_config(state["config"]))["ema"]:
         # An EMA run's "model" is the average; resuming also needs the weights being trained.
         if not isinstance(state.get("trained_model"), dict) or not is_count(state.get("ema_updates")):
             raise UserError(f"{path}: trained with ema but holds no trained_model and ema_updates to resume from")
     return state
+
+
+def check_resume_contents(state: dict[str, Any], path: Path) -> None:
+    """What resuming reads besides the weights: the history (a list of epochs' metrics, as many as the epoch
+    says), the optimizer's and scheduler's states (mappings) and the RNG state (a byte tensor)."""
+    history = state["history"]
+    if not isinstance(history, list) or not all(isinstance(row, dict) and "epoch" in row for row in history):
+        raise UserError(f"{path}: its history is not a list of epochs' metrics")
+    if not is_count(state["epoch"]) or state["epoch"] != len(history):
+        raise UserError(f"{path}: its epoch {state['epoch']!r} does not match its history of {len(history)} epochs")
+    for key in ("optimizer", "scheduler"):
+        if not isinstance(state[key], dict):
+            raise UserError(f"{path}: its {key} state is not a mapping")
+    rng = state["rng"]
+    if not isinstance(rng, dict) or not isinstance(rng.get("torch"), torch.Tensor) or rng["torch"].dtype != torch.uint8:
+        raise UserError(f"{path}: its rng state is not torch's (a byte tensor under 'torch')")
 
 
 def is_count(value: Any) -> bool:

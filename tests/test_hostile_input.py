@@ -250,3 +250,44 @@ def test_export_onto_a_folder_is_refused_before_the_work(tiny_run: Path, tmp_pat
     (tmp_path / "out").mkdir()
     err = refused(export_main, [str(tiny_run / "best.pt"), "--format", "onnx", "--out", str(tmp_path / "out")], capsys)
     assert f"{tmp_path / 'out'}: a folder; --out names the file to write" in err and ".checking" not in err
+
+
+# ---------------------------------------------------------------- values read back from a search's own files
+
+def test_an_experiment_json_edited_by_hand_is_checked_as_a_new_one(tmp_path: Path) -> None:
+    from hpo.experiment import saved_experiment
+
+    experiment = resolve_experiment({}, {}, "default")
+    for key, value, message in (("max_epochs", "abc", "max_epochs must be an integer >= 1"),
+                                ("search_space", {"lr": {"loguniform": [0, 1]}}, "search_space.lr.loguniform")):
+        (tmp_path / "experiment.json").write_text(json.dumps({"experiment": {**experiment, key: value}}))
+        with pytest.raises(UserError, match=message) as error:
+            saved_experiment(tmp_path)
+        assert str(tmp_path / "experiment.json") in str(error.value)
+
+
+def test_a_trials_table_edited_by_hand_names_the_file_and_the_trial() -> None:
+    import pandas as pd
+
+    from hpo.retrain import winner_config
+
+    experiment = resolve_experiment({"search_space": {"lr": {"loguniform": [1e-4, 1e-2]}}}, {}, "e")
+    trials = pd.DataFrame({"trial": [1, 2], "lr": [2e-4, -5.0], "best_val_acc": [0.9, 0.95], "last_val_acc": [0.9, 0.95],
+                           "status": ["completed", "completed"], "best_epoch": [1, 1]})
+    with pytest.raises(UserError, match=r"trials.csv, trial 2: lr must be > 0, got -5.0"):
+        winner_config(experiment, trials, "best")
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"history": "lots"}, "its history is not a list"), ({"epoch": 7}, "its epoch 7 does not match its history"),
+    ({"optimizer": [1, 2]}, "its optimizer state is not a mapping"),
+    ({"rng": {"torch": "seed"}}, "its rng state is not torch's"),
+])
+def test_a_checkpoint_to_resume_from_is_checked_beyond_its_weights(tiny_run: Path, tmp_path: Path, change: dict,
+                                                                   message: str, capsys: pytest.CaptureFixture) -> None:
+    from mnist.train import main as train_main
+
+    path = tmp_path / "last.pt"
+    save_checkpoint({**load_checkpoint(tiny_run / "last.pt", for_resume=True), **change}, path)
+    err = refused(train_main, ["--resume", str(path), "-e", "5"], capsys)
+    assert f"{path}: {message}" in err
