@@ -130,5 +130,6 @@ def test_only_public_ray_and_optuna_api() -> None:
                 if (isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
                         and node.attr not in namedtuple_api
                         and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))
-                        and not ast.unparse(node.value).startswith("torch")):
+                        and not ast.unparse(node.value).startswith("torch")
+                        and ast.unparse(node) != "os._exit"):  # documented: the exit that runs no cleanup
                     raise AssertionError(f"{name}:{node.lineno} uses {ast.unparse(node)}")

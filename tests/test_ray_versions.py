@@ -50,7 +50,6 @@ def test_a_ray_outside_the_range_is_one_line_naming_both(version: str, inside: b
     ("2.44.1", {}, False),  # no authentication at all
     ("2.44.1", {"RAY_AUTH_MODE": "token"}, False),
     ("2.50.0", {OPEN_CLUSTER_OK: "1"}, True),  # a trusted network, said so
-    ("2.50.0", {OPEN_CLUSTER_OK: "yes"}, False),
 ])
 def test_a_private_cluster_starts_only_where_it_is_closed(version: str, environ: dict, closed: bool) -> None:
     if closed:
@@ -59,6 +58,13 @@ def test_a_private_cluster_starts_only_where_it_is_closed(version: str, environ:
     with pytest.raises(UserError, match="(without|has no) authentication") as refused:
         check_private_cluster_closed(environ, version)
     assert "\n" not in str(refused.value) and re.search("RAY_AUTH_MODE=token|ray>=2.52", str(refused.value))
+
+
+def test_a_trusted_network_switch_set_to_something_else_is_refused_not_read_as_off() -> None:
+    with pytest.raises(UserError, match=f"{OPEN_CLUSTER_OK}='yes': must be 1 \\(on\\) or 0 \\(off\\)"):
+        check_private_cluster_closed({OPEN_CLUSTER_OK: "yes"}, "2.50.0")
+    with pytest.raises(UserError, match="has no authentication"):  # 0 is off: refused as unset
+        check_private_cluster_closed({OPEN_CLUSTER_OK: "0"}, "2.50.0")
 
 
 def test_rays_version_mismatch_becomes_one_line_naming_both() -> None:

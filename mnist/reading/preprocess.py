@@ -7,13 +7,17 @@ Each difference has one step below, each switchable (`Steps`) so its effect can 
 
     upright      EXIF orientation applied (a phone's JPEG is stored sideways, shown upright)
     light        a light page divided by its own smooth brightness (shadows are not ink)
+    lines        printed rules and grid lines and a box drawn around the digit taken out; then the digit
+                 chosen as a person would (digit-shaped, near the centre, not cut by the edge), broken
+                 strokes joined; "no digit found" and "more than one digit" said as such
     contrast     the ink's gray levels stretched so that as much of it is white as in MNIST (blurred photos)
     despeckle    connected components apart from the digit dropped (specks, marks, grain)
     deskew       a slant MNIST rarely shows removed by image moments (as the MNIST-era papers did)
     stroke       a stroke width MNIST rarely shows eroded or dilated to the nearest one it has
     center       the centre of mass put where MNIST's lies (14.0, 14.0), not at the grid's middle (13.5, 13.5)
 
-Always on: grayscale, dark-on-light inverted, the background cut at an Otsu threshold
+Always on: grayscale, dark-on-light inverted (which side is the ink is read from the image: the pixels that
+stand out from the page), the background cut at an Otsu threshold
 (the ink keeps its gray levels), crop, fit into 20x20, centre by mass.
 
 The target figures are MNIST's own (`python -m mnist.reading.preprocess` measures them again on
@@ -28,6 +32,7 @@ import numpy as np
 from PIL import Image, ImageFilter, ImageOps
 from scipy import ndimage
 from skimage.morphology import skeletonize
+from skimage.transform import hough_line, hough_line_peaks
 
 from mnist.atomic import json_text
 from mnist.errors import UserError, run_cli
@@ -71,6 +76,7 @@ class Steps:
     upright: bool = True
     light: bool = True
     contrast: bool = True
+    lines: bool = True
     despeckle: bool = True
     deskew: bool = True
     stroke: bool = True
@@ -79,7 +85,8 @@ class Steps:
     @classmethod
     def before(cls) -> "Steps":
         """What mnist.reading.predict did until 2026-12: light flattening only."""
-        return cls(upright=False, contrast=False, despeckle=False, deskew=False, stroke=False, center=False)
+        return cls(upright=False, contrast=False, lines=False, despeckle=False, deskew=False, stroke=False,
+                   center=False)
 
     @classmethod
     def parse(cls, text: str) -> "Steps":
@@ -138,6 +145,22 @@ def flatten_lighting(gray: np.ndarray) -> np.ndarray:
     return np.clip(gray / np.maximum(np.asarray(page, dtype=np.float32), 1) * 255, 0, 255).astype(np.uint8)
 
 
+INK_CONTRAST = 40  # grey levels between the page and what counts as ink, whichever side it lies on
+
+
+def light_page(gray: np.ndarray) -> bool:
+    """Whether the ink is darker than its page, decided from the image itself, not from a fixed grey level at the
+    border: the page is what most pixels are. A page brighter than mid-grey is a light page; a darker one (a
+    dim photo's page is grey 110-126, a drawing's black page grey 0) is told by its ink: whether more pixels
+    stand out darker than the page or brighter."""
+    median = float(np.median(gray))
+    if median > 127:
+        return True
+    darker = int((gray < median - INK_CONTRAST).sum())
+    brighter = int((gray > median + INK_CONTRAST).sum())
+    return darker > brighter
+
+
 def working_gray(image: Image.Image, steps: Steps) -> np.ndarray:
     """Gray, at most WORKING_SIZE, denoised, white ink on black (a light page inverted, its light evened out)."""
     gray = to_grayscale(image)
@@ -150,8 +173,7 @@ def working_gray(image: Image.Image, steps: Steps) -> np.ndarray:
         gray = np.asarray(Image.fromarray(gray).resize(size, Image.BILINEAR, reducing_gap=2.0))
     if min(gray.shape) >= 2 * CANVAS:  # sensor noise and paper grain: specks that would widen the crop
         gray = np.asarray(Image.fromarray(gray).filter(ImageFilter.MedianFilter(3)))
-    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
-    if np.median(border) > 127:  # a light page: make the ink the bright part, as in MNIST
+    if light_page(gray):  # dark ink on a light page: make the ink the bright part, as in MNIST
         gray = 255 - (flatten_lighting(gray) if steps.light and min(gray.shape) >= 2 * CANVAS else gray)
     if int(gray.max()) - int(gray.min()) < 32:
         raise ImageError("no ink found (the image is nearly uniform)")
@@ -162,6 +184,127 @@ def ink_of(gray: np.ndarray) -> np.ndarray:
     """float ink: the gray levels above the Otsu threshold, background 0."""
     threshold = otsu_threshold(gray)
     return np.where(gray > threshold, gray.astype(np.float32) - threshold, 0.0)
+
+
+# ---------------------------------------------------------------- lines on the page
+
+RULE_SPAN = 0.6  # a straight line with ink along 60% of the image's width (height) is printed, not written
+RULE_TILT = 8  # degrees off horizontal (vertical) a rule may lean in a photo taken a little from the side
+RULE_HALF_WIDTH = 3  # pixels each side of a found line taken out (printed lines are 1-3 px at the working size)
+
+
+def remove_rules(ink: np.ndarray) -> np.ndarray:
+    """Printed rules and grid lines taken out of the ink: straight lines, a little tilted at most, along most
+    of the image (Hough transform of the ink's skeleton). Where a stroke crosses a line the stroke is kept, so a
+    7 on a rule keeps its stem."""
+    binary = ink > 0
+    if not binary.any():
+        return ink
+    skeleton = skeletonize(binary)
+    height, width = binary.shape
+    band = np.zeros_like(binary)
+    rows, columns = np.indices(binary.shape)
+    for angles, span in ((90 - np.arange(-RULE_TILT, RULE_TILT + 1), width), (np.arange(-RULE_TILT, RULE_TILT + 1), height)):
+        votes, thetas, distances = hough_line(skeleton, theta=np.deg2rad(angles.astype(float)))
+        for _, theta, distance in zip(*hough_line_peaks(votes, thetas, distances, threshold=RULE_SPAN * span,
+                                                         min_distance=2 * RULE_HALF_WIDTH + 1, num_peaks=64)):
+            band |= np.abs(columns * np.cos(theta) + rows * np.sin(theta) - distance) <= RULE_HALF_WIDTH
+    if not band.any():
+        return ink
+    # Where a stroke crosses a line, the band's pixels next to the stroke's ink on either side stay: the stroke
+    # goes on through the line.
+    beyond = binary & ~band
+    crossing = band & (ndimage.distance_transform_edt(~beyond) <= RULE_HALF_WIDTH + 1)
+    return np.where(band & ~crossing, 0.0, ink).astype(np.float32)
+
+
+FRAME_BAND = 0.2  # a frame's ink lies within 20% of its box's size from the box's edges...
+FRAME_BORDER_SHARE = 0.8  # ...80% of it at least (a 5's body, a 2's, have far more inside)
+
+
+def remove_frames(ink: np.ndarray) -> np.ndarray:
+    """A box drawn around the digit taken out, closed or not (a ballpoint skips): a piece of ink lying along
+    the edges of its own box, inside which lies most of the other ink, and a good deal of it (a 0 with a speck
+    inside is not a frame)."""
+    labels, count = digit_pieces(ink)
+    if count < 2:
+        return ink
+    binary = ink > 0
+    boxes = ndimage.find_objects(labels)
+    mass = ndimage.sum_labels(binary, labels, index=np.arange(1, count + 1))
+    cut = [index + 1 for index, box in enumerate(boxes) if touches_edge(box, ink.shape)]  # neighbours' edges
+    binary = binary & ~np.isin(labels, cut)
+    for index in np.argsort(-mass)[:3]:  # a frame is one of the largest pieces
+        top, bottom, left, right = _box(boxes[index])
+        piece = labels[top:bottom, left:right] == index + 1
+        band_rows, band_columns = max(1, round(FRAME_BAND * (bottom - top))), max(1, round(FRAME_BAND * (right - left)))
+        interior = np.zeros_like(piece)
+        interior[band_rows:-band_rows, band_columns:-band_columns] = True
+        on_border = 1 - (piece & interior).sum() / max(piece.sum(), 1)
+        others = binary & (labels != index + 1)
+        inside = others[top:bottom, left:right].sum()
+        if on_border >= FRAME_BORDER_SHARE and inside >= 0.8 * others.sum() and inside >= 0.15 * mass[index]:
+            return np.where(frame_pixels(labels == index + 1, ink), 0.0, ink).astype(np.float32)
+    return ink
+
+
+def frame_pixels(piece: np.ndarray, ink: np.ndarray) -> np.ndarray:
+    """The pixels of a frame-shaped piece that are the frame: those within two line widths of the region it
+    encloses (its gaps closed first), so that a digit touching its frame loses only where they meet."""
+    thickness = stroke_width(piece & (ink > 0))
+    gap = max(1, round(JOIN_GAP * max(ink.shape)))
+    closed = ndimage.binary_closing(piece, iterations=2 * gap)
+    enclosed = ndimage.binary_fill_holes(closed)
+    depth = ndimage.distance_transform_edt(enclosed)
+    return piece & (depth <= 2 * thickness + 2 * gap)
+
+
+# ---------------------------------------------------------------- which piece is the digit
+
+JOIN_GAP = 0.02  # pieces closer than 2% of the image's size are one (a ballpoint's skips, a stroke cut by a rule)
+DIGIT_ASPECT = (0.25, 6.0)  # height over width of a digit's box: from a wide 0 or 4 to a thin 1, never an underline
+SECOND_DIGIT = 0.5  # a second piece with half the digit's ink, digit-shaped, away from the edge: two digits
+
+
+def digit_pieces(ink: np.ndarray) -> tuple[np.ndarray, int]:
+    """Labels of the ink's pieces, pieces closer than JOIN_GAP joined (broken strokes, a 5's top bar)."""
+    gap = max(1, round(JOIN_GAP * max(ink.shape)))
+    joined = ndimage.binary_dilation(ink > 0, iterations=gap)
+    labels, count = ndimage.label(joined, structure=np.ones((3, 3)))
+    return np.where(ink > 0, labels, 0), count
+
+
+def choose_digit(ink: np.ndarray) -> np.ndarray:
+    """The ink of the digit a person would point at: among the joined pieces, the digit-shaped one (not a line,
+    not cut by the image's edge where another lies whole) nearest the centre, weighed by its ink. Refuses in
+    one line an image with no digit-shaped piece, or with two digits side by side."""
+    labels, count = digit_pieces(ink)
+    if count == 0:
+        raise ImageError("no digit found (no ink after the page's lines and frames were taken out)")
+    height, width = ink.shape
+    candidates = []
+    for index, box in enumerate(ndimage.find_objects(labels), 1):
+        if box is None:
+            continue
+        top, bottom, left, right = _box(box)
+        piece_height, piece_width = bottom - top, right - left
+        mass = float((labels[box] == index).sum())
+        edge = touches_edge(box, ink.shape)
+        shaped = DIGIT_ASPECT[0] <= piece_height / max(piece_width, 1) <= DIGIT_ASPECT[1] and \
+            piece_height >= 0.08 * height
+        centre = ((top + bottom) / 2 / height - 0.5, (left + right) / 2 / width - 0.5)
+        candidates.append({"index": index, "mass": mass, "edge": edge, "shaped": shaped,
+                           "score": mass * (1 - min(np.hypot(*centre), 0.7)) * (0.25 if edge else 1.0),
+                           "columns": (left, right)})
+    digits = [c for c in candidates if c["shaped"]] or candidates
+    best = max(digits, key=lambda c: c["score"])
+    if not best["shaped"] and best["mass"] < 0.002 * height * width:
+        raise ImageError("no digit found (only specks or lines)")
+    rivals = [c for c in digits if c is not best and c["shaped"] and not c["edge"] and c["mass"] >= SECOND_DIGIT * best["mass"]
+              and (c["columns"][0] >= best["columns"][1] or c["columns"][1] <= best["columns"][0])]
+    if rivals and best["shaped"] and not best["edge"]:
+        raise ImageError(f"more than one digit in the image ({len(rivals) + 1} side by side): crop it to one")
+    return np.where(labels == best["index"], ink, 0.0).astype(np.float32)
 
 
 # ---------------------------------------------------------------- the switchable steps
@@ -192,6 +335,11 @@ def drop_specks(ink: np.ndarray) -> np.ndarray:
                 top, bottom, left, right = min(top, t), max(bottom, b), min(left, l), max(right, r)
                 grew = True
     return np.where(np.isin(labels, [index + 1 for index in keep]), ink, 0.0)
+
+
+def touches_edge(box: tuple[slice, slice], shape: tuple[int, int]) -> bool:
+    top, bottom, left, right = _box(box)
+    return top == 0 or left == 0 or bottom == shape[0] or right == shape[1]
 
 
 def _box(box: tuple[slice, slice]) -> tuple[int, int, int, int]:
@@ -315,6 +463,8 @@ def preprocess_stages(image: Image.Image, steps: Steps = Steps()) -> Stages:
     original = upright(image) if steps.upright else image
     gray = working_gray(original, steps)
     ink = ink_of(gray)
+    if steps.lines:
+        ink = choose_digit(remove_frames(remove_rules(ink)))
     if steps.despeckle:
         ink = drop_specks(ink)
     seen_ink = ink

@@ -1,0 +1,120 @@
+"""Finding the digit as a person would (issue #30): page lines, boxes, neighbours, broken strokes, dim light, and
+the images that hold no digit or several. Each case is an image made for it; the digit found must be the
+digit drawn alone (their 28x28 inks overlap), whatever the model makes of it."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+from scipy import ndimage
+
+from mnist.reading.notebook import SUPER, draw_strokes, hand_box
+from mnist.reading.preprocess import ImageError, Steps, light_page, preprocess
+
+PAPER, INK = 232, 35
+
+
+def digit_strokes(kind: str, left: float, top: float, size: float) -> list[list[tuple[float, float]]]:
+    """A 7 (a bar and a stem), a 4 (an open cross) or a 0 (a ring), in a box of `size` at (left, top)."""
+    if kind == "7":
+        unit = [[(0.1, 0.05), (0.9, 0.05), (0.45, 1.0)]]
+    elif kind == "4":
+        unit = [[(0.6, 0.0), (0.1, 0.65), (0.9, 0.65)], [(0.65, 0.3), (0.65, 1.0)]]
+    else:
+        angles = np.linspace(0, 2 * np.pi, 40)
+        unit = [[(0.5 + 0.3 * np.sin(a), 0.5 - 0.47 * np.cos(a)) for a in angles]]
+    return [[(left + x * size, top + y * size) for x, y in stroke] for stroke in unit]
+
+
+def photo(strokes: list, size: tuple[int, int] = (360, 300), pen: int = 6, paper: float = PAPER, ink: float = INK,
+          rules: float | None = None, tilt: float = 0.0, skips: float = 0.0, seed: int = 0,
+          rule_grey: float = 70, squared: bool = False) -> Image.Image:
+    """Strokes written on paper (rules every `rules` px, of `rule_grey`, leaning by `tilt` degrees), as a gray photo:
+    the rules as dark as the ink, as a dim photo of blue rules or a page ruled in pencil shows them."""
+    rng = np.random.default_rng(seed)
+    width, height = size
+    mask = Image.new("L", (width * SUPER, height * SUPER), 0)
+    draw_strokes(ImageDraw.Draw(mask), strokes, pen, skips, rng)
+    darkness = np.asarray(mask.resize(size, Image.LANCZOS), np.float32) / 255
+    pixels = np.full((height, width), paper, np.float32)
+    if rules:
+        lines = Image.new("L", size, 0)
+        lean = np.tan(np.radians(tilt)) * width
+        for y in np.arange(rules / 2, height + abs(lean), rules):
+            ImageDraw.Draw(lines).line([(0, y), (width, y - lean)], fill=255, width=2)
+        for x in np.arange(rules / 2, width, rules) if squared else []:
+            ImageDraw.Draw(lines).line([(x, 0), (x, height)], fill=255, width=2)
+        pixels -= np.asarray(lines, np.float32) / 255 * (paper - rule_grey)
+    pixels = pixels * (1 - darkness) + ink * darkness
+    noise = rng.normal(0, 3, pixels.shape)
+    return Image.fromarray(np.clip(pixels + noise, 0, 255).astype(np.uint8))
+
+
+def overlap(first: np.ndarray, second: np.ndarray) -> float:
+    """How much two 28x28 digits' inks lie on each other, a pixel's difference in stroke width or place allowed:
+    the smaller of the shares of each one's ink within a pixel of the other's."""
+    a, b = first > 60, second > 60
+    near_a, near_b = ndimage.binary_dilation(a), ndimage.binary_dilation(b)
+    return float(min((a & near_b).sum() / max(a.sum(), 1), (b & near_a).sum() / max(b.sum(), 1)))
+
+
+ALONE = {kind: preprocess(photo(digit_strokes(kind, 130, 70, 150))) for kind in ("7", "4", "0")}
+
+
+@pytest.mark.parametrize("kind", ["7", "4", "0"])
+@pytest.mark.parametrize("tilt", [0.0, 4.0])
+def test_ruled_paper_lines_are_taken_out(kind: str, tilt: float) -> None:
+    ruled = photo(digit_strokes(kind, 130, 70, 150), rules=34, tilt=tilt)
+    assert overlap(preprocess(ruled), ALONE[kind]) >= 0.8
+
+
+@pytest.mark.parametrize("kind", ["7", "4", "0"])
+def test_squared_paper_lines_are_taken_out(kind: str) -> None:
+    squared = photo(digit_strokes(kind, 130, 70, 150), rules=30, squared=True)
+    assert overlap(preprocess(squared), ALONE[kind]) >= 0.8
+
+
+@pytest.mark.parametrize("kind", ["7", "0"])
+@pytest.mark.parametrize("closed", [True, False])
+def test_a_box_drawn_around_the_digit_is_taken_out(kind: str, closed: bool) -> None:
+    rng = np.random.default_rng(1)
+    box = hand_box(95, 40, 290, 250, rng)
+    if not closed:  # a gap at a corner, as a quick hand leaves
+        box = [stroke[:-3] for stroke in box]
+    boxed = photo(digit_strokes(kind, 130, 70, 150) + box)
+    assert overlap(preprocess(boxed), ALONE[kind]) >= 0.7
+    assert overlap(preprocess(boxed, Steps(lines=False)), ALONE[kind]) < 0.5
+
+
+def test_the_edge_of_a_neighbouring_digit_is_not_the_digit() -> None:
+    neighbour = digit_strokes("0", 300, 60, 170)  # mostly beyond the right edge: its left arc shows
+    seen = photo(digit_strokes("7", 100, 70, 150) + neighbour)
+    alone = preprocess(photo(digit_strokes("7", 100, 70, 150)))
+    assert overlap(preprocess(seen), alone) >= 0.8
+
+
+def test_a_stroke_broken_by_a_dry_ballpoint_is_kept_whole() -> None:
+    strokes = digit_strokes("4", 130, 70, 150)
+    broken = preprocess(photo(strokes, pen=4, skips=0.15, seed=3))
+    assert overlap(broken, preprocess(photo(strokes, pen=4))) >= 0.6
+
+
+@pytest.mark.parametrize("paper, ink", [(126, 40), (110, 30), (232, 35)])
+def test_the_page_is_told_from_the_ink_by_the_image_not_a_fixed_grey(paper: float, ink: float) -> None:
+    dim = photo(digit_strokes("7", 130, 70, 150), paper=paper, ink=ink)
+    assert light_page(np.asarray(dim))
+    assert overlap(preprocess(dim), ALONE["7"]) >= 0.75
+    drawing = photo(digit_strokes("7", 130, 70, 150), paper=0, ink=255)  # white ink on black, as the canvas sends
+    assert not light_page(np.asarray(drawing))
+
+
+def test_two_digits_side_by_side_are_said_to_be_two() -> None:
+    pair = photo(digit_strokes("7", 20, 70, 150) + digit_strokes("4", 200, 70, 150), size=(380, 300))
+    with pytest.raises(ImageError, match="more than one digit"):
+        preprocess(pair)
+
+
+@pytest.mark.parametrize("squared", [False, True])
+def test_a_page_without_a_digit_says_so(squared: bool) -> None:
+    with pytest.raises(ImageError, match="no digit found"):
+        preprocess(photo([], rules=34, squared=squared))
