@@ -45,18 +45,35 @@ def connect(address: str | None) -> str | None:
     check_reachable(address)
     if address == "local":
         check_private_cluster_closed()
+    stopped: list[int] = []
+
+    def stopped_while_starting(signum: int, frame: Any) -> None:
+        # A SIGTERM to the whole group while Ray starts ends its processes too: nothing to save or resume yet.
+        stopped.append(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stopped_while_starting)
     try:
         context = ray.init(address=address, include_dashboard=False, logging_level="WARNING", log_to_driver=True)
-    except ConnectionError as error:  # it listens (check_reachable), but does not speak this driver's Ray
-        said = (str(error).strip().splitlines() or ["no reason given"])[0]
-        raise UserError(f"cannot join the Ray cluster at {address} ({said}); is it running Ray {ray.__version__}, "
-                        "this driver's version?") from None
-    except RuntimeError as error:  # a cluster of another Ray version: one line naming both
-        mismatch = version_mismatch(error)
-        if mismatch is None:
+    except Exception as error:
+        if stopped:  # Ray's own error about the processes the signal ended: the signal is the story
+            raise KeyboardInterrupt from None
+        one_line = init_error(error, address)
+        if one_line is None:
             raise
-        raise mismatch from None
+        raise one_line from None
     return context.address_info.get("session_dir") if address == "local" else None
+
+
+def init_error(error: Exception, address: str) -> UserError | None:
+    """ray.init's error in one line where it is the user's to fix (None: a fault, raised as it is)."""
+    if isinstance(error, ConnectionError):  # it listens (check_reachable), but does not speak this driver's Ray
+        said = (str(error).strip().splitlines() or ["no reason given"])[0]
+        return UserError(f"cannot join the Ray cluster at {address} ({said}); is it running Ray {ray.__version__}, "
+                         "this driver's version?")
+    if isinstance(error, RuntimeError):  # a cluster of another Ray version: one line naming both
+        return version_mismatch(error)
+    return None
 
 
 # How often the watcher started by a SIGTERM looks whether the private cluster still runs.

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 import sys
 from types import ModuleType
-from typing import Callable
+from typing import Any, Callable
 
 
 class UserError(Exception):
@@ -16,7 +17,10 @@ class UserError(Exception):
 
 
 def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> None:
-    """Run a CLI `main`, turning a UserError into a one-line message and exit code 2."""
+    """Run a CLI `main`, turning a UserError into a one-line message and exit code 2, and a SIGTERM (what
+    timeout, docker stop, systemd and Slurm send) into what Ctrl-C does: "interrupted", exit 130, with every
+    `finally` run and every file written whole (the search and the servers install their own on top)."""
+    previous = signal.signal(signal.SIGTERM, interrupt)
     try:
         code = main(argv)
     except UserError as error:
@@ -32,7 +36,13 @@ def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | No
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     sys.exit(code or 0)
+
+
+def interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def one_line(message: str) -> str:

@@ -84,6 +84,18 @@ def test_sigterm_to_the_whole_group_says_how_to_resume_and_leaves_nothing_runnin
     assert sorted(pd.read_csv(tmp_path / "grouped" / "trials.csv")["trial"]) == [1, 2, 3, 4]
 
 
+def test_sigterm_to_the_group_while_ray_starts_is_an_interruption_with_nothing_left(
+        tmp_path: Path, smoke_flags: list[str]) -> None:
+    driver = subprocess.Popen([sys.executable, str(ROOT / "hpo" / "search.py"), *smoke_flags, "--storage-path",
+                               str(tmp_path), "--name", "early"], start_new_session=True, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    driver.stdout.readline()  # "search early: ...": the data are read, Ray is starting
+    os.killpg(driver.pid, signal.SIGTERM)
+    out, err = driver.communicate(timeout=120)
+    assert driver.returncode == 130 and err.strip().splitlines()[-1] == "interrupted", err[-3000:]
+    assert "Traceback" not in err and not (tmp_path / "early").exists()
+
+
 def test_killed_driver_resumes_without_rerunning(tmp_path: Path, smoke_flags: list[str]) -> None:
     # 6,000 images: a trial's epoch lasts seconds, so the kill lands while trial 2 runs.
     store = mlflow_store(tmp_path)

@@ -91,7 +91,7 @@ def group_sigterm(folder: Path, rng: np.random.Generator, counts: dict[str, int]
     with open(log, "w") as output:
         search = subprocess.Popen([*SEARCH, *flags], stdout=output, stderr=subprocess.STDOUT, cwd=ROOT,
                                   start_new_session=True)
-    time.sleep(rng.uniform(10, 25))
+    time.sleep(rng.uniform(2, 25))  # from Ray starting to trials running
     signalled = time.monotonic()
     try:
         os.killpg(search.pid, signal.SIGTERM)
@@ -100,8 +100,14 @@ def group_sigterm(folder: Path, rng: np.random.Generator, counts: dict[str, int]
     code = search.wait(timeout=300)
     seconds = time.monotonic() - signalled
     ended_before = code == 0
-    counts["group_sigterm_hint_in_10s"] += ended_before or (
-        code == 130 and "continue with:" in log.read_text() and seconds <= GROUP_SIGTERM_LIMIT_S)
+    said = log.read_text()
+    started = (folder / "experiment.json").exists()  # else the signal came while Ray started: nothing to resume
+    counts["group_sigterm_hint_in_10s"] += seconds <= GROUP_SIGTERM_LIMIT_S and (
+        ended_before or (code == 130 and ("continue with:" in said if started else said.rstrip().endswith("interrupted"))))
+    if not started:
+        counts["group_sigterm_resume_finished"] += not folder.exists()  # and nothing half-made left behind
+        print(f"  group SIGTERM while Ray started: exit {code} after {seconds:.1f} s", flush=True)
+        return
     finished = subprocess.run([*SEARCH[:2], "--resume", *flags], capture_output=True, text=True, cwd=ROOT)
     counts["group_sigterm_resume_finished"] += finished.returncode == 0 or (
         ended_before and "already" in finished.stderr)
