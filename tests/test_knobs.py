@@ -127,20 +127,26 @@ def test_whole_pixel_shift_through_the_affine_path_equals_the_exact_shift(digits
     assert torch.allclose(exact, resampled, atol=1e-4)
 
 
-def test_resume_with_augmentation_and_a_per_batch_schedule_is_exact(mnist_data: MnistData, tmp_path) -> None:
+def straight_and_resumed(config: dict, data: MnistData, folder) -> tuple[dict, dict]:
+    """The final states of a run straight through and of the same run resumed from its first epoch's checkpoint."""
     from mnist.checkpoint import load_checkpoint, save_checkpoint
 
+    straight: dict = {}
+    train(config, data=data, on_epoch=lambda metrics, state: straight.update(state))
+    saved = folder / "epoch1.pt"
+    train(config, data=data,
+          on_epoch=lambda metrics, state: save_checkpoint(state, saved) if metrics["epoch"] == 1 else None)
+    resumed: dict = {}
+    train(config, data=data, on_epoch=lambda metrics, state: resumed.update(state),
+          resume_from=load_checkpoint(saved, for_resume=True))
+    return straight, resumed
+
+
+def test_resume_with_augmentation_and_a_per_batch_schedule_is_exact(mnist_data: MnistData, tmp_path) -> None:
     config = {"limit": 600, "epochs": 2, "batch_size": 64, "lr": 2e-3, "threads": 1, "device": "cpu", "seed": 3,
               "rotate": 10.0, "scale": 0.1, "shift": 1, "schedule": "onecycle", "weight_decay": 1e-2,
               "label_smoothing": 0.1}
-    straight: dict = {}
-    train(config, data=mnist_data, on_epoch=lambda metrics, state: straight.update(state))
-    saved = tmp_path / "epoch1.pt"
-    train(config, data=mnist_data,
-          on_epoch=lambda metrics, state: save_checkpoint(state, saved) if metrics["epoch"] == 1 else None)
-    resumed: dict = {}
-    train(config, data=mnist_data, on_epoch=lambda metrics, state: resumed.update(state),
-          resume_from=load_checkpoint(saved, for_resume=True))
+    straight, resumed = straight_and_resumed(config, mnist_data, tmp_path)
     for name, tensor in straight["model"].items():
         assert torch.equal(tensor, resumed["model"][name]), name
     assert straight["history"][1] == {**resumed["history"][1], "epoch_time_s": straight["history"][1]["epoch_time_s"],
@@ -284,18 +290,9 @@ def test_the_ema_decay_ramps_up_then_holds_at_its_setting() -> None:
 
 
 def test_resume_with_ema_and_a_warm_up_is_exact(mnist_data: MnistData, tmp_path) -> None:
-    from mnist.checkpoint import load_checkpoint, save_checkpoint
-
     config = {"limit": 600, "epochs": 3, "batch_size": 64, "lr": 2e-3, "threads": 1, "device": "cpu", "seed": 3,
               "rotate": 5.0, "schedule": "cosine", "warmup_epochs": 1.5, "ema": True, "ema_decay": 0.95}
-    straight: dict = {}
-    train(config, data=mnist_data, on_epoch=lambda metrics, state: straight.update(state))
-    saved = tmp_path / "epoch1.pt"
-    train(config, data=mnist_data,
-          on_epoch=lambda metrics, state: save_checkpoint(state, saved) if metrics["epoch"] == 1 else None)
-    resumed: dict = {}
-    train(config, data=mnist_data, on_epoch=lambda metrics, state: resumed.update(state),
-          resume_from=load_checkpoint(saved, for_resume=True))
+    straight, resumed = straight_and_resumed(config, mnist_data, tmp_path)
     for weights in ("model", "trained_model"):
         for name, tensor in straight[weights].items():
             assert torch.equal(tensor, resumed[weights][name]), (weights, name)

@@ -214,18 +214,25 @@ def digit_strokes(digit: int, rng: np.random.Generator, canvas: int = 280) -> tu
     slant = np.tan(np.radians(rng.uniform(-25, 25)))
     room_x, room_y = (canvas - width) / 2 - 15, (canvas - height) / 2 - 15
     centre = (rng.uniform(-1, 1) * max(room_x, 0) * 0.8, rng.uniform(-1, 1) * max(room_y, 0) * 0.8)
-    wobble = height * 0.015
+    drawn = [[(float(np.clip(x, -canvas / 2 + 2, canvas / 2 - 2)), float(np.clip(y, -canvas / 2 + 2, canvas / 2 - 2)))
+              for x, y in stroke] for stroke in placed(strokes, centre, height, width, slant, height * 0.015, rng)]
+    # A pen of 6 to 36 px, but not so wide for a small digit that its loops fill up (no one could read it).
+    return drawn, int(rng.integers(6, max(7, min(37, round(height * 0.14)))))
+
+
+def placed(strokes: list[list[tuple[float, float]]], centre: tuple[float, float], height: float, width: float,
+           slant: float, wobble: float, rng: np.random.Generator) -> list[list[tuple[float, float]]]:
+    """A style's strokes (unit box) in pixels: scaled to `height` x `width` about `centre`, slanted (a right slant
+    leans the top to the right), every point moved by a little wobble."""
     drawn = []
     for stroke in strokes:
         points = []
         for x, y in stroke:
             y_pixels = (y - 0.5) * height
-            x_pixels = (x - 0.5) * width - slant * y_pixels  # a right slant leans the top to the right
-            points.append((float(np.clip(centre[0] + x_pixels + rng.normal(0, wobble), -canvas / 2 + 2, canvas / 2 - 2)),
-                           float(np.clip(centre[1] + y_pixels + rng.normal(0, wobble), -canvas / 2 + 2, canvas / 2 - 2))))
+            x_pixels = (x - 0.5) * width - slant * y_pixels
+            points.append((centre[0] + x_pixels + rng.normal(0, wobble), centre[1] + y_pixels + rng.normal(0, wobble)))
         drawn.append(points)
-    # A pen of 6 to 36 px, but not so wide for a small digit that its loops fill up (no one could read it).
-    return drawn, int(rng.integers(6, max(7, min(37, round(height * 0.14)))))
+    return drawn
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,7 +20,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from mnist.errors import UserError, run_cli
 from mnist.layout import HANDWRITING_SETS
-from mnist.reading.handwriting import DIGIT_STYLES, SPLITS, split_names, write_labels
+from mnist.reading.handwriting import DIGIT_STYLES, SPLITS, placed, split_names, write_labels
 
 Strokes = list[list[tuple[float, float]]]
 SUPER = 3  # drawn at 3x and scaled down: anti-aliased strokes
@@ -34,17 +34,7 @@ def styled_strokes(digit: int, rng: np.random.Generator, height: float, width: f
     """One of the digit's styles in page pixels: scaled, slanted, wobbling a little."""
     styles = DIGIT_STYLES[digit]
     strokes = styles[int(rng.integers(len(styles)))]
-    slant = np.tan(np.radians(rng.uniform(-20, 20)))
-    wobble = height * 0.012
-    drawn = []
-    for stroke in strokes:
-        points = []
-        for x, y in stroke:
-            y_pixels = (y - 0.5) * height
-            x_pixels = (x - 0.5) * width - slant * y_pixels
-            points.append((centre[0] + x_pixels + rng.normal(0, wobble), centre[1] + y_pixels + rng.normal(0, wobble)))
-        drawn.append(points)
-    return drawn
+    return placed(strokes, centre, height, width, np.tan(np.radians(rng.uniform(-20, 20))), height * 0.012, rng)
 
 
 def draw_strokes(draw: ImageDraw.ImageDraw, strokes: Strokes, width: int, skips: float,
