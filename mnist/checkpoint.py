@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from mnist.atomic import write_atomic
-from mnist.config import resolve_config, upgrade_config
+from mnist.config import is_int, resolve_config, upgrade_config
 from mnist.errors import UserError
 
 # Every checkpoint has a model and its config; a training checkpoint also what resuming needs.
@@ -69,10 +69,6 @@ def load_checkpoint(path: str | Path, for_resume: bool = False) -> dict[str, Any
     check_contents(state, path)
     if for_resume:
         check_resume_contents(state, path)
-    if for_resume and resolve_config(upgrade_config(state["config"]))["ema"]:
-        # An EMA run's "model" is the average; resuming also needs the weights being trained.
-        if not isinstance(state.get("trained_model"), dict) or not is_count(state.get("ema_updates")):
-            raise UserError(f"{path}: trained with ema but holds no trained_model and ema_updates to resume from")
     return state
 
 
@@ -90,10 +86,14 @@ def check_resume_contents(state: dict[str, Any], path: Path) -> None:
     rng = state["rng"]
     if not isinstance(rng, dict) or not isinstance(rng.get("torch"), torch.Tensor) or rng["torch"].dtype != torch.uint8:
         raise UserError(f"{path}: its rng state is not torch's (a byte tensor under 'torch')")
+    # An EMA run's "model" is the average; resuming also needs the weights being trained.
+    if resolve_config(upgrade_config(state["config"]))["ema"] and not (
+            isinstance(state.get("trained_model"), dict) and is_count(state.get("ema_updates"))):
+        raise UserError(f"{path}: trained with ema but holds no trained_model and ema_updates to resume from")
 
 
 def is_count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return is_int(value) and value >= 0
 
 
 def check_contents(state: dict[str, Any], path: Path) -> None:
