@@ -16,7 +16,7 @@ import urllib.request
 from datetime import datetime
 from pathlib import Path
 
-from benchmarks.schedulers import timed_search
+from benchmarks.arms import timed_search
 from hpo.dashboard import serve_dashboard
 from hpo.experiment import resolve_experiment
 from mnist.errors import run_cli

@@ -18,26 +18,21 @@ best mean val_acc, the fewest epochs among the arms within 0.05 points of it), a
     train_share_of_wall: Z         (share of the searches' wall time spent training)
 `--arms` runs some of them (at a 30-epoch budget: --arms asha_tpe tied_tpe hedged_tpe).
 Writes anytime.png (best-so-far against cumulative epochs, mean over seeds, band = min..max)
-into the --storage-path folder.
+into the run's folder, --storage-path/--name; the same command with the same --name continues a
+stopped run (benchmarks/arms.py).
 """
 from __future__ import annotations
 
-import argparse
-import time
-from datetime import datetime
-from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 from scipy import stats
 
+from benchmarks.arms import BenchRun, parse_bench_flags, print_runs
 from hpo.comparison import paired_gain
-from hpo.driver import run_search
 from hpo.experiment import resolve_experiment
 from hpo.plots import plot_arms_anytime
-from hpo.storage import ExperimentStore
-from hpo.summary import anytime_curve, trial_tables
-from mnist.errors import UserError, run_cli
+from mnist.errors import run_cli
 
 ARMS = {  # label: (scheduler, searcher, grace_period (None: max_epochs // reduction_factor), brackets)
     "asha_tpe": ("asha", "tpe", 1, 1),
@@ -45,37 +40,6 @@ ARMS = {  # label: (scheduler, searcher, grace_period (None: max_epochs // reduc
     "hedged_tpe": ("asha", "tpe", 1, 2),
     "fifo_random": ("fifo", "random", None, 1),
 }
-
-
-def timed_search(experiment: dict[str, Any], folder: Path, address: str | None) -> dict[str, Any]:
-    started = time.perf_counter()
-    results, _ = run_search(experiment, ExperimentStore(str(folder.parent), folder.name), resume=False, address=address)
-    wall = time.perf_counter() - started
-    trials, history = trial_tables(results, experiment)
-    anytime = anytime_curve(history, trials)
-    slots = experiment["max_concurrent"]
-    return {"epochs": int(trials["epochs"].sum()), "wall_s": wall, "best_val_acc": float(trials["best_val_acc"].max()),
-            "train_s": float(trials["time_s"].sum()), "train_share": float(trials["time_s"].sum()) / (wall * slots),
-            "passed_at_epochs": anytime["passed_at_epochs"], "anytime": anytime}
-
-
-def spread(values: list[float]) -> str:
-    array = np.asarray(values, float)
-    return f"{array.mean():.3f} (sd {array.std(ddof=1) if len(array) > 1 else 0.0:.3f})"
-
-
-def print_runs(runs: dict[str, list[dict[str, Any]]], seeds: list[int]) -> None:
-    for label, rows in runs.items():
-        for seed, row in zip(seeds, rows):
-            passed = (f"passed the tutorial's final val_acc after {row['passed_at_epochs']} epochs"
-                      if row["passed_at_epochs"] is not None else "never passed the tutorial's final val_acc")
-            print(f"{label:12s} seed {seed}  epochs {row['epochs']:4d}  wall {row['wall_s']:7.1f} s  "
-                  f"best val_acc {row['best_val_acc']:.4f}  {passed}  training {row['train_s']:.1f} s")
-    for label, rows in runs.items():
-        passed = [row["passed_at_epochs"] for row in rows if row["passed_at_epochs"] is not None]
-        print(f"{label:12s} over seeds: epochs {spread([row['epochs'] for row in rows])}  best val_acc % "
-              f"{spread([100 * row['best_val_acc'] for row in rows])}  epochs to pass the tutorial "
-              f"{spread(passed) if passed else 'never'} ({len(passed)}/{len(rows)} passed)")
 
 
 def print_paired(hedged: list[dict[str, Any]], fifo: list[dict[str, Any]]) -> None:
@@ -108,48 +72,27 @@ def choose_arm(mean: dict[str, dict[str, float]]) -> str:
             f"epochs among them, {mean[label]['epochs']:.1f})")
 
 
-def parse_bench_flags(argv: list[str] | None, doc: str, storage: str,
-                      arms: list[str] | None = None) -> argparse.Namespace:
-    """The flags of every benchmark that compares arms of searches: their size, the seeds (one run of each arm
-    per seed), where they go and which cluster they join."""
-    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--num-samples", type=int, default=20, help="trials of each search")
-    parser.add_argument("--max-epochs", type=int, default=9, help="epoch budget of a trial")
-    parser.add_argument("--limit", type=int, default=12000, help="training images (first N of the 60,000)")
-    parser.add_argument("--max-concurrent", type=int, default=2, help="trials at once in every search")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4],
-                        help="searcher seeds: one run of each arm per seed")
-    parser.add_argument("--storage-path", default=storage, help=f"where the searches go (default {storage})")
-    parser.add_argument("--address", default=None,
-                        help="a Ray cluster every search joins (default: RAY_ADDRESS, else a private one per search)")
-    if arms:
-        parser.add_argument("--arms", nargs="+", choices=arms, default=arms, help="the arms to run (default all)")
-    args = parser.parse_args(argv)
-    if len(set(args.seeds)) != len(args.seeds):
-        raise UserError(f"--seeds must differ, got {args.seeds}")
-    return args
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_bench_flags(argv, __doc__, "results/bench", arms=list(ARMS))
-    stamp = f"{datetime.now():%Y%m%d-%H%M%S}"
-    runs: dict[str, list[dict[str, Any]]] = {label: [] for label in args.arms}
-    for seed in args.seeds:
-        for label in args.arms:
-            scheduler, searcher, grace, brackets = ARMS[label]
-            experiment = resolve_experiment({"num_samples": args.num_samples, "max_epochs": args.max_epochs,
-                                             "grace_period": grace, "reduction_factor": 4, "brackets": brackets,
-                                             "max_concurrent": args.max_concurrent, "tpe_startup_trials": 5,
-                                             "scheduler": scheduler, "searcher": searcher, "seed": seed,
-                                             "train": {"limit": args.limit}}, {}, label)
-            runs[label].append(timed_search(experiment, Path(args.storage_path) / f"{label}-seed{seed}-{stamp}",
-                                            args.address))
+    bench = BenchRun(args)
+
+    def searches() -> Iterator[tuple[str, int, dict[str, Any]]]:
+        for seed in args.seeds:
+            for label in args.arms:
+                scheduler, searcher, grace, brackets = ARMS[label]
+                yield label, seed, resolve_experiment(
+                    {"num_samples": args.num_samples, "max_epochs": args.max_epochs, "grace_period": grace,
+                     "reduction_factor": 4, "brackets": brackets, "max_concurrent": args.max_concurrent,
+                     "tpe_startup_trials": 5, "scheduler": scheduler, "searcher": searcher, "seed": seed,
+                     "train": {"limit": args.limit}}, {}, label)
+
+    runs = bench.run("benchmarks.schedulers", searches)
     print(f"{args.num_samples} samples, {args.max_epochs} epochs budget, {args.limit} images, "
           f"{args.max_concurrent} trials at once, searcher seeds {args.seeds}")
     print_runs(runs, args.seeds)
     if {"hedged_tpe", "fifo_random"} <= set(runs):
         print_paired(runs["hedged_tpe"], runs["fifo_random"])
-    plot = Path(args.storage_path) / f"anytime-{stamp}.png"
+    plot = bench.folder / "anytime.png"
     plot_arms_anytime({label: [row["anytime"] for row in rows] for label, rows in runs.items()}, plot)
     mean = {label: {key: float(np.mean([row[key] for row in rows])) for key in ("epochs", "best_val_acc", "train_share")}
             for label, rows in runs.items()}

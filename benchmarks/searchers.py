@@ -14,14 +14,12 @@ difference pruned minus complete with its 95% interval (scipy's paired t over se
 """
 from __future__ import annotations
 
-from datetime import datetime
-from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 from scipy import stats
 
-from benchmarks.schedulers import parse_bench_flags, print_runs, timed_search
+from benchmarks.arms import BenchRun, parse_bench_flags, print_runs
 from hpo.comparison import paired_gain
 from hpo.experiment import resolve_experiment
 from mnist.errors import run_cli
@@ -49,17 +47,16 @@ def paired_lines(pruned: list[dict[str, Any]], complete: list[dict[str, Any]]) -
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_bench_flags(argv, __doc__, "results/bench-searchers")
-    stamp = f"{datetime.now():%Y%m%d-%H%M%S}"
-    runs: dict[str, list[dict[str, Any]]] = {label: [] for label in ARMS}
-    for seed in args.seeds:
-        for label, searcher in ARMS.items():
-            experiment = resolve_experiment({"num_samples": args.num_samples, "max_epochs": args.max_epochs,
-                                             "grace_period": 1, "reduction_factor": 4,
-                                             "max_concurrent": args.max_concurrent, "tpe_startup_trials": 5,
-                                             "searcher": searcher, "seed": seed, "train": {"limit": args.limit}},
-                                            {}, label)
-            runs[label].append(timed_search(experiment, Path(args.storage_path) / f"{label}-seed{seed}-{stamp}",
-                                            args.address))
+
+    def searches() -> Iterator[tuple[str, int, dict[str, Any]]]:
+        for seed in args.seeds:
+            for label, searcher in ARMS.items():
+                yield label, seed, resolve_experiment(
+                    {"num_samples": args.num_samples, "max_epochs": args.max_epochs, "grace_period": 1,
+                     "reduction_factor": 4, "max_concurrent": args.max_concurrent, "tpe_startup_trials": 5,
+                     "searcher": searcher, "seed": seed, "train": {"limit": args.limit}}, {}, label)
+
+    runs = BenchRun(args).run("benchmarks.searchers", searches)
     print(f"{args.num_samples} samples, {args.max_epochs} epochs budget, {args.limit} images, "
           f"{args.max_concurrent} trials at once, ASHA grace 1 / reduction 4, seeds {args.seeds}")
     print_runs(runs, args.seeds)

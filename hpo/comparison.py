@@ -17,6 +17,7 @@ import numpy as np
 from scipy import stats
 
 from hpo.trial_terms import METRIC
+from mnist.evaluate import mcnemar_p_value
 
 
 def paired_gain(winner_acc: Sequence[float], baseline_acc: Sequence[float]) -> dict[str, Any]:
@@ -37,15 +38,6 @@ def paired_gain(winner_acc: Sequence[float], baseline_acc: Sequence[float]) -> d
     interval = result.confidence_interval(0.95)
     return {"gain_points": gain, "gain_ci95_points": [float(interval.low), float(interval.high)],
             "p_value": float(result.pvalue)}
-
-
-def mcnemar_p_value(winner_correct: np.ndarray, baseline_correct: np.ndarray) -> float:
-    """Exact McNemar test on paired per-image outcomes: are the discordant images split 50/50?"""
-    winner_only = int(np.sum(winner_correct & ~baseline_correct))
-    baseline_only = int(np.sum(~winner_correct & baseline_correct))
-    if winner_only + baseline_only == 0:
-        return 1.0
-    return float(stats.binomtest(winner_only, winner_only + baseline_only, 0.5).pvalue)
 
 
 def verdict(ci95: list[float] | None) -> str:

@@ -9,7 +9,6 @@ search (or best.py) ends and copied back from it to resume.
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import posixpath
 from contextlib import contextmanager
@@ -19,6 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pyarrow.fs
 
+from mnist.atomic import read_json
 from mnist.errors import UserError
 from mnist.layout import BEST_JSON, DRIVER_FILES, EXPERIMENT_JSON, RESULTS
 
@@ -197,10 +197,7 @@ def read_experiment_file(folder: Path) -> dict:
     path = folder / EXPERIMENT_JSON
     if not path.exists():
         raise UserError(f"{path}: missing; is {folder} an hpo/search.py experiment?")
-    try:
-        saved = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise UserError(f"{path}: unreadable ({error})") from None
+    saved = read_json(path)
     if not isinstance(saved, dict) or not isinstance(saved.get("experiment"), dict):
         raise UserError(f"{path}: unreadable (no experiment settings in it)")
     return saved

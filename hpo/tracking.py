@@ -31,7 +31,7 @@ from ray.tune import Callback
 
 from hpo.experiment import is_baseline
 from hpo.trial_terms import ERROR, METRIC, status_of, trial_number
-from mnist.atomic import json_text
+from mnist.atomic import json_text, read_json
 from mnist.checkpoint import load_checkpoint
 from mnist.data import load_mnist
 from mnist.errors import UserError, optional_module
@@ -157,10 +157,7 @@ def tracking_of(folder: Path) -> dict[str, str] | None:
     path = folder / MLFLOW_JSON
     if not path.exists():
         return None
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise UserError(f"{path}: not valid JSON") from None
+    return read_json(path)
 
 
 def flat_params(values: dict[str, Any]) -> dict[str, str]:

@@ -78,6 +78,14 @@ def write_json_atomic(path: str | Path, value: Any) -> None:
     write_text_atomic(path, json_text(value, indent=2) + "\n")
 
 
+def read_json(path: Path) -> Any:
+    """A JSON file written by the project, or UserError naming the file when it is not JSON."""
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise UserError(f"{path}: not valid JSON ({error})") from None
+
+
 def json_text(value: Any, indent: int | None = None) -> str:
     """`value` as valid JSON: NaN and infinities (a diverged run's loss), which JSON has no words for, as null;
     numpy scalars as plain numbers; anything else JSON lacks as its str."""

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy import stats
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix
 
 from mnist.atomic import write_json_atomic
@@ -24,6 +25,15 @@ from mnist.layout import CONFUSION_MATRIX_PNG, METRICS_JSON, MISCLASSIFIED_PNG
 from mnist.model import model_from_checkpoint, predict_logits
 
 DIGITS = list(range(10))
+
+
+def mcnemar_p_value(first_correct: np.ndarray, second_correct: np.ndarray) -> float:
+    """Exact McNemar test on paired per-image outcomes: are the discordant images split 50/50?"""
+    first_only = int(np.sum(first_correct & ~second_correct))
+    second_only = int(np.sum(~first_correct & second_correct))
+    if first_only + second_only == 0:
+        return 1.0
+    return float(stats.binomtest(first_only, first_only + second_only, 0.5).pvalue)
 
 
 def evaluate_model(model: torch.nn.Module, data: MnistData, device: torch.device,

@@ -42,9 +42,32 @@ def toy_bench(module: str, address: str, storage: Path, samples: int, *extra: st
 
 def test_the_bench_prints_its_figures_and_plot_at_a_toy_size(tmp_path: Path, cluster_address: str) -> None:
     arms = ("tied_tpe", "hedged_tpe", "fifo_random")
-    result = toy_bench("benchmarks.schedulers", cluster_address, tmp_path, 2, "--arms", *arms)
+    result = toy_bench("benchmarks.schedulers", cluster_address, tmp_path, 2, "--arms", *arms, "--name", "toy")
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
+    check_the_figures(out, arms)
+    # A run of hours continues: the same command reads the finished searches back, runs an unfinished one again.
+    (tmp_path / "toy" / "rows" / "hedged_tpe-seed1.json").unlink()
+    again = toy_bench("benchmarks.schedulers", cluster_address, tmp_path, 2, "--arms", *arms, "--name", "toy")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("finished before, read from") == 5
+    assert "hedged_tpe seed 1: " in again.stdout and "did not finish; running it again from its start" in again.stdout
+    check_the_figures(again.stdout, arms)
+
+    def lines(text: str) -> list[str]:
+        return [line for line in text.splitlines() if re.match(r"\w+\s+seed \d  epochs", line)
+                and not line.startswith("hedged_tpe   seed 1")]
+
+    assert lines(again.stdout) == lines(out)
+    # Other sizes under the same name would mix two benchmarks: refused before any search.
+    other = toy_bench("benchmarks.schedulers", cluster_address, tmp_path, 3, "--arms", *arms, "--name", "toy")
+    assert other.returncode == 2
+    assert other.stderr.strip().splitlines() == [
+        f"error: {tmp_path / 'toy' / 'bench.json'}: this run was made with --num-samples 2, not 3; give the same "
+        "flags to continue it, or another --name"]
+
+
+def check_the_figures(out: str, arms: tuple[str, ...]) -> None:
     epochs = {(label, int(seed)): int(count) for label, seed, count
               in re.findall(r"^(\w+)\s+seed (\d)  epochs\s+(\d+)", out, re.MULTILINE)}
     assert set(epochs) == {(arm, seed) for arm in arms for seed in (0, 1)}
@@ -87,7 +110,7 @@ def test_the_searcher_bench_prints_both_arms_and_their_paired_difference(tmp_pat
                                                                                    for s in (0, 1)), abs=1e-3)
     assert "paired over seeds, pruned minus complete: winner val_acc" in out
     # Each arm's study says which searcher wrote it: ours is resumable, the stock one is not.
-    folders = {path.parent.name.split("-")[0]: path.parent for path in tmp_path.glob("*/optuna.db")}
+    folders = {path.parent.name.split("-")[0]: path.parent for path in tmp_path.glob("*/*/optuna.db")}
     assert set(folders) == {"pruned", "complete"}
     check_study(folders["pruned"], folders["pruned"].name)
     with pytest.raises(UserError, match="written by another searcher"):

@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hpo.comparison import compare, mcnemar_p_value, paired_gain, time_to_accuracy, verdict
+from hpo.comparison import compare, paired_gain, time_to_accuracy, verdict
+from mnist.evaluate import mcnemar_p_value
 
 
 def test_paired_gain_matches_the_t_interval_by_formula() -> None:
