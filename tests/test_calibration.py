@@ -11,6 +11,7 @@ from PIL import Image
 from mnist.calibration import calibrate_logits, expected_calibration_error, fit_temperature, unsure_threshold
 from mnist.checkpoint import load_checkpoint, save_checkpoint
 from mnist.data import MnistData
+from mnist.reading.handwriting import read_labels, scan_photo
 from mnist.reading.predict import Prediction, Predictor, load_image, main
 
 
@@ -84,32 +85,46 @@ def test_training_stores_the_calibration_in_best_pt_and_predict_uses_it(tiny_run
     assert old.temperature == 1.0 and not old.predict([255 - d for d in digits]).unsure.any()
 
 
-def test_the_field_report_reads_each_set_with_both_preprocessings(tiny_run: Path, tmp_path: Path) -> None:
-    """mnist.reading.field_report on small sets: MNIST test accuracy, and each set's reading before and now."""
+def test_the_field_report_reads_every_set_with_every_model(tiny_run: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture) -> None:
+    """mnist.reading.field_report on small sets: each set and model in one table; an image refused (no digit)
+    is a miss; the accuracy is what predict reads; two models are compared on the same images (McNemar)."""
     from sklearn.datasets import load_digits
 
-    from mnist.reading.field_report import field_report
-    from mnist.reading.handwriting import CANVAS_SET, read_labels, scan_photo, write_labels
+    from mnist.reading.field_report import main as field_report_main
+    from mnist.reading.handwriting import CANVAS_SET, write_labels
+    from mnist.reading.notebook import notebook_photo
 
-    scans = tmp_path / "scans" / "report"
+    sets = tmp_path / "sets"
+    scans, notebook = sets / "scans" / "report", sets / "notebook" / "report"
     scans.mkdir(parents=True)
+    notebook.mkdir(parents=True)
     digits, rng = load_digits(), np.random.default_rng(0)
-    write_labels(scans, {f"s{i}.jpg": int(digits.target[i]) for i in range(20)})
+    write_labels(scans, {**{f"s{i}.jpg": int(digits.target[i]) for i in range(20)}, "blank.png": 3})
     for i in range(20):
         scan_photo(digits.images[i], rng).save(scans / f"s{i}.jpg", quality=95)
-    committed = read_labels(CANVAS_SET / "report" / "labels.csv")
-    assert len(committed) == 200 and sorted(set(committed.values())) == list(range(10))  # the shipped set
-    canvas = tmp_path / "canvas" / "report"  # 20 of its drawings: enough to read, quick to test
-    canvas.mkdir(parents=True)
-    some = dict(list(committed.items())[:20])
-    for file in some:
-        (canvas / file).write_bytes((CANVAS_SET / "report" / file).read_bytes())
-    write_labels(canvas, some)
-    result = field_report(tiny_run / "best.pt", {"scans": tmp_path / "scans", "canvas": tmp_path / "canvas"}, "report")
-    assert result["mnist_test_accuracy"] > 0.5 and result["calibrated"]
-    assert result["sets"]["scans"]["now"]["count"] == 20 and result["sets"]["canvas"]["before"]["count"] == 20
-    assert all({"before", "now"} == set(reading) for reading in result["sets"].values())
-    # "now" is what predict reads: the same files with the same labels give the same accuracy, read here one by one.
+    Image.new("L", (100, 100), 255).save(scans / "blank.png")  # no digit: refused, a miss
+    write_labels(notebook, {f"n{i}.jpg": i for i in range(10)})
+    for i in range(10):
+        notebook_photo(i, rng)[0].save(notebook / f"n{i}.jpg")
+    other = tmp_path / "other.pt"
+    other.write_bytes((tiny_run / "best.pt").read_bytes())
+    out = tmp_path / "field_report.json"
+    field_report_main([f"first={tiny_run / 'best.pt'}", f"second={other}", "--sets", str(sets), "--out", str(out)])
+    table = capsys.readouterr().out
+    report = json.loads(out.read_text())["sets"]
+    assert set(report) == {"first", "second"}
+    assert set(report["first"]) == {"scans", "notebook", "canvas", "mnist"}
+    scans_read = report["first"]["scans"]
+    assert scans_read["count"] == 21 and scans_read["refused_share"] == pytest.approx(1 / 21)
+    assert report["first"]["notebook"]["count"] == 10
+    assert report["first"]["canvas"]["count"] == len(read_labels(CANVAS_SET / "report" / "labels.csv"))
+    assert report["first"]["mnist"]["count"] == 10000
+    # The same model twice: the same answers, no difference to test.
+    assert all(report["second"][name]["mcnemar_p_vs_first"] == 1.0 for name in report["second"])
+    assert all(report["second"][name]["accuracy"] == report["first"][name]["accuracy"] for name in report["first"])
+    # The accuracy is predict's, the refused image a miss.
     predictor = Predictor(tiny_run / "best.pt")
-    read = predictor.predict([load_image(canvas / file)[1] for file in some]).labels
-    assert result["sets"]["canvas"]["now"]["accuracy"] == pytest.approx(np.mean(read == np.array(list(some.values()))))
+    read = predictor.predict([load_image(scans / f"s{i}.jpg")[1] for i in range(20)]).labels
+    assert scans_read["accuracy"] == pytest.approx((read == digits.target[:20]).sum() / 21)
+    assert "| scans | 21 | first |" in table and "| mnist | 10000 | second |" in table

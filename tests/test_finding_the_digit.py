@@ -86,6 +86,24 @@ def test_a_box_drawn_around_the_digit_is_taken_out(kind: str, closed: bool) -> N
     assert overlap(preprocess(boxed, Steps(lines=False)), ALONE[kind]) < 0.5
 
 
+@pytest.mark.parametrize("kind", ["7", "4", "0"])
+def test_a_box_touching_the_digit_is_taken_out(kind: str) -> None:
+    """A box drawn tight around the digit, touching it: one piece of ink with it."""
+    box = hand_box(128, 66, 283, 224, np.random.default_rng(2))
+    boxed = photo(digit_strokes(kind, 130, 70, 150) + box)
+    assert overlap(preprocess(boxed), ALONE[kind]) >= 0.7
+    assert overlap(preprocess(boxed, Steps(lines=False)), ALONE[kind]) < 0.5
+
+
+@pytest.mark.parametrize("width", [18, 40])
+def test_a_thick_digit_is_not_taken_for_a_box(width: int) -> None:
+    """A 1 drawn as a thick bar, a blocky 0: their outlines meet every edge of their box, as a box's do."""
+    bar = photo([[(180, 60), (180, 240)]], pen=width)
+    assert overlap(preprocess(bar), preprocess(bar, Steps(lines=False))) >= 0.9
+    ring = photo([[(120, 60), (240, 60), (240, 240), (120, 240), (120, 60)]], pen=width)
+    assert overlap(preprocess(ring), preprocess(ring, Steps(lines=False))) >= 0.9
+
+
 def test_the_edge_of_a_neighbouring_digit_is_not_the_digit() -> None:
     neighbour = digit_strokes("0", 300, 60, 170)  # mostly beyond the right edge: its left arc shows
     seen = photo(digit_strokes("7", 100, 70, 150) + neighbour)
@@ -106,6 +124,23 @@ def test_the_page_is_told_from_the_ink_by_the_image_not_a_fixed_grey(paper: floa
     assert overlap(preprocess(dim), ALONE["7"]) >= 0.75
     drawing = photo(digit_strokes("7", 130, 70, 150), paper=0, ink=255)  # white ink on black, as the canvas sends
     assert not light_page(np.asarray(drawing))
+
+
+@pytest.mark.parametrize("lit, shade", [(1.0, 0.35), (0.6, 0.6)])
+def test_light_falling_across_the_page_is_not_the_ink(lit: float, shade: float) -> None:
+    """Light from one side, a shadow over a corner, the whole page dim: the page's grey changes across the
+    photo by more than the ink differs from it, and the ink is still what stands out from the page around it."""
+    height, width = 300, 360
+    light = np.linspace(lit, lit * (1 - shade), width)[None, :] * np.ones((height, 1))
+    corner = np.hypot(*np.meshgrid(np.arange(width) - width, np.arange(height) - height)) < 150
+    light = np.where(corner, light * (1 - shade), light)
+    page = np.asarray(photo(digit_strokes("7", 100, 70, 150)), np.float32)
+    seen = Image.fromarray(np.clip(page * light, 0, 255).astype(np.uint8))
+    assert light_page(np.asarray(seen))
+    assert overlap(preprocess(seen), preprocess(photo(digit_strokes("7", 100, 70, 150)))) >= 0.75
+    flat_light = Image.fromarray(np.clip(np.asarray(photo(digit_strokes("7", 100, 70, 150), paper=0, ink=255),
+                                                    np.float32) * light, 0, 255).astype(np.uint8))
+    assert not light_page(np.asarray(flat_light))  # white ink on a dark page, lit the same way
 
 
 def test_two_digits_side_by_side_are_said_to_be_two() -> None:

@@ -115,6 +115,11 @@ def test_cli_reports_each_file_and_survives_bad_ones(tmp_path: Path, trained_mod
     out, err = capsys.readouterr()
     assert exit_info.value.code == 2  # some files failed: bad input, the others still read
     lines = [json.loads(line) for line in out.splitlines()]
+    # An image without a digit is said to be one, as a field a program reads, never a digit.
+    refused = {Path(line["file"]).name: line["refused"] for line in lines if "error" in line}
+    assert refused == {"notes.png": "unreadable", "blank.png": "no digit", "tiny.bmp": "unreadable"}
+    assert all("digit" not in line for line in lines if "error" in line)
+    lines = [line for line in lines if "error" not in line]
     assert [Path(line["file"]).name for line in lines] == ["good_0.png", "good_1.png", "good_2.png"]
     for line in lines:  # the digit said is the likeliest of the ten, and the top 3 are the three likeliest
         probabilities = line["probabilities"]

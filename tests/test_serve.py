@@ -51,14 +51,22 @@ def test_an_answer_holds_the_digit_its_top_three_and_the_image_seen(client) -> N
     assert seen.size == (28, 28)
 
 
-@pytest.mark.parametrize(("data", "name", "status", "message"), [
-    (b"", "empty.png", 400, "empty.png: empty file"),
-    (b"not a picture", "notes.png", 400, "notes.png: not an image Pillow can read"),
-    (bytes((MAX_UPLOAD_MB + 1) * 2**20), "huge.png", 413, f"file too large (over {MAX_UPLOAD_MB} MB)"),
-], ids=["empty", "not-an-image", "too-large"])
-def test_bad_uploads_get_a_one_line_error(client, data: bytes, name: str, status: int, message: str) -> None:
+def png_of(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(("data", "name", "status", "answer"), [
+    (b"", "empty.png", 400, {"error": "empty.png: empty file", "refused": "unreadable"}),
+    (b"not a picture", "notes.png", 400, {"error": "notes.png: not an image Pillow can read", "refused": "unreadable"}),
+    (bytes((MAX_UPLOAD_MB + 1) * 2**20), "huge.png", 413, {"error": f"file too large (over {MAX_UPLOAD_MB} MB)"}),
+    (png_of(Image.new("L", (200, 200), 255)), "blank.png", 400,
+     {"error": "blank.png: no ink found (the image is nearly uniform)", "refused": "no digit"}),
+], ids=["empty", "not-an-image", "too-large", "no-digit"])
+def test_bad_uploads_get_a_one_line_error(client, data: bytes, name: str, status: int, answer: dict) -> None:
     response = post(client, data, name)
-    assert (response.status_code, response.get_json()) == (status, {"error": message})
+    assert (response.status_code, response.get_json()) == (status, answer)
     assert post(client, png_of_a_bar()).status_code == 200  # and the next one is read
 
 

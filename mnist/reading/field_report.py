@@ -1,98 +1,161 @@
-"""How models read real handwriting beside MNIST: the table README shows, from one command.
+"""How models read people's digits beside MNIST: every real set in one table, from one command.
 
-    python -m mnist.reading.field_report CHECKPOINT [CHECKPOINT ...] [--sets results/handwriting] [--split report]
+    python -m mnist.reading.field_report [CHECKPOINT | LABEL=CHECKPOINT ...] [--sets results/handwriting]
+                                         [--split report] [--steps all] [--out results/field_report.json]
 
-For each checkpoint: MNIST test accuracy, then the reading rate of every real set's `report`
-half (mnist.reading.handwriting; the scans are written first when missing) with the preprocessing as
-it was before its new steps ("before") and as it is now ("now"), and the share the calibrated
-model is not sure of. One row per checkpoint, as Markdown; results/field_report.json keeps it all.
+The models: those named, else the newest retrained search's (results/*/best/): the model it serves and its
+first seed's model.pt. The sets, each read on its --split half (mnist.reading.handwriting):
+    scans     scikit-learn's digits (43 writers) as photographed paper: written under --sets when missing
+    notebook  notebook photos drawn from our own stroke paths (mnist.reading.notebook): written when missing
+    canvas    digits drawn on the draw page by a real browser's pointer: committed
+    mnist     MNIST's 10,000 test images, for what the model was trained on
+For each set and model: the accuracy (an image refused as "no digit" or "more than one digit" is a miss), the
+share refused, the share "not sure", the share of sure answers that are wrong; each model against the first
+by McNemar's exact test on the same images (is the difference more than chance?); then per digit and the
+most common misreadings. results/field_report.json keeps it all.
 """
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from mnist.atomic import write_json_atomic
-from mnist.checkpoint import load_checkpoint
 from mnist.data import load_mnist
-from mnist.device import pick_device
 from mnist.errors import UserError, run_cli
-from mnist.evaluate import evaluate_model
-from mnist.layout import FIELD_REPORT_JSON, HANDWRITING_SETS
-from mnist.model import model_from_checkpoint
-from mnist.reading.handwriting import CANVAS_SET, LABELS_FILE, read_labels, reading_report, write_scan_set
+from mnist.evaluate import mcnemar_p_value
+from mnist.layout import BEST, FIELD_REPORT_JSON, HANDWRITING_SETS, MODEL_PT, RESULTS, served_model
+from mnist.reading.handwriting import (CANVAS_SET, LABELS_FILE, REFUSED, format_report, read_labels,
+                                       reading_report, write_scan_set)
+from mnist.reading.notebook import write_notebook_set
 from mnist.reading.predict import ImageError, Predictor, load_image
 from mnist.reading.preprocess import Steps
 
-PREPROCESSING = {"before": Steps.before(), "now": Steps()}
+
+@dataclass
+class ReadSet:
+    """A labelled set as the model sees it: its digits, their truth, and which images were refused."""
+    truth: np.ndarray
+    digits: list[np.ndarray]  # one 28x28 per image read
+    read: np.ndarray  # bool per image: False where preprocessing refused it
 
 
 def set_folders(sets: Path) -> dict[str, Path]:
-    """The real sets: the scans (written under `sets` when missing) and the committed canvas drawings."""
-    scans = sets / "scans"
+    """The real sets: the scans and the notebook photos (written under `sets` when missing), the canvas."""
+    scans, notebook = sets / "scans", sets / "notebook"
     if not (scans / "report" / LABELS_FILE).exists():
         write_scan_set(scans)
-    return {"scans": scans, "canvas": CANVAS_SET}
+    if not (notebook / "report" / LABELS_FILE).exists():
+        write_notebook_set(notebook)
+    return {"scans": scans, "notebook": notebook, "canvas": CANVAS_SET}
 
 
-def read_set(predictor: Predictor, folder: Path, steps: Steps) -> dict:
+def read_set(folder: Path, steps: Steps) -> ReadSet:
+    """Every labelled image of `folder` preprocessed once (the same digits go to every model)."""
     labels = read_labels(folder / LABELS_FILE)
-    digits, truth = [], []
-    for file, digit in labels.items():
+    digits, read = [], []
+    for file in labels:
         try:
             digits.append(load_image(folder / file, steps=steps)[1])
-            truth.append(digit)
-        except ImageError as error:
-            print(f"note: {error}")
-    prediction = predictor.predict(digits)
-    return reading_report(np.array(truth), prediction.labels, prediction.unsure)
+            read.append(True)
+        except ImageError:
+            read.append(False)
+    return ReadSet(np.array(list(labels.values()), dtype=np.int64), digits, np.array(read, dtype=bool))
 
 
-def field_report(checkpoint: Path, folders: dict[str, Path], split: str) -> dict:
-    """MNIST test accuracy and every set's reading, both preprocessings, of one checkpoint."""
-    device = pick_device("auto")
-    state = load_checkpoint(checkpoint)
-    data = load_mnist(state["config"].get("data"))
-    mnist = evaluate_model(model_from_checkpoint(state, device), data, device)["test_accuracy"]
-    predictor = Predictor(checkpoint)
-    sets = {name: {when: read_set(predictor, folder / split, steps) for when, steps in PREPROCESSING.items()}
-            for name, folder in folders.items()}
-    return {"checkpoint": str(checkpoint), "mnist_test_accuracy": mnist, "sets": sets,
-            "calibrated": "calibration" in state and state["calibration"] is not None}
+def mnist_test_set() -> ReadSet:
+    data = load_mnist()
+    return ReadSet(data.test_labels.astype(np.int64), list(data.test_images), np.ones(len(data.test_labels), bool))
 
 
-def markdown_row(label: str, result: dict) -> str:
-    cells = [label, f"{100 * result['mnist_test_accuracy']:.2f}%"]
-    for reading in result["sets"].values():
-        now = reading["now"]
-        cells += [f"{100 * reading['before']['accuracy']:.1f}%", f"{100 * now['accuracy']:.1f}%",
-                  f"{100 * now['unsure_share']:.0f}%" if result["calibrated"] else "-"]
-    return "| " + " | ".join(cells) + " |"
+def answers(predictor: Predictor, images: ReadSet) -> tuple[np.ndarray, np.ndarray]:
+    """Labels (REFUSED where the image was refused) and "not sure" flags of every image of the set."""
+    labels, unsure = np.full(len(images.truth), REFUSED), np.zeros(len(images.truth), dtype=bool)
+    if images.digits:
+        prediction = predictor.predict(images.digits)
+        labels[images.read], unsure[images.read] = prediction.labels, prediction.unsure
+    return labels, unsure
+
+
+def default_models(results: Path) -> dict[str, Path]:
+    """The newest retrained search's served model and its first seed's model.pt."""
+    models = sorted(results.glob(f"*/{BEST}/{MODEL_PT}"), key=lambda path: path.stat().st_mtime)
+    if not models:
+        raise UserError(f"no retrained search under {results}/ (no */{BEST}/{MODEL_PT}): run hpo/best.py, or name "
+                        "the checkpoints")
+    best = models[-1].parent
+    served = served_model(best)
+    return {f"served ({served})": served, **({f"one model ({models[-1]})": models[-1]} if served != models[-1] else {})}
+
+
+def field_report(models: dict[str, Path], sets: dict[str, ReadSet]) -> dict:
+    """Each set read by each model: the reading report, and the McNemar p-value against the first model."""
+    report: dict[str, dict] = {}
+    first_right: dict[str, np.ndarray] = {}
+    for label, path in models.items():
+        predictor = Predictor(path)
+        report[label] = {}
+        for name, images in sets.items():
+            labels, unsure = answers(predictor, images)
+            right = labels == images.truth
+            reading = reading_report(images.truth, labels, unsure if predictor.unsure_below > 0 else None)
+            first_right.setdefault(name, right)
+            reading["mcnemar_p_vs_first"] = mcnemar_p_value(right, first_right[name])
+            reading["right"] = right
+            report[label][name] = reading
+    return report
+
+
+def percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def print_report(report: dict, sets: dict[str, ReadSet]) -> None:
+    print("| set | images | model | accuracy | refused | not sure | sure but wrong | McNemar p vs first |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, images in sets.items():
+        for index, (label, readings) in enumerate(report.items()):
+            reading = readings[name]
+            print(f"| {name} | {len(images.truth)} | {label} | {percent(reading['accuracy'])} | "
+                  f"{percent(reading['refused_share'])} | {percent(reading.get('unsure_share'))} | "
+                  f"{percent(reading.get('sure_wrong_share'))} | "
+                  f"{'-' if index == 0 else format(reading['mcnemar_p_vs_first'], '.3g')} |")
+    for name in sets:
+        for label, readings in report.items():
+            print(f"\n{name}, {label}:")
+            for line in format_report(readings[name])[1:]:
+                print(f"  {line}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkpoints", nargs="+", help="checkpoints to compare (label=PATH names a row)")
-    parser.add_argument("--sets", default=HANDWRITING_SETS, help=f"where the scans set is (default {HANDWRITING_SETS})")
+    parser.add_argument("checkpoints", nargs="*", help="models to compare (LABEL=PATH names a row; default: the "
+                                                       "newest retrained search's served model and its model.pt)")
+    parser.add_argument("--sets", default=HANDWRITING_SETS, help=f"where the generated sets are (default {HANDWRITING_SETS})")
     parser.add_argument("--split", choices=("tune", "report"), default="report", help="which half (default report)")
+    parser.add_argument("--steps", default="all", help="preprocessing steps, as predict's --steps (default all)")
+    parser.add_argument("--results", default=RESULTS, help=f"where the default models are found (default {RESULTS})")
     parser.add_argument("--out", default=FIELD_REPORT_JSON, help=f"all figures (default {FIELD_REPORT_JSON})")
     args = parser.parse_args(argv)
-    named = [item.split("=", 1) if "=" in item else (Path(item).parent.name, item) for item in args.checkpoints]
-    for _, path in named:
-        if not Path(path).is_file():
+    steps = Steps.parse(args.steps)
+    named = [item.split("=", 1) if "=" in item else (item, item) for item in args.checkpoints]
+    models = {label: Path(path) for label, path in named} if named else default_models(Path(args.results))
+    for path in models.values():
+        if not path.is_file():
             raise UserError(f"{path}: no such checkpoint file")
-    folders = set_folders(Path(args.sets))
-    results = {label: field_report(Path(path), folders, args.split) for label, path in named}
-    header = "| model | MNIST test | " + " | ".join(f"{name} before | {name} now | {name} not sure"
-                                                   for name in folders) + " |"
-    print(header)
-    print("|" + "---|" * (2 + 3 * len(folders)))
-    for label, result in results.items():
-        print(markdown_row(label, result))
-    write_json_atomic(args.out, {"split": args.split, "results": results})
-    print(f"figures: {args.out}")
+    for path in models.values():
+        Predictor(path)  # a bad checkpoint stops here, in one line, before the sets are read
+    sets = {name: read_set(folder / args.split, steps) for name, folder in set_folders(Path(args.sets)).items()}
+    sets["mnist"] = mnist_test_set()
+    report = field_report(models, sets)
+    print_report(report, sets)
+    write_json_atomic(args.out, {"split": args.split, "steps": args.steps, "models": {k: str(v) for k, v in models.items()},
+                                 "sets": {label: {name: {key: value for key, value in reading.items() if key != "right"}
+                                                  for name, reading in readings.items()}
+                                          for label, readings in report.items()}})
+    print(f"\nfigures: {args.out}")
     return 0
 
 

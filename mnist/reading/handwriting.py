@@ -71,23 +71,34 @@ def split_names(count: int, seed: int) -> np.ndarray:
 
 # ---------------------------------------------------------------- reading a labelled set
 
+REFUSED = -1  # the label of an image read as "no digit" or "more than one digit": a miss on a labelled set
+
+
 def reading_report(truth: np.ndarray, predicted: np.ndarray, unsure: np.ndarray | None = None) -> dict:
-    """Accuracy, per-digit accuracy and the most common confusions of `predicted` against `truth`."""
-    matrix = confusion_matrix(truth, predicted, labels=list(range(10)))
-    per_digit = {str(d): (float(matrix[d, d] / matrix[d].sum()) if matrix[d].sum() else None) for d in range(10)}
+    """Accuracy, per-digit accuracy and the most common confusions of `predicted` against `truth` (an image
+    refused is REFUSED: it counts as a miss, not as a confusion); with `unsure`, how the "not sure" flag
+    splits the answers: the share flagged, the accuracy when sure and the share of sure answers that are wrong."""
+    refused = predicted == REFUSED
+    matrix = confusion_matrix(truth, predicted, labels=list(range(10)))  # refused images fall outside it
+    per_digit = {str(d): (float((predicted[truth == d] == d).mean()) if (truth == d).any() else None)
+                 for d in range(10)}
     confusions = [(int(t), int(p), int(matrix[t, p])) for t in range(10) for p in range(10) if t != p and matrix[t, p]]
     confusions.sort(key=lambda item: -item[2])
     report = {"count": int(len(truth)), "accuracy": float(accuracy_score(truth, predicted)), "per_digit": per_digit,
-              "confusions": [{"true": t, "read": p, "count": n} for t, p, n in confusions[:5]]}
+              "confusions": [{"true": t, "read": p, "count": n} for t, p, n in confusions[:5]],
+              "refused_share": float(refused.mean())}
     if unsure is not None:
-        sure = ~unsure
-        report["unsure_share"] = float(unsure.mean())
-        report["accuracy_when_sure"] = float((truth[sure] == predicted[sure]).mean()) if sure.any() else None
+        sure = ~unsure & ~refused
+        right_when_sure = float((truth[sure] == predicted[sure]).mean()) if sure.any() else None
+        report.update(unsure_share=float((unsure & ~refused).mean()), accuracy_when_sure=right_when_sure,
+                      sure_wrong_share=None if right_when_sure is None else 1 - right_when_sure)
     return report
 
 
 def format_report(report: dict) -> list[str]:
     lines = [f"accuracy {report['accuracy']:.4f} ({round(report['accuracy'] * report['count'])}/{report['count']})"]
+    if report["refused_share"]:
+        lines[0] += f"; {report['refused_share']:.1%} refused (no digit, or more than one), counted as misses"
     lines.append("per digit: " + "  ".join(f"{d}: {'-' if a is None else f'{a:.2f}'}"
                                            for d, a in report["per_digit"].items()))
     if report["confusions"]:

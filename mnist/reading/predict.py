@@ -27,7 +27,7 @@ from mnist.errors import UserError, run_cli
 from mnist.layout import BEST, BEST_PT, ENSEMBLE_PT, MODEL_PT, PREDICT_MISREAD_PNG, RESULTS, TRAIN_RUNS, served_model
 from mnist.model import model_from_checkpoint, predict_logits
 from mnist.reading.export import ExportedModel, batched_logits, format_of
-from mnist.reading.handwriting import format_report, read_labels, reading_report
+from mnist.reading.handwriting import REFUSED, format_report, read_labels, reading_report
 from mnist.reading.preprocess import WORKING_SIZE, ImageError, Stages, Steps, preprocess_stages
 
 MAX_SIDE = 2048  # larger images are scaled down on opening: the digit ends up 20 px anyway
@@ -65,7 +65,7 @@ def load_stages(source: Path | BinaryIO, name: str | None = None, steps: Steps =
     try:
         return preprocess_stages(image, steps)
     except ImageError as error:
-        raise ImageError(f"{name}: {error}") from None
+        raise ImageError(f"{name}: {error}", error.refused) from None
     except (ValueError, OSError) as error:  # a file Pillow opened but cannot decode to the end
         raise ImageError(f"{name}: cannot decode ({error})") from None
 
@@ -227,6 +227,13 @@ def labelled(files: list[Path], labels_file: Path) -> tuple[list[Path], np.ndarr
     return kept, np.array(truth, dtype=np.int64)
 
 
+def every_answer(prediction: Prediction, read: list[int], count: int) -> tuple[np.ndarray, np.ndarray]:
+    """The labels and "not sure" flags of all `count` images, REFUSED for those not read (no digit, ...)."""
+    labels, unsure = np.full(count, REFUSED), np.zeros(count, dtype=bool)
+    labels[read], unsure[read] = prediction.labels, prediction.unsure
+    return labels, unsure
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Recognise your own handwritten digit images with a trained CCNet.")
     parser.add_argument("paths", nargs="+", help="image files (PNG, JPEG, BMP, ...) or folders of them")
@@ -260,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
             read.append(index)
         except ImageError as error:
             print(f"error: {error}", file=sys.stderr)
+            if args.json:  # a program reading the lines learns why, never a digit
+                print(json_text({"file": str(path), "error": str(error), "refused": error.refused}))
             failures += 1
     if not loaded:
         return 2
@@ -273,9 +282,9 @@ def main(argv: list[str] | None = None) -> int:
         write_sheet(list(originals), list(digits), [p.name for p in paths], prediction, Path(args.sheet))
         print(f"contact sheet: {args.sheet}", file=sys.stderr)
     if truth is not None:
-        truth = truth[read]
-        for line in format_report(reading_report(truth, prediction.labels, prediction.unsure)):
+        for line in format_report(reading_report(truth, *every_answer(prediction, read, len(files)))):
             print(line)
+        truth = truth[read]
         wrong = np.nonzero(prediction.labels != truth)[0]
         misread = Prediction(prediction.labels[wrong], prediction.probabilities[wrong], prediction.unsure[wrong])
         write_sheet([originals[i] for i in wrong], [digits[i] for i in wrong],

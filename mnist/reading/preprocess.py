@@ -67,7 +67,12 @@ MNIST_CENTER = 14.0  # shear at most 45 degrees: beyond that the moments read a 
 
 
 class ImageError(UserError):
-    """One input image cannot be read as a digit; the other images go on."""
+    """One input image cannot be read as a digit; the other images go on. `refused` says why, for a program
+    (predict --json, the page): "unreadable" (not an image, too small, blank), "no digit" or "several digits"."""
+
+    def __init__(self, message: str, refused: str = "unreadable") -> None:
+        super().__init__(message)
+        self.refused = refused
 
 
 @dataclass(frozen=True)
@@ -137,28 +142,42 @@ def to_grayscale(image: Image.Image) -> np.ndarray:
 
 
 def flatten_lighting(gray: np.ndarray) -> np.ndarray:
-    """Divide a light page by its own smooth brightness, so shadows and uneven light do not pass for ink."""
-    size = max(3, min(gray.shape) // 8) | 1  # wider than a pen stroke, odd for the filter
-    # The page's brightness: the brightest pixel nearby (ink is dark), smoothed. scipy's max filter is
-    # separable (a few ms at 512 px; PIL's MaxFilter of this size takes a quarter of a second).
-    page = Image.fromarray(ndimage.maximum_filter(gray, size)).filter(ImageFilter.GaussianBlur(size))
-    return np.clip(gray / np.maximum(np.asarray(page, dtype=np.float32), 1) * 255, 0, 255).astype(np.uint8)
+    """Divide a light page by its own brightness, so shadows and uneven light do not pass for ink."""
+    size = max(3, min(gray.shape) // 4) | 1  # wider than a pen stroke, odd for the filter
+    # The page's brightness: a grey closing (the brightest pixel nearby, then the darkest of those) takes the
+    # strokes, narrower than `size`, out and keeps a shadow's edge where it is (a blur of the brightest pixel
+    # nearby moved it by `size`: the band between passed for ink); lightly smoothed. Both filters are separable.
+    closed = ndimage.grey_closing(gray, size=(size, size), mode="nearest")
+    page = np.asarray(Image.fromarray(closed).filter(ImageFilter.GaussianBlur(size / 4)), dtype=np.float32)
+    return np.clip(gray / np.maximum(page, 1) * 255, 0, 255).astype(np.uint8)
 
 
 INK_CONTRAST = 40  # grey levels between the page and what counts as ink, whichever side it lies on
 
 
+BACKGROUND_SIDE = 64  # the local background is estimated on the image shrunk to this side: fast, and wider than ink
+
+
+def local_background(gray: np.ndarray) -> np.ndarray:
+    """The page's grey level around each pixel: the median of its neighbourhood (an eighth of the image wide),
+    which ink, a minority of any neighbourhood, does not move; measured small, brought back to full size."""
+    scale = min(1.0, BACKGROUND_SIDE / max(gray.shape))
+    small_size = (max(1, round(gray.shape[1] * scale)), max(1, round(gray.shape[0] * scale)))
+    small = np.asarray(Image.fromarray(gray).resize(small_size, Image.BILINEAR))
+    background = ndimage.median_filter(small, size=max(3, min(small.shape) // 3) | 1, mode="nearest")
+    return np.asarray(Image.fromarray(background).resize((gray.shape[1], gray.shape[0]), Image.BILINEAR),
+                      dtype=np.float32)
+
+
 def light_page(gray: np.ndarray) -> bool:
-    """Whether the ink is darker than its page, decided from the image itself, not from a fixed grey level at the
-    border: the page is what most pixels are. A page brighter than mid-grey is a light page; a darker one (a
-    dim photo's page is grey 110-126, a drawing's black page grey 0) is told by its ink: whether more pixels
-    stand out darker than the page or brighter."""
-    median = float(np.median(gray))
-    if median > 127:
-        return True
-    darker = int((gray < median - INK_CONTRAST).sum())
-    brighter = int((gray > median + INK_CONTRAST).sum())
-    return darker > brighter
+    """Whether the ink is darker than its page, decided from the image itself: each pixel against its local
+    background, so that neither the page's grey level (a dim
+    photo's page is grey 50-130) nor light falling across it (a shadow, a lamp to one side) decides. Ink stands
+    out from the page around it; whether more pixels stand out darker or brighter tells the ink's side."""
+    residual = gray.astype(np.float32) - local_background(gray)
+    darker = int((residual < -INK_CONTRAST).sum())
+    brighter = int((residual > INK_CONTRAST).sum())
+    return darker >= brighter
 
 
 def working_gray(image: Image.Image, steps: Steps) -> np.ndarray:
@@ -176,7 +195,7 @@ def working_gray(image: Image.Image, steps: Steps) -> np.ndarray:
     if light_page(gray):  # dark ink on a light page: make the ink the bright part, as in MNIST
         gray = 255 - (flatten_lighting(gray) if steps.light and min(gray.shape) >= 2 * CANVAS else gray)
     if int(gray.max()) - int(gray.min()) < 32:
-        raise ImageError("no ink found (the image is nearly uniform)")
+        raise ImageError("no ink found (the image is nearly uniform)", "no digit")
     return gray
 
 
@@ -248,6 +267,63 @@ def remove_frames(ink: np.ndarray) -> np.ndarray:
     return ink
 
 
+BOX_ZONE = 0.18  # a side of a box lies within 18% of its box's height (width) of the edge, bowed or tilted...
+BOX_COVER = 0.75  # ...and is the first ink seen from that edge along 75% of it at least (a ballpoint skips)...
+BOX_THIN = 0.15  # ...and is a line: at most 15% of the box across (a thick 1 or a blocky 0 is seen as sides too)
+BOX_INSIDE = 0.15  # the digit inside holds at least 15% as much ink as the box (an empty box is not read)
+
+
+def box_sides(piece: np.ndarray, ink: np.ndarray) -> np.ndarray | None:
+    """The pixels of a box drawn around the digit and touching it (one piece with it: remove_frames finds
+    only a box apart), or None where `piece` has no four sides. A side is the first ink met coming in from
+    an edge of the piece's box, along most of that edge, near it and thin; seen that way a 0, a 7's bar or
+    an 8 has two sides at most. What is taken out is the first run of ink met, twice the side's usual
+    thickness at most, so a digit touching its box keeps its strokes; with a digit's worth of ink left inside."""
+    rows, columns = np.nonzero(piece)
+    top, bottom, left, right = rows.min(), rows.max() + 1, columns.min(), columns.max() + 1
+    box = piece[top:bottom, left:right]
+    if min(box.shape) < 8:
+        return None
+    sides = np.zeros_like(box)
+    for turns in range(4):  # each edge seen as the top of a turned view; what it takes turned back
+        view = np.rot90(box, turns)
+        has_ink = view.any(axis=0)
+        first = np.argmax(view, axis=0)
+        near = has_ink & (first < max(2, round(BOX_ZONE * view.shape[0])))
+        if near.mean() < BOX_COVER:
+            return None
+        runs = np.array([run_length(view[first[column]:, column]) for column in range(view.shape[1])])
+        usual = float(np.median(runs[near]))
+        if usual > BOX_THIN * view.shape[0]:
+            return None
+        taken = np.zeros_like(view)
+        for column in np.flatnonzero(near):
+            taken[first[column]:first[column] + int(min(runs[column], 2 * usual)), column] = True
+        sides |= np.rot90(taken, -turns)
+    left_inside = (ink[top:bottom, left:right] > 0) & ~sides
+    if left_inside.sum() < BOX_INSIDE * sides.sum():
+        return None
+    mask = np.zeros_like(piece)
+    mask[top:bottom, left:right] = sides
+    return mask
+
+
+def run_length(column: np.ndarray) -> int:
+    """How many pixels of ink a column starts with."""
+    gaps = np.flatnonzero(~column)
+    return int(gaps[0]) if gaps.size else len(column)
+
+
+def remove_boxes(ink: np.ndarray) -> np.ndarray:
+    """A box touching the digit taken out (see box_sides): looked for in the largest piece of ink."""
+    labels, count = digit_pieces(ink)
+    if count == 0:
+        return ink
+    largest = 1 + int(np.argmax(ndimage.sum_labels(ink > 0, labels, index=np.arange(1, count + 1))))
+    sides = box_sides(labels == largest, ink)
+    return ink if sides is None else np.where(sides, 0.0, ink).astype(np.float32)
+
+
 def frame_pixels(piece: np.ndarray, ink: np.ndarray) -> np.ndarray:
     """The pixels of a frame-shaped piece that are the frame: those within two line widths of the region it
     encloses (its gaps closed first), so that a digit touching its frame loses only where they meet."""
@@ -280,7 +356,7 @@ def choose_digit(ink: np.ndarray) -> np.ndarray:
     one line an image with no digit-shaped piece, or with two digits side by side."""
     labels, count = digit_pieces(ink)
     if count == 0:
-        raise ImageError("no digit found (no ink after the page's lines and frames were taken out)")
+        raise ImageError("no digit found (no ink after the page's lines and frames were taken out)", "no digit")
     height, width = ink.shape
     candidates = []
     for index, box in enumerate(ndimage.find_objects(labels), 1):
@@ -299,11 +375,12 @@ def choose_digit(ink: np.ndarray) -> np.ndarray:
     digits = [c for c in candidates if c["shaped"]] or candidates
     best = max(digits, key=lambda c: c["score"])
     if not best["shaped"] and best["mass"] < 0.002 * height * width:
-        raise ImageError("no digit found (only specks or lines)")
+        raise ImageError("no digit found (only specks or lines)", "no digit")
     rivals = [c for c in digits if c is not best and c["shaped"] and not c["edge"] and c["mass"] >= SECOND_DIGIT * best["mass"]
               and (c["columns"][0] >= best["columns"][1] or c["columns"][1] <= best["columns"][0])]
     if rivals and best["shaped"] and not best["edge"]:
-        raise ImageError(f"more than one digit in the image ({len(rivals) + 1} side by side): crop it to one")
+        raise ImageError(f"more than one digit in the image ({len(rivals) + 1} side by side): crop it to one",
+                         "several digits")
     return np.where(labels == best["index"], ink, 0.0).astype(np.float32)
 
 
@@ -464,7 +541,7 @@ def preprocess_stages(image: Image.Image, steps: Steps = Steps()) -> Stages:
     gray = working_gray(original, steps)
     ink = ink_of(gray)
     if steps.lines:
-        ink = choose_digit(remove_frames(remove_rules(ink)))
+        ink = choose_digit(remove_boxes(remove_frames(remove_rules(ink))))
     if steps.despeckle:
         ink = drop_specks(ink)
     seen_ink = ink

@@ -98,7 +98,7 @@ def create_app(predictor: Predictor, checkpoint: Path) -> Flask:
                 return jsonify(large_image_readers.submit(read_upload, data, name, predictor).result()), 200
             return jsonify(read_upload(data, name, predictor)), 200
         except ImageError as error:
-            return jsonify(error=str(error)), 400
+            return jsonify(error=str(error), refused=error.refused), 400
 
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(_: RequestEntityTooLarge) -> tuple:
