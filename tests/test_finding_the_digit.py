@@ -104,6 +104,15 @@ def test_a_thick_digit_is_not_taken_for_a_box(width: int) -> None:
     assert overlap(preprocess(ring), preprocess(ring, Steps(lines=False))) >= 0.9
 
 
+def test_a_line_under_the_digit_is_taken_out_and_a_base_is_kept() -> None:
+    """An underline touching the digit reaches past it on both sides; a 2's base is the digit's own."""
+    underlined = photo(digit_strokes("7", 130, 70, 150) + [[(105, 221), (305, 223)]])
+    assert overlap(preprocess(underlined), ALONE["7"]) >= 0.75
+    assert overlap(preprocess(underlined, Steps(lines=False)), ALONE["7"]) < 0.6
+    two = photo([[(150, 80), (260, 80), (150, 220), (265, 220)]])
+    assert overlap(preprocess(two), preprocess(two, Steps(lines=False))) >= 0.9
+
+
 def test_the_edge_of_a_neighbouring_digit_is_not_the_digit() -> None:
     neighbour = digit_strokes("0", 300, 60, 170)  # mostly beyond the right edge: its left arc shows
     seen = photo(digit_strokes("7", 100, 70, 150) + neighbour)

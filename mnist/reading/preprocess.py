@@ -286,19 +286,9 @@ def box_sides(piece: np.ndarray, ink: np.ndarray) -> np.ndarray | None:
         return None
     sides = np.zeros_like(box)
     for turns in range(4):  # each edge seen as the top of a turned view; what it takes turned back
-        view = np.rot90(box, turns)
-        has_ink = view.any(axis=0)
-        first = np.argmax(view, axis=0)
-        near = has_ink & (first < max(2, round(BOX_ZONE * view.shape[0])))
-        if near.mean() < BOX_COVER:
+        taken = first_line(np.rot90(box, turns), BOX_COVER)
+        if taken is None:
             return None
-        runs = np.array([run_length(view[first[column]:, column]) for column in range(view.shape[1])])
-        usual = float(np.median(runs[near]))
-        if usual > BOX_THIN * view.shape[0]:
-            return None
-        taken = np.zeros_like(view)
-        for column in np.flatnonzero(near):
-            taken[first[column]:first[column] + int(min(runs[column], 2 * usual)), column] = True
         sides |= np.rot90(taken, -turns)
     left_inside = (ink[top:bottom, left:right] > 0) & ~sides
     if left_inside.sum() < BOX_INSIDE * sides.sum():
@@ -306,6 +296,52 @@ def box_sides(piece: np.ndarray, ink: np.ndarray) -> np.ndarray | None:
     mask = np.zeros_like(piece)
     mask[top:bottom, left:right] = sides
     return mask
+
+
+def first_line(view: np.ndarray, cover: float) -> np.ndarray | None:
+    """The side seen from the top of `view`: the first ink met in each column, where it lies within BOX_ZONE of
+    the top along `cover` of the columns and is thin (BOX_THIN); its first run, at most twice its usual
+    thickness, so a stroke touching it keeps its own pixels. None where there is no such line."""
+    has_ink = view.any(axis=0)
+    first = np.argmax(view, axis=0)
+    near = has_ink & (first < max(2, round(BOX_ZONE * view.shape[0])))
+    if near.mean() < cover:
+        return None
+    runs = np.array([run_length(view[first[column]:, column]) for column in range(view.shape[1])])
+    usual = float(np.median(runs[near]))
+    if usual > BOX_THIN * view.shape[0]:
+        return None
+    taken = np.zeros_like(view)
+    for column in np.flatnonzero(near):
+        taken[first[column]:first[column] + int(min(runs[column], 2 * usual)), column] = True
+    return taken
+
+
+UNDERLINE_COVER = 0.85  # an underline runs along the digit's whole width...
+UNDERLINE_BEYOND = 0.12  # ...and beyond the rest of the digit on both sides by 12% of its length (a 2's base does not)
+
+
+def remove_underline(ink: np.ndarray) -> np.ndarray:
+    """A line drawn under the digit and touching it taken out: the line the digit's box shows from below
+    (first_line), reaching past the rest of the digit on both sides, so a 2's or a 1's base stays."""
+    rows, columns = np.nonzero(ink)
+    if rows.size == 0:
+        return ink
+    top, bottom, left, right = rows.min(), rows.max() + 1, columns.min(), columns.max() + 1
+    box = ink[top:bottom, left:right] > 0
+    if min(box.shape) < 8:
+        return ink
+    line = first_line(np.rot90(box, 2), UNDERLINE_COVER)
+    if line is None:
+        return ink
+    line = np.rot90(line, -2)
+    rest = np.flatnonzero((box & ~line).any(axis=0))
+    beyond = UNDERLINE_BEYOND * box.shape[1]
+    if rest.size == 0 or rest.min() < beyond or rest.max() >= box.shape[1] - beyond:
+        return ink
+    cleared = ink.copy()
+    cleared[top:bottom, left:right][line] = 0.0
+    return cleared
 
 
 def run_length(column: np.ndarray) -> int:
@@ -541,7 +577,7 @@ def preprocess_stages(image: Image.Image, steps: Steps = Steps()) -> Stages:
     gray = working_gray(original, steps)
     ink = ink_of(gray)
     if steps.lines:
-        ink = choose_digit(remove_boxes(remove_frames(remove_rules(ink))))
+        ink = remove_underline(choose_digit(remove_boxes(remove_frames(remove_rules(ink)))))
     if steps.despeckle:
         ink = drop_specks(ink)
     seen_ink = ink
