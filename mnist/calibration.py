@@ -42,10 +42,13 @@ def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bi
     return float(error)
 
 
-def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
-    """The T > 0 that minimises the mean negative log-likelihood of softmax(logits / T)."""
+def fit_temperature(logits: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None) -> float:
+    """The T > 0 that minimises the (weighted) mean negative log-likelihood of softmax(logits / T)."""
+    weights = np.ones(len(labels)) if weights is None else np.asarray(weights, float)
+
     def loss(log_t: float) -> float:
-        return float(-log_softmax(logits / np.exp(log_t), axis=1)[np.arange(len(labels)), labels].mean())
+        nll = -log_softmax(logits / np.exp(log_t), axis=1)[np.arange(len(labels)), labels]
+        return float(np.average(nll, weights=weights))
     low, high = np.log(TEMPERATURE_RANGE)
     return float(np.exp(minimize_scalar(loss, bounds=(low, high), method="bounded").x))
 
@@ -72,12 +75,22 @@ def calibrate_logits(logits: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
             "val_ece_after": expected_calibration_error(after, labels)}
 
 
-def calibrate_checkpoint(state: dict[str, Any], data: MnistData, device: torch.device) -> dict[str, Any] | None:
-    """The calibration of a trained checkpoint on its own validation split; None when it trained on everything."""
+def validation_logits(state: dict[str, Any], data: MnistData, device: torch.device
+                      ) -> tuple[np.ndarray, np.ndarray] | None:
+    """A trained checkpoint's logits on its own validation split, and the labels; None when it trained on
+    everything."""
     config = state["config"]
     if not config.get("val_fraction", DEFAULTS["val_fraction"]):
         return None
     split = split_train_val(data, config["val_fraction"], config.get("limit"))
     model = model_from_checkpoint(state, device)
     logits = predict_logits(model, device_images(split.val_images, device)).cpu().numpy().astype(np.float64)
-    return calibrate_logits(logits, split.val_labels.astype(np.int64))
+    return logits, split.val_labels.astype(np.int64)
+
+
+def calibrate_checkpoint(state: dict[str, Any], data: MnistData, device: torch.device) -> dict[str, Any] | None:
+    """The calibration of a trained checkpoint on its own validation split; None when it trained on everything."""
+    validation = validation_logits(state, data, device)
+    if validation is None:
+        return None
+    return {**calibrate_logits(*validation), "fitted_on": {"mnist validation": int(len(validation[1]))}}

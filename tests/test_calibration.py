@@ -85,28 +85,37 @@ def test_training_stores_the_calibration_in_best_pt_and_predict_uses_it(tiny_run
     assert old.temperature == 1.0 and not old.predict([255 - d for d in digits]).unsure.any()
 
 
+def small_sets(tmp_path: Path) -> tuple[Path, Path, np.ndarray]:
+    """Scans and notebook sets of a few images in each half (the canvas set is the committed one): the sets
+    folder, the scans' report half (20 scans and a blank page, labelled 3) and those 20 scans' labels."""
+    from sklearn.datasets import load_digits
+
+    from mnist.reading.handwriting import write_labels
+    from mnist.reading.notebook import notebook_photo
+
+    sets, digits, rng = tmp_path / "sets", load_digits(), np.random.default_rng(0)
+    for offset, split in ((0, "tune"), (20, "report")):
+        scans, notebook = sets / "scans" / split, sets / "notebook" / split
+        scans.mkdir(parents=True)
+        notebook.mkdir(parents=True)
+        write_labels(scans, {**{f"s{i}.jpg": int(digits.target[offset + i]) for i in range(20)}, "blank.png": 3})
+        for i in range(20):
+            scan_photo(digits.images[offset + i], rng).save(scans / f"s{i}.jpg", quality=95)
+        Image.new("L", (100, 100), 255).save(scans / "blank.png")  # no digit: refused, a miss
+        write_labels(notebook, {f"n{i}.jpg": i for i in range(10)})
+        for i in range(10):
+            notebook_photo(i, rng)[0].save(notebook / f"n{i}.jpg")
+    return sets, sets / "scans" / "report", digits.target[20:40]
+
+
 def test_the_field_report_reads_every_set_with_every_model(tiny_run: Path, tmp_path: Path,
                                                           capsys: pytest.CaptureFixture) -> None:
     """mnist.reading.field_report on small sets: each set and model in one table; an image refused (no digit)
     is a miss; the accuracy is what predict reads; two models are compared on the same images (McNemar)."""
-    from sklearn.datasets import load_digits
-
     from mnist.reading.field_report import main as field_report_main
-    from mnist.reading.handwriting import CANVAS_SET, write_labels
-    from mnist.reading.notebook import notebook_photo
+    from mnist.reading.handwriting import CANVAS_SET
 
-    sets = tmp_path / "sets"
-    scans, notebook = sets / "scans" / "report", sets / "notebook" / "report"
-    scans.mkdir(parents=True)
-    notebook.mkdir(parents=True)
-    digits, rng = load_digits(), np.random.default_rng(0)
-    write_labels(scans, {**{f"s{i}.jpg": int(digits.target[i]) for i in range(20)}, "blank.png": 3})
-    for i in range(20):
-        scan_photo(digits.images[i], rng).save(scans / f"s{i}.jpg", quality=95)
-    Image.new("L", (100, 100), 255).save(scans / "blank.png")  # no digit: refused, a miss
-    write_labels(notebook, {f"n{i}.jpg": i for i in range(10)})
-    for i in range(10):
-        notebook_photo(i, rng)[0].save(notebook / f"n{i}.jpg")
+    sets, scans, truth = small_sets(tmp_path)
     other = tmp_path / "other.pt"
     other.write_bytes((tiny_run / "best.pt").read_bytes())
     out = tmp_path / "field_report.json"
@@ -126,5 +135,40 @@ def test_the_field_report_reads_every_set_with_every_model(tiny_run: Path, tmp_p
     # The accuracy is predict's, the refused image a miss.
     predictor = Predictor(tiny_run / "best.pt")
     read = predictor.predict([load_image(scans / f"s{i}.jpg")[1] for i in range(20)]).labels
-    assert scans_read["accuracy"] == pytest.approx((read == digits.target[:20]).sum() / 21)
+    assert scans_read["accuracy"] == pytest.approx((read == truth).sum() / 21)
     assert "| scans | 21 | first |" in table and "| mnist | 10000 | second |" in table
+
+
+def test_calibration_on_the_real_sets_holds_on_each_and_says_what_it_was_fitted_on(tiny_run: Path,
+                                                                                  tmp_path: Path) -> None:
+    """mnist.reading.calibrate: one temperature, the threshold that holds on every set's tune half (the highest
+    of theirs), written into the checkpoint with the images it was fitted on; what predict then uses."""
+    from mnist.reading.calibrate import main as calibrate_main
+
+    sets, _, _ = small_sets(tmp_path)
+    checkpoint = tmp_path / "model.pt"
+    checkpoint.write_bytes((tiny_run / "best.pt").read_bytes())
+    calibrate_main([str(checkpoint), "--sets", str(sets), "--risk", "0.05"])
+    calibration = load_checkpoint(checkpoint)["calibration"]  # checked as it is read
+    fitted_on = calibration["fitted_on"]
+    assert set(fitted_on) == {"mnist validation", "scans tune", "notebook tune", "canvas tune"}
+    assert fitted_on["scans tune"] == 20 and fitted_on["notebook tune"] <= 10  # the blank page takes no part
+    assert calibration["unsure_below"] == max(calibration["thresholds"].values())
+    assert calibration["target_risk"]["scans tune"] == 0.05 and calibration["target_risk"]["mnist validation"] == 0.002
+    predictor = Predictor(checkpoint)
+    assert (predictor.temperature, predictor.unsure_below) == (calibration["temperature"], calibration["unsure_below"])
+
+
+def test_calibrating_a_checkpoint_without_a_validation_split_is_refused(tiny_run: Path, tmp_path: Path) -> None:
+    from mnist.errors import run_cli
+    from mnist.reading.calibrate import main as calibrate_main
+
+    state = load_checkpoint(tiny_run / "best.pt")
+    state["config"]["val_fraction"] = 0.0
+    checkpoint = tmp_path / "full.pt"
+    save_checkpoint(state, checkpoint)
+    before = checkpoint.read_bytes()
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(calibrate_main, [str(checkpoint), "--sets", str(tmp_path / "sets")])
+    assert exit_info.value.code == 2 and checkpoint.read_bytes() == before  # nothing written, no set made
+    assert not (tmp_path / "sets").exists()

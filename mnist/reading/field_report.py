@@ -17,57 +17,18 @@ most common misreadings. results/field_report.json keeps it all.
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from mnist.atomic import write_json_atomic
-from mnist.data import load_mnist
 from mnist.errors import UserError, run_cli
 from mnist.evaluate import mcnemar_p_value
 from mnist.layout import BEST, FIELD_REPORT_JSON, HANDWRITING_SETS, MODEL_PT, RESULTS, served_model
-from mnist.reading.handwriting import (CANVAS_SET, LABELS_FILE, REFUSED, format_report, read_labels,
-                                       reading_report, write_scan_set)
-from mnist.reading.notebook import write_notebook_set
-from mnist.reading.predict import ImageError, Predictor, load_image
+from mnist.reading.handwriting import REFUSED, format_report, reading_report
+from mnist.reading.predict import Predictor
 from mnist.reading.preprocess import Steps
-
-
-@dataclass
-class ReadSet:
-    """A labelled set as the model sees it: its digits, their truth, and which images were refused."""
-    truth: np.ndarray
-    digits: list[np.ndarray]  # one 28x28 per image read
-    read: np.ndarray  # bool per image: False where preprocessing refused it
-
-
-def set_folders(sets: Path) -> dict[str, Path]:
-    """The real sets: the scans and the notebook photos (written under `sets` when missing), the canvas."""
-    scans, notebook = sets / "scans", sets / "notebook"
-    if not (scans / "report" / LABELS_FILE).exists():
-        write_scan_set(scans)
-    if not (notebook / "report" / LABELS_FILE).exists():
-        write_notebook_set(notebook)
-    return {"scans": scans, "notebook": notebook, "canvas": CANVAS_SET}
-
-
-def read_set(folder: Path, steps: Steps) -> ReadSet:
-    """Every labelled image of `folder` preprocessed once (the same digits go to every model)."""
-    labels = read_labels(folder / LABELS_FILE)
-    digits, read = [], []
-    for file in labels:
-        try:
-            digits.append(load_image(folder / file, steps=steps)[1])
-            read.append(True)
-        except ImageError:
-            read.append(False)
-    return ReadSet(np.array(list(labels.values()), dtype=np.int64), digits, np.array(read, dtype=bool))
-
-
-def mnist_test_set() -> ReadSet:
-    data = load_mnist()
-    return ReadSet(data.test_labels.astype(np.int64), list(data.test_images), np.ones(len(data.test_labels), bool))
+from mnist.reading.sets import ReadSet, mnist_test_set, read_set, set_folders
 
 
 def answers(predictor: Predictor, images: ReadSet) -> tuple[np.ndarray, np.ndarray]:

@@ -322,8 +322,9 @@ UNDERLINE_BEYOND = 0.12  # ...and beyond the rest of the digit on both sides by 
 
 
 def remove_underline(ink: np.ndarray) -> np.ndarray:
-    """A line drawn under the digit and touching it taken out: the line the digit's box shows from below
-    (first_line), reaching past the rest of the digit on both sides, so a 2's or a 1's base stays."""
+    """A line drawn under the digit taken out: the line the digit's box shows from below (first_line), apart
+    from the digit's strokes (joined to them only as a broken stroke is, within JOIN_GAP) and reaching past
+    them on both sides; a 2's or a 1's base, drawn on from the stroke above it, stays."""
     rows, columns = np.nonzero(ink)
     if rows.size == 0:
         return ink
@@ -338,6 +339,9 @@ def remove_underline(ink: np.ndarray) -> np.ndarray:
     rest = np.flatnonzero((box & ~line).any(axis=0))
     beyond = UNDERLINE_BEYOND * box.shape[1]
     if rest.size == 0 or rest.min() < beyond or rest.max() >= box.shape[1] - beyond:
+        return ink
+    pieces, _ = ndimage.label(box, structure=np.ones((3, 3)))
+    if np.intersect1d(pieces[line], pieces[box & ~line]).size:  # one stroke with the digit: a base, a 2's or a Z-7's
         return ink
     cleared = ink.copy()
     cleared[top:bottom, left:right][line] = 0.0
