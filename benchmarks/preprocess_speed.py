@@ -1,15 +1,21 @@
-"""How fast an image is read: a 4000x3000 phone photo through the preprocessing, and the page's answer to a stroke.
+"""How fast an image is read: a 4000x3000 phone photo through the preprocessing, the page's answer to a stroke,
+and predict's command on 1,000-px notebook photos (its start-up, and each photo after it).
 
     python -m benchmarks.preprocess_speed [--checkpoint FILE] [--repeats 7]
 
 Prints the median seconds of each, with the preprocessing as it was before its new steps as
-the baseline measured in the same run (targets: a photo under 0.3 s, a stroke under 0.5 s).
+the baseline measured in the same run (targets: a photo under 0.3 s, a stroke under 0.5 s;
+predict: each photo about 42 ms and the start-up about 4 s on 2 cores, as before the steps of
+issue #30). predict is timed as a user runs it, a new process over 1 photo and over 21: the
+difference is 20 photos' reading, the rest the start-up (imports, the model).
 """
 from __future__ import annotations
 
 import argparse
 import io
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -43,6 +49,40 @@ def canvas_png() -> bytes:
     return buffer.getvalue()
 
 
+def notebook_photos(folder: Path, count: int) -> None:
+    """`count` notebook photos (mnist.reading.notebook) enlarged to 1,000 px on their longer side, as a phone's."""
+    from mnist.reading.notebook import notebook_photo
+
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True)
+    for index in range(count):
+        photo, _ = notebook_photo(index % 10, rng)
+        scale = 1000 / max(photo.size)
+        photo.resize((round(photo.width * scale), round(photo.height * scale)), Image.BICUBIC).save(
+            folder / f"photo_{index:02d}.jpg", quality=90)
+
+
+def predict_seconds(files: list[Path], checkpoint: Path, steps: str, repeats: int) -> float:
+    """The median wall time of `python -m mnist.reading.predict FILES` as a new process."""
+    command = [sys.executable, "-m", "mnist.reading.predict", *map(str, files), "--checkpoint", str(checkpoint),
+               "--steps", steps]
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        subprocess.run(command, capture_output=True, check=False)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def predict_figures(folder: Path, checkpoint: Path, steps: str, repeats: int) -> tuple[float, float]:
+    """(start-up, seconds per photo) of predict over the photos in `folder`."""
+    files = sorted(folder.glob("*.jpg"))
+    one, many = (predict_seconds(files[:1], checkpoint, steps, repeats),
+                 predict_seconds(files, checkpoint, steps, repeats))
+    per_photo = (many - one) / (len(files) - 1)
+    return one - per_photo, per_photo
+
+
 def median_seconds(call: Callable[[], object], repeats: int) -> float:
     call()  # warm: imports, caches
     times = []
@@ -60,12 +100,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", default=None, help="model the page serves (default: mnist.reading.predict's pick)")
     parser.add_argument("--repeats", type=int, default=7, help="timed repeats of each (default 7)")
     args = parser.parse_args(argv)
+    checkpoint = Path(args.checkpoint) if args.checkpoint else default_checkpoint()
     with tempfile.TemporaryDirectory() as folder:
         photo = Path(folder) / "photo.jpg"
         phone_photo(photo)
         now = median_seconds(lambda: load_stages(photo), args.repeats)
         before = median_seconds(lambda: load_stages(photo, steps=Steps.before()), args.repeats)
-    checkpoint = Path(args.checkpoint) if args.checkpoint else default_checkpoint()
+        notebook_photos(Path(folder) / "notebook", 21)
+        predict_now = predict_figures(Path(folder) / "notebook", checkpoint, "all", max(1, args.repeats // 2))
+        predict_before = predict_figures(Path(folder) / "notebook", checkpoint, "before", max(1, args.repeats // 2))
     client = create_app(Predictor(checkpoint), checkpoint).test_client()
     drawing = canvas_png()
 
@@ -76,7 +119,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"photo 4000x3000 JPEG, read and preprocessed: {now:.3f} s (before the new steps: {before:.3f} s, "
           f"ratio {now / before:.2f})")
     print(f"page answer to a stroke (280x280 PNG, preprocess + model + the three images): {answer:.3f} s")
+    print(f"predict on 1,000-px notebook photos: start-up {predict_now[0]:.2f} s, each photo "
+          f"{1000 * predict_now[1]:.0f} ms (before the new steps: {predict_before[0]:.2f} s, "
+          f"{1000 * predict_before[1]:.0f} ms; ratios {predict_now[0] / predict_before[0]:.2f}, "
+          f"{predict_now[1] / predict_before[1]:.2f})")
     print(f"photo_seconds: {now:.3f}")
+    print(f"predict_startup_seconds: {predict_now[0]:.2f}")
+    print(f"predict_photo_ms: {1000 * predict_now[1]:.0f}")
     print(f"stroke_answer_seconds: {answer:.3f}")
     return 0
 
