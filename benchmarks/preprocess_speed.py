@@ -6,8 +6,8 @@ and predict's command on 1,000-px notebook photos (its start-up, and each photo 
 Prints the median seconds of each, with the preprocessing as it was before its new steps as
 the baseline measured in the same run (targets: a photo under 0.3 s, a stroke under 0.5 s;
 predict: each photo about 42 ms and the start-up about 4 s on 2 cores, as before the steps of
-issue #30). predict is timed as a user runs it, a new process over 1 photo and over 21: the
-difference is 20 photos' reading, the rest the start-up (imports, the model).
+issue #30). Each photo is read and answered in this process (21 photos, the median of each one's
+best of 3); the start-up is what a new `python -m mnist.reading.predict PHOTO` takes beyond that.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from mnist.errors import run_cli
-from mnist.reading.predict import Predictor, default_checkpoint, load_stages
+from mnist.reading.predict import ImageError, Predictor, default_checkpoint, load_image, load_stages
 from mnist.reading.preprocess import Steps
 
 
@@ -62,9 +62,9 @@ def notebook_photos(folder: Path, count: int) -> None:
             folder / f"photo_{index:02d}.jpg", quality=90)
 
 
-def predict_seconds(files: list[Path], checkpoint: Path, steps: str, repeats: int) -> float:
-    """The median wall time of `python -m mnist.reading.predict FILES` as a new process."""
-    command = [sys.executable, "-m", "mnist.reading.predict", *map(str, files), "--checkpoint", str(checkpoint),
+def predict_startup_seconds(photo: Path, checkpoint: Path, steps: str, repeats: int) -> float:
+    """The median wall time of `python -m mnist.reading.predict PHOTO` as a new process (start-up + one photo)."""
+    command = [sys.executable, "-m", "mnist.reading.predict", str(photo), "--checkpoint", str(checkpoint),
                "--steps", steps]
     times = []
     for _ in range(repeats):
@@ -75,12 +75,25 @@ def predict_seconds(files: list[Path], checkpoint: Path, steps: str, repeats: in
 
 
 def predict_figures(folder: Path, checkpoint: Path, steps: str, repeats: int) -> tuple[float, float]:
-    """(start-up, seconds per photo) of predict over the photos in `folder`."""
+    """(start-up, seconds per photo) of predict over the photos in `folder`: each photo read and answered in
+    this process (median over photos of the best of `repeats`), the start-up the rest of a new process's time."""
     files = sorted(folder.glob("*.jpg"))
-    one, many = (predict_seconds(files[:1], checkpoint, steps, repeats),
-                 predict_seconds(files, checkpoint, steps, repeats))
-    per_photo = (many - one) / (len(files) - 1)
-    return one - per_photo, per_photo
+    predictor, parsed = Predictor(checkpoint), Steps.parse(steps)
+
+    def read(path: Path) -> None:
+        try:
+            predictor.predict([load_image(path, steps=parsed)[1]])
+        except ImageError:  # refused ("more than one digit"): an answer too, timed as one
+            pass
+    read(files[0])  # warm
+    per_photo = statistics.median(min(timed(lambda: read(path)) for _ in range(repeats)) for path in files)
+    return predict_startup_seconds(files[0], checkpoint, steps, repeats) - per_photo, per_photo
+
+
+def timed(call: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    call()
+    return time.perf_counter() - started
 
 
 def median_seconds(call: Callable[[], object], repeats: int) -> float:
@@ -107,8 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         now = median_seconds(lambda: load_stages(photo), args.repeats)
         before = median_seconds(lambda: load_stages(photo, steps=Steps.before()), args.repeats)
         notebook_photos(Path(folder) / "notebook", 21)
-        predict_now = predict_figures(Path(folder) / "notebook", checkpoint, "all", max(1, args.repeats // 2))
-        predict_before = predict_figures(Path(folder) / "notebook", checkpoint, "before", max(1, args.repeats // 2))
+        predict_now = predict_figures(Path(folder) / "notebook", checkpoint, "all", 3)
+        predict_before = predict_figures(Path(folder) / "notebook", checkpoint, "before", 3)
     client = create_app(Predictor(checkpoint), checkpoint).test_client()
     drawing = canvas_png()
 

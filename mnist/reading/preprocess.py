@@ -155,7 +155,7 @@ def flatten_lighting(gray: np.ndarray) -> np.ndarray:
 INK_CONTRAST = 40  # grey levels between the page and what counts as ink, whichever side it lies on
 
 
-BACKGROUND_SIDE = 64  # the local background is estimated on the image shrunk to this side: fast, and wider than ink
+BACKGROUND_SIDE = 32  # the local background is estimated on the image shrunk to this side: fast, and wider than ink
 
 
 def local_background(gray: np.ndarray) -> np.ndarray:
