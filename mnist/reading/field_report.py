@@ -64,7 +64,6 @@ def field_report(models: dict[str, Path], sets: dict[str, ReadSet]) -> dict:
             reading = reading_report(images.truth, labels, unsure if predictor.unsure_below > 0 else None)
             first_right.setdefault(name, right)
             reading["mcnemar_p_vs_first"] = mcnemar_p_value(right, first_right[name])
-            reading["right"] = right
             report[label][name] = reading
     return report
 
@@ -113,9 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     report = field_report(models, sets)
     print_report(report, sets)
     write_json_atomic(args.out, {"split": args.split, "steps": args.steps, "models": {k: str(v) for k, v in models.items()},
-                                 "sets": {label: {name: {key: value for key, value in reading.items() if key != "right"}
-                                                  for name, reading in readings.items()}
-                                          for label, readings in report.items()}})
+                                 "sets": report})
     print(f"\nfigures: {args.out}")
     return 0
 
