@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no window: runs on servers and in Ray workers
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from sklearn.calibration import calibration_curve  # noqa: E402
 
 from mnist.atomic import write_atomic  # noqa: E402
 
@@ -62,3 +63,22 @@ def plot_misclassified(images: np.ndarray, truth: np.ndarray, predicted: np.ndar
         axis.set_title(f"{truth[index]}→{predicted[index]} ({probabilities[index, predicted[index]]:.0%})", fontsize=8)
     figure.suptitle(f"Misclassified test digits: true→predicted, {len(wrong)} shown of {(predicted != truth).sum()}")
     save_figure(figure, path)
+
+
+def plot_reliability(sets: dict[str, tuple[np.ndarray, np.ndarray]], title: str, path: Path, bins: int = 10) -> None:
+    """A reliability diagram per set: how often the answers given at each confidence were right (the
+    diagonal is a model exactly as sure as it is right). `sets`: name -> (confidence, right) of its answers."""
+    figure, axis = plt.subplots(figsize=(6, 6))
+    axis.plot([0, 1], [0, 1], color="grey", linestyle="--", label="as sure as right")
+    for name, (confidence, right) in sets.items():
+        if len(set(right.tolist())) < 2:  # all right (or all wrong): one point, no curve to fit
+            axis.plot([confidence.mean()], [right.mean()], marker="o", linestyle="", label=f"{name} ({len(right)})")
+            continue
+        accuracy, sureness = calibration_curve(right, confidence, n_bins=bins, strategy="quantile")
+        axis.plot(sureness, accuracy, marker="o", label=f"{name} ({len(right)})")
+    axis.set(xlabel="confidence of the answer (calibrated)", ylabel="share of answers right", xlim=(0, 1.01),
+             ylim=(0, 1.01), title=title)
+    axis.legend(loc="lower right")
+    axis.grid(alpha=0.3)
+    save_figure(figure, path)
+

@@ -119,10 +119,13 @@ def test_the_field_report_reads_every_set_with_every_model(tiny_run: Path, tmp_p
     other = tmp_path / "other.pt"
     other.write_bytes((tiny_run / "best.pt").read_bytes())
     out = tmp_path / "field_report.json"
-    field_report_main([f"first={tiny_run / 'best.pt'}", f"second={other}", "--sets", str(sets), "--out", str(out)])
+    field_report_main([f"first={tiny_run / 'best.pt'}", f"second={other}", "--sets", str(sets), "--out", str(out),
+                       "--plots", str(tmp_path / "plots")])
     table = capsys.readouterr().out
     report = json.loads(out.read_text())["sets"]
     assert set(report) == {"first", "second"}
+    for label in report:  # a reliability diagram of each model over the sets
+        assert Path(report[label].pop("reliability_png")).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert set(report["first"]) == {"scans", "notebook", "canvas", "mnist"}
     scans_read = report["first"]["scans"]
     assert scans_read["count"] == 21 and scans_read["refused_share"] == pytest.approx(1 / 21)

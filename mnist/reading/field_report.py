@@ -24,20 +24,24 @@ import numpy as np
 from mnist.atomic import write_json_atomic
 from mnist.errors import UserError, run_cli
 from mnist.evaluate import mcnemar_p_value
-from mnist.layout import BEST, FIELD_REPORT_JSON, HANDWRITING_SETS, MODEL_PT, RESULTS, served_model
+from mnist.layout import BEST, FIELD_REPORT_JSON, HANDWRITING_SETS, MODEL_PT, RELIABILITY_PLOTS, RESULTS, served_model
+from mnist.plots import plot_reliability
 from mnist.reading.handwriting import REFUSED, format_report, reading_report
 from mnist.reading.predict import Predictor
 from mnist.reading.preprocess import Steps
 from mnist.reading.sets import ReadSet, mnist_test_set, read_set, set_folders
 
 
-def answers(predictor: Predictor, images: ReadSet) -> tuple[np.ndarray, np.ndarray]:
-    """Labels (REFUSED where the image was refused) and "not sure" flags of every image of the set."""
-    labels, unsure = np.full(len(images.truth), REFUSED), np.zeros(len(images.truth), dtype=bool)
+def answers(predictor: Predictor, images: ReadSet) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Labels (REFUSED where the image was refused), "not sure" flags and the calibrated confidence (NaN where
+    refused) of every image of the set."""
+    count = len(images.truth)
+    labels, unsure, confidence = np.full(count, REFUSED), np.zeros(count, dtype=bool), np.full(count, np.nan)
     if images.digits:
         prediction = predictor.predict(images.digits)
         labels[images.read], unsure[images.read] = prediction.labels, prediction.unsure
-    return labels, unsure
+        confidence[images.read] = prediction.probabilities.max(axis=1)
+    return labels, unsure, confidence
 
 
 def default_models(results: Path) -> dict[str, Path]:
@@ -51,20 +55,26 @@ def default_models(results: Path) -> dict[str, Path]:
     return {f"served ({served})": served, **({f"one model ({models[-1]})": models[-1]} if served != models[-1] else {})}
 
 
-def field_report(models: dict[str, Path], sets: dict[str, ReadSet]) -> dict:
-    """Each set read by each model: the reading report, and the McNemar p-value against the first model."""
+def field_report(models: dict[str, Path], sets: dict[str, ReadSet], plots: Path | None = None) -> dict:
+    """Each set read by each model: the reading report, and the McNemar p-value against the first model; with
+    `plots`, a reliability diagram of each model over the sets there."""
     report: dict[str, dict] = {}
     first_right: dict[str, np.ndarray] = {}
-    for label, path in models.items():
+    for index, (label, path) in enumerate(models.items()):
         predictor = Predictor(path)
         report[label] = {}
+        reliability = {}
         for name, images in sets.items():
-            labels, unsure = answers(predictor, images)
+            labels, unsure, confidence = answers(predictor, images)
             right = labels == images.truth
+            reliability[name] = (confidence[images.read], right[images.read])
             reading = reading_report(images.truth, labels, unsure if predictor.unsure_below > 0 else None)
             first_right.setdefault(name, right)
             reading["mcnemar_p_vs_first"] = mcnemar_p_value(right, first_right[name])
             report[label][name] = reading
+        if plots is not None:
+            report[label]["reliability_png"] = str(plots / f"reliability-{index + 1}.png")
+            plot_reliability(reliability, f"{label}: answers by confidence", Path(report[label]["reliability_png"]))
     return report
 
 
@@ -97,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", choices=("tune", "report"), default="report", help="which half (default report)")
     parser.add_argument("--steps", default="all", help="preprocessing steps, as predict's --steps (default all)")
     parser.add_argument("--results", default=RESULTS, help=f"where the default models are found (default {RESULTS})")
+    parser.add_argument("--plots", default=RELIABILITY_PLOTS,
+                        help=f"the reliability diagram of each model, in the order given (default {RELIABILITY_PLOTS})")
     parser.add_argument("--out", default=FIELD_REPORT_JSON, help=f"all figures (default {FIELD_REPORT_JSON})")
     args = parser.parse_args(argv)
     steps = Steps.parse(args.steps)
@@ -109,11 +121,11 @@ def main(argv: list[str] | None = None) -> int:
         Predictor(path)  # a bad checkpoint stops here, in one line, before the sets are read
     sets = {name: read_set(folder / args.split, steps) for name, folder in set_folders(Path(args.sets)).items()}
     sets["mnist"] = mnist_test_set()
-    report = field_report(models, sets)
+    report = field_report(models, sets, Path(args.plots))
     print_report(report, sets)
     write_json_atomic(args.out, {"split": args.split, "steps": args.steps, "models": {k: str(v) for k, v in models.items()},
                                  "sets": report})
-    print(f"\nfigures: {args.out}")
+    print(f"\nfigures: {args.out}; reliability diagrams: {args.plots}/")
     return 0
 
 
