@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from mnist.errors import run_cli
+from mnist.reading.notebook import notebook_photo
 from mnist.reading.predict import ImageError, Predictor, default_checkpoint, load_image, load_stages
 from mnist.reading.preprocess import Steps
 
@@ -51,8 +52,6 @@ def canvas_png() -> bytes:
 
 def notebook_photos(folder: Path, count: int) -> None:
     """`count` notebook photos (mnist.reading.notebook) enlarged to 1,000 px on their longer side, as a phone's."""
-    from mnist.reading.notebook import notebook_photo
-
     rng = np.random.default_rng(0)
     folder.mkdir(parents=True)
     for index in range(count):
@@ -66,12 +65,7 @@ def predict_startup_seconds(photo: Path, checkpoint: Path, steps: str, repeats: 
     """The median wall time of `python -m mnist.reading.predict PHOTO` as a new process (start-up + one photo)."""
     command = [sys.executable, "-m", "mnist.reading.predict", str(photo), "--checkpoint", str(checkpoint),
                "--steps", steps]
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        subprocess.run(command, capture_output=True, check=False)
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+    return median_seconds(lambda: subprocess.run(command, capture_output=True, check=False), repeats)
 
 
 def predict_figures(folder: Path, checkpoint: Path, steps: str, repeats: int) -> tuple[float, float]:
@@ -98,12 +92,7 @@ def timed(call: Callable[[], object]) -> float:
 
 def median_seconds(call: Callable[[], object], repeats: int) -> float:
     call()  # warm: imports, caches
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+    return statistics.median(timed(call) for _ in range(repeats))
 
 
 def main(argv: list[str] | None = None) -> int:

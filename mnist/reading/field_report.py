@@ -26,8 +26,8 @@ from mnist.errors import UserError, run_cli
 from mnist.evaluate import mcnemar_p_value
 from mnist.layout import BEST, FIELD_REPORT_JSON, HANDWRITING_SETS, MODEL_PT, RELIABILITY_PLOTS, RESULTS, served_model
 from mnist.plots import plot_reliability
-from mnist.reading.handwriting import REFUSED, format_report, reading_report
-from mnist.reading.predict import Predictor
+from mnist.reading.handwriting import format_report, reading_report
+from mnist.reading.predict import Prediction, Predictor, every_answer
 from mnist.reading.preprocess import Steps
 from mnist.reading.sets import ReadSet, mnist_test_set, read_set, set_folders
 
@@ -35,13 +35,9 @@ from mnist.reading.sets import ReadSet, mnist_test_set, read_set, set_folders
 def answers(predictor: Predictor, images: ReadSet) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Labels (REFUSED where the image was refused), "not sure" flags and the calibrated confidence (NaN where
     refused) of every image of the set."""
-    count = len(images.truth)
-    labels, unsure, confidence = np.full(count, REFUSED), np.zeros(count, dtype=bool), np.full(count, np.nan)
-    if images.digits:
-        prediction = predictor.predict(images.digits)
-        labels[images.read], unsure[images.read] = prediction.labels, prediction.unsure
-        confidence[images.read] = prediction.probabilities.max(axis=1)
-    return labels, unsure, confidence
+    prediction = predictor.predict(images.digits) if images.digits else Prediction(
+        np.zeros(0, int), np.zeros((0, 10)), np.zeros(0, bool))
+    return every_answer(prediction, images.read, len(images.truth))
 
 
 def default_models(results: Path) -> dict[str, Path]:

@@ -227,11 +227,13 @@ def labelled(files: list[Path], labels_file: Path) -> tuple[list[Path], np.ndarr
     return kept, np.array(truth, dtype=np.int64)
 
 
-def every_answer(prediction: Prediction, read: list[int], count: int) -> tuple[np.ndarray, np.ndarray]:
-    """The labels and "not sure" flags of all `count` images, REFUSED for those not read (no digit, ...)."""
-    labels, unsure = np.full(count, REFUSED), np.zeros(count, dtype=bool)
+def every_answer(prediction: Prediction, read: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The labels, "not sure" flags and calibrated confidence of all `count` images, of which `prediction`
+    answered those `read` (indices or a mask): REFUSED, not unsure, confidence NaN for the others (no digit, ...)."""
+    labels, unsure, confidence = np.full(count, REFUSED), np.zeros(count, dtype=bool), np.full(count, np.nan)
     labels[read], unsure[read] = prediction.labels, prediction.unsure
-    return labels, unsure
+    confidence[read] = prediction.probabilities.max(axis=1)
+    return labels, unsure, confidence
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -282,7 +284,8 @@ def main(argv: list[str] | None = None) -> int:
         write_sheet(list(originals), list(digits), [p.name for p in paths], prediction, Path(args.sheet))
         print(f"contact sheet: {args.sheet}", file=sys.stderr)
     if truth is not None:
-        for line in format_report(reading_report(truth, *every_answer(prediction, read, len(files)))):
+        labels, unsure, _ = every_answer(prediction, np.array(read, dtype=int), len(files))
+        for line in format_report(reading_report(truth, labels, unsure)):
             print(line)
         truth = truth[read]
         wrong = np.nonzero(prediction.labels != truth)[0]

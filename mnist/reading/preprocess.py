@@ -159,7 +159,7 @@ BACKGROUND_SIDE = 32  # the local background is estimated on the image shrunk to
 
 
 def local_background(gray: np.ndarray) -> np.ndarray:
-    """The page's grey level around each pixel: the median of its neighbourhood (an eighth of the image wide),
+    """The page's grey level around each pixel: the median of its neighbourhood (a third of the image wide),
     which ink, a minority of any neighbourhood, does not move; measured small, brought back to full size."""
     scale = min(1.0, BACKGROUND_SIDE / max(gray.shape))
     small_size = (max(1, round(gray.shape[1] * scale)), max(1, round(gray.shape[0] * scale)))
@@ -171,9 +171,9 @@ def local_background(gray: np.ndarray) -> np.ndarray:
 
 def light_page(gray: np.ndarray) -> bool:
     """Whether the ink is darker than its page, decided from the image itself: each pixel against its local
-    background, so that neither the page's grey level (a dim
-    photo's page is grey 50-130) nor light falling across it (a shadow, a lamp to one side) decides. Ink stands
-    out from the page around it; whether more pixels stand out darker or brighter tells the ink's side."""
+    background, so that neither the page's grey level (a dim photo's page is grey 50-130) nor light falling
+    across it (a shadow, a lamp to one side) decides. Ink stands out from the page around it; whether more
+    pixels stand out darker or brighter tells the ink's side."""
     residual = gray.astype(np.float32) - local_background(gray)
     darker = int((residual < -INK_CONTRAST).sum())
     brighter = int((residual > INK_CONTRAST).sum())
