@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from hpo.driver import run_search
+from hpo.driver import SearchInterrupted, run_search
 from hpo.storage import ExperimentStore
 from hpo.summary import anytime_curve, trial_tables
 from mnist.atomic import read_json, write_json_atomic
@@ -80,7 +81,12 @@ class BenchRun:
         if search_folder.exists():
             print(f"{label} seed {seed}: {search_folder} did not finish; running it again from its start", flush=True)
             shutil.rmtree(search_folder)
-        row = timed_search(experiment, search_folder, self.address)
+        try:
+            row = timed_search(experiment, search_folder, self.address)
+        except SearchInterrupted as interrupted:  # Ctrl-C or SIGTERM: the finished searches are kept
+            print(f"{label} seed {seed}: {interrupted}; the same command with --name {self.folder.name} continues "
+                  "the run (this search from its start)", file=sys.stderr)
+            raise KeyboardInterrupt from None
         write_json_atomic(row_file, row_json(row))
         return row
 
