@@ -86,10 +86,11 @@ def test_training_stores_the_calibration_in_best_pt_and_predict_uses_it(tiny_run
 
 
 def small_sets(tmp_path: Path) -> tuple[Path, Path, np.ndarray]:
-    """Scans and notebook sets of a few images in each half (the canvas set is the committed one): the sets
+    """Scans, notebook and drawings sets of a few images in each half (the canvas set is the committed one): the sets
     folder, the scans' report half (20 scans and a blank page, labelled 3) and those 20 scans' labels."""
     from sklearn.datasets import load_digits
 
+    from mnist.reading.drawings import drawing
     from mnist.reading.handwriting import write_labels
     from mnist.reading.notebook import notebook_photo
 
@@ -105,6 +106,11 @@ def small_sets(tmp_path: Path) -> tuple[Path, Path, np.ndarray]:
         write_labels(notebook, {f"n{i}.jpg": i for i in range(10)})
         for i in range(10):
             notebook_photo(i, rng)[0].save(notebook / f"n{i}.jpg")
+        drawings = sets / "drawings" / split
+        drawings.mkdir(parents=True)
+        write_labels(drawings, {f"d{i}.png": i for i in range(10)})
+        for i in range(10):
+            drawing(i, rng).save(drawings / f"d{i}.png")
     return sets, sets / "scans" / "report", digits.target[20:40]
 
 
@@ -126,10 +132,10 @@ def test_the_field_report_reads_every_set_with_every_model(tiny_run: Path, tmp_p
     assert set(report) == {"first", "second"}
     for label in report:  # a reliability diagram of each model over the sets
         assert Path(report[label].pop("reliability_png")).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert set(report["first"]) == {"scans", "notebook", "canvas", "mnist"}
+    assert set(report["first"]) == {"scans", "notebook", "drawings", "canvas", "mnist"}
     scans_read = report["first"]["scans"]
     assert scans_read["count"] == 21 and scans_read["refused_share"] == pytest.approx(1 / 21)
-    assert report["first"]["notebook"]["count"] == 10
+    assert report["first"]["notebook"]["count"] == 10 and report["first"]["drawings"]["count"] == 10
     assert report["first"]["canvas"]["count"] == len(read_labels(CANVAS_SET / "report" / "labels.csv"))
     assert report["first"]["mnist"]["count"] == 10000
     # The same model twice: the same answers, no difference to test.
@@ -154,7 +160,8 @@ def test_calibration_on_the_real_sets_holds_on_each_and_says_what_it_was_fitted_
     calibrate_main([str(checkpoint), "--sets", str(sets), "--risk", "0.05"])
     calibration = load_checkpoint(checkpoint)["calibration"]  # checked as it is read
     fitted_on = calibration["fitted_on"]
-    assert set(fitted_on) == {"mnist validation", "scans tune", "notebook tune", "canvas tune"}
+    assert set(fitted_on) == {"mnist validation", "scans tune", "notebook tune", "drawings tune",
+                              "canvas tune"}
     assert fitted_on["scans tune"] == 20 and fitted_on["notebook tune"] <= 10  # the blank page takes no part
     assert calibration["unsure_below"] == max(calibration["thresholds"].values())
     assert calibration["target_risk"]["scans tune"] == 0.05 and calibration["target_risk"]["mnist validation"] == 0.002

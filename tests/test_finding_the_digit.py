@@ -128,6 +128,22 @@ def test_a_stroke_broken_by_a_dry_ballpoint_is_kept_whole() -> None:
     assert overlap(broken, preprocess(photo(strokes, pen=4))) >= 0.6
 
 
+NINE = [[(0.5 + 0.3 * np.sin(a), 0.3 - 0.28 * np.cos(a)) for a in np.linspace(0, 2 * np.pi, 30)],
+        [(0.8, 0.3), (0.78, 1.0)]]
+SEVEN = [[(0.1, 0.05), (0.9, 0.05)], [(0.9, 0.05), (0.45, 1.0)]]
+
+
+@pytest.mark.parametrize("strokes", [NINE, SEVEN], ids=["9 stem", "7 bar"])
+def test_a_part_of_the_digit_broken_off_by_a_wide_gap_is_joined(strokes: list) -> None:
+    """A skip wider than the pieces' joining (2% of the image): the part beside the piece chosen is the digit's."""
+    def placed(gap: float) -> list:
+        second = [[(x, y + gap) for x, y in strokes[1]]]  # the second stroke moved down, away from the first
+        return [[(130 + x * 150, 70 + y * 150) for x, y in stroke] for stroke in strokes[:1] + second]
+    whole, broken = preprocess(photo(placed(0.0))), preprocess(photo(placed(0.16)))
+    assert overlap(broken, whole) >= 0.6
+    assert overlap(broken, preprocess(photo(placed(0.16)[:1]))) < 0.6  # not the first stroke alone
+
+
 @pytest.mark.parametrize("paper, ink", [(126, 40), (110, 30), (232, 35)])
 def test_the_page_is_told_from_the_ink_by_the_image_not_a_fixed_grey(paper: float, ink: float) -> None:
     dim = photo(digit_strokes("7", 130, 70, 150), paper=paper, ink=ink)

@@ -7,6 +7,7 @@ The models: those named, else the newest retrained search's (results/*/best/): t
 first seed's model.pt. The sets, each read on its --split half (mnist.reading.handwriting):
     scans     scikit-learn's digits (43 writers) as photographed paper: written under --sets when missing
     notebook  notebook photos drawn from our own stroke paths (mnist.reading.notebook): written when missing
+    drawings  drawings on a pad, pens 4-40 px, slants and sizes, our stroke paths (mnist.reading.drawings): the same
     canvas    digits drawn on the draw page by a real browser's pointer: committed
     mnist     MNIST's 10,000 test images, for what the model was trained on
 For each set and model: the accuracy (an image refused as "no digit" or "more than one digit" is a miss), the

@@ -421,7 +421,40 @@ def choose_digit(ink: np.ndarray) -> np.ndarray:
     if rivals and best["shaped"] and not best["edge"]:
         raise ImageError(f"more than one digit in the image ({len(rivals) + 1} side by side): crop it to one",
                          "several digits")
-    return np.where(labels == best["index"], ink, 0.0).astype(np.float32)
+    return np.where(np.isin(labels, with_broken_strokes(labels, best["index"])), ink, 0.0).astype(np.float32)
+
+
+def with_broken_strokes(labels: np.ndarray, chosen: int) -> list[int]:
+    """The chosen piece and the pieces of the digit broken off it (a dry ballpoint's skip: a 9's stem apart from its
+    loop, a 2's base): within NEAR_SHARE of its size and not specks (as drop_specks keeps them), grown a piece at a
+    time so that a stroke broken twice comes back whole. Pieces cut by the image's edge are other digits; pieces
+    that run along two sides of it or more together are an open box drawn around it, never joined."""
+    keep = [chosen]
+    boxes = ndimage.find_objects(labels)
+    mass = ndimage.sum_labels(labels > 0, labels, index=np.arange(1, len(boxes) + 1))
+    while True:
+        digit = np.isin(labels, keep)
+        rows, columns = np.nonzero(digit)
+        reach = NEAR_SHARE * max(np.ptp(rows), np.ptp(columns))
+        distance = ndimage.distance_transform_edt(~digit)
+        near = [index for index, box in enumerate(boxes, 1) if box is not None and index not in keep
+                and mass[index - 1] >= SPECK_SHARE * mass[chosen - 1] and not touches_edge(box, labels.shape)
+                and distance[labels == index].min() <= reach]
+        digit_box = (rows.min(), rows.max() + 1, columns.min(), columns.max() + 1)
+        sides = {index: sides_run_along(labels == index, digit_box) for index in near}
+        if len(set().union(*sides.values())) >= 2:
+            near = [index for index in near if not sides[index]]
+        if not near:
+            return keep
+        keep += near
+
+
+def sides_run_along(piece: np.ndarray, box: tuple[int, int, int, int]) -> set[str]:
+    """The sides of `box` (top, bottom, left, right) that `piece` runs along outside it, over BOX_COVER of the side."""
+    top, bottom, left, right = box
+    beyond = {"top": piece[:top, left:right].any(axis=0), "bottom": piece[bottom:, left:right].any(axis=0),
+              "left": piece[top:bottom, :left].any(axis=1), "right": piece[top:bottom, right:].any(axis=1)}
+    return {side for side, covered in beyond.items() if covered.size and covered.mean() >= BOX_COVER}
 
 
 # ---------------------------------------------------------------- the switchable steps

@@ -2,8 +2,9 @@
 
     scans     scikit-learn's digits (43 writers) as photographed paper (mnist.reading.handwriting)
     notebook  notebook photos drawn from our own stroke paths (mnist.reading.notebook)
+    drawings  drawings on a pad from our own stroke paths, pens 4-40 px, slants, sizes (mnist.reading.drawings)
     canvas    digits drawn on the draw page by a real browser's pointer (committed, tools/canvas_set.py)
-The first two are written under the sets folder when missing (seeded: the same files every time).
+The first three are written under the sets folder when missing (seeded: the same files every time).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from mnist.data import load_mnist
+from mnist.reading.drawings import write_drawings_set
 from mnist.reading.handwriting import CANVAS_SET, LABELS_FILE, read_labels, write_scan_set
 from mnist.reading.notebook import write_notebook_set
 from mnist.reading.predict import ImageError, load_image
@@ -28,13 +30,13 @@ class ReadSet:
 
 
 def set_folders(sets: Path) -> dict[str, Path]:
-    """The real sets: the scans and the notebook photos (written under `sets` when missing), the canvas."""
-    scans, notebook = sets / "scans", sets / "notebook"
-    if not (scans / "report" / LABELS_FILE).exists():
-        write_scan_set(scans)
-    if not (notebook / "report" / LABELS_FILE).exists():
-        write_notebook_set(notebook)
-    return {"scans": scans, "notebook": notebook, "canvas": CANVAS_SET}
+    """The real sets: the scans, the notebook photos and the drawings (written under `sets` when missing), the
+    canvas."""
+    written = {"scans": write_scan_set, "notebook": write_notebook_set, "drawings": write_drawings_set}
+    for name, write in written.items():
+        if not (sets / name / "report" / LABELS_FILE).exists():
+            write(sets / name)
+    return {**{name: sets / name for name in written}, "canvas": CANVAS_SET}
 
 
 def read_set(folder: Path, steps: Steps) -> ReadSet:
