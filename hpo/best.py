@@ -22,9 +22,11 @@ from pathlib import Path
 from hpo.retrain import Fit, print_comparison, retrain_winner, staging_folder
 from hpo.storage import ExperimentStore, join_uri, newest_experiment, split_experiment
 from hpo.tracking import DEFAULT_STORE, REGISTERED_MODEL, check_store, log_retraining, resolve_store, tracking_of
+from mnist.calibration import calibrate_checkpoint
 from mnist.errors import UserError, run_cli
-from mnist.layout import (BEST, COMPARISON_JSON, COMPARISON_PNG, CONFUSION_MATRIX_PNG, ENSEMBLE_PT, METRICS_JSON,
+from mnist.layout import (HANDWRITING_SETS, BEST, COMPARISON_JSON, COMPARISON_PNG, CONFUSION_MATRIX_PNG, ENSEMBLE_PT, METRICS_JSON,
                           MISCLASSIFIED_PNG, MODEL_PT, RESULTS)
+from mnist.reading.calibrate import REAL_SET_RISK, SetCalibration
 
 # --mlflow given without a URI: the store the search was tracked in, else DEFAULT_STORE.
 SEARCH_STORE = "<the search's store>"
@@ -61,6 +63,12 @@ def main(argv: list[str] | None = None) -> int:
                              "same path on every node")
     parser.add_argument("--address", default=None,
                         help="Ray cluster for --workers > 1 (default: RAY_ADDRESS, else a local one)")
+    parser.add_argument("--calibration", choices=("sets", "validation"), default="sets",
+                        help="fit each model's temperature and 'not sure' threshold on MNIST validation and the tune "
+                             "halves of the real sets under --sets (default; mnist.reading.calibrate: sure answers "
+                             f"wrong at most {100 * REAL_SET_RISK:g}%% of the time on each), or on MNIST validation alone")
+    parser.add_argument("--sets", default=HANDWRITING_SETS,
+                        help=f"the real sets, written there when missing (default {HANDWRITING_SETS})")
     parser.add_argument("--mlflow", nargs="?", const=SEARCH_STORE, default=None, metavar="URI",
                         help="log the retraining and the comparison to MLflow and register the winner (as ONNX) "
                              f"as a version of the model {REGISTERED_MODEL!r} (default store: the search's own, "
@@ -93,8 +101,9 @@ def main(argv: list[str] | None = None) -> int:
         train_storage = (join_uri(store.location, BEST) if store.remote
                          else str(staging_folder(store.local).resolve()))
         fit = Fit(args.workers, int(args.gpus_per_worker), args.address, train_storage, args.shared_storage)
+        calibrate = SetCalibration(Path(args.sets)) if args.calibration == "sets" else calibrate_checkpoint
         summary = retrain_winner(store.local, args.select, args.seeds, args.epochs, args.full, args.baseline, fit,
-                                 args.resume)
+                                 args.resume, calibrate)
         version = mlflow_uri and log_retraining(mlflow_uri, store.local, store.name, summary)
         store.push(BEST)
     print_comparison(summary)

@@ -11,10 +11,11 @@ import shutil
 import statistics
 from pathlib import Path
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
+import torch
 
 from hpo.comparison import compare, describe
 from hpo.data_parallel import train_data_parallel
@@ -137,16 +138,22 @@ class Fit:
         return history, state
 
 
+# How a trained state is calibrated: (state, data, device) -> its calibration, or None. calibrate_checkpoint fits
+# it on the run's MNIST validation split; mnist.reading.calibrate.SetCalibration on the real sets' tune halves too.
+Calibrate = Callable[[dict[str, Any], MnistData, torch.device], "dict[str, Any] | None"]
+
+
 def train_and_test(config: dict[str, Any], data: MnistData, fit: Fit, label: str, run_name: str,
-                   checkpoint: Path) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
+                   checkpoint: Path, calibrate: Calibrate = calibrate_checkpoint
+                   ) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
     """(history, final state, test evaluation) of one seed's run of `config`."""
     print(f"{label}: training seed {config['seed']} for {config['epochs']} epochs", flush=True)
     history, state = fit(config, data, run_name, checkpoint)
     if history[-1]["diverged"]:
         raise UserError(f"{label} diverged (non-finite loss) with seed {config['seed']}")
     device = pick_device(config["device"])
-    # Calibrated on this run's own validation split (none with --full: then left uncalibrated).
-    state["calibration"] = calibrate_checkpoint(state, data, device)
+    # Calibrated before it is tested (calibrate_checkpoint: none with --full, then left uncalibrated).
+    state["calibration"] = calibrate(state, data, device)
     result = evaluate_model(model_from_checkpoint(state, device), data, device, state["calibration"])
     print(f"  test accuracy {result['test_accuracy']:.4f}", flush=True)
     return history, state, result
@@ -158,7 +165,7 @@ def spread(accuracies: list[float]) -> dict[str, float]:
 
 
 def retrain_winner(folder: Path, select: str, seeds: int, epochs: int | None, full: bool, baseline: bool,
-                   fit: Fit, resume: bool = False) -> dict[str, Any]:
+                   fit: Fit, resume: bool = False, calibrate: Calibrate = calibrate_checkpoint) -> dict[str, Any]:
     """Retrain the winner of the search in `folder` and the tutorial's setting, paired seed by seed;
     test each run once; write folder/best/ (and best/baseline/, best/comparison.json). With `resume`, the runs a
     stopped retraining left continue (finished ones are tested again, not trained again)."""
@@ -194,7 +201,7 @@ def retrain_winner(folder: Path, select: str, seeds: int, epochs: int | None, fu
             runs[name].append(train_and_test({**arm_config, "seed": seed}, data, fit,
                                              "winner" if name == "winner" else "the tutorial's setting",
                                              ("" if name == "winner" else "baseline/") + f"ray_train_seed{seed}",
-                                             out / RETRAIN_RUNS / f"{name}-seed{seed}.pt"))
+                                             out / RETRAIN_RUNS / f"{name}-seed{seed}.pt", calibrate))
     summary = {"selected_by": SELECTION_RULES[select], "trial": int(top["trial"]),
                "params": {key: config[key] for key in experiment["search_space"]}, "epochs": config["epochs"],
                "trained_on": "train+validation" if full else "train split", "seeds": seed_list,
@@ -210,7 +217,8 @@ def retrain_winner(folder: Path, select: str, seeds: int, epochs: int | None, fu
         plot_comparison(summary["comparison"], [run[0] for run in runs["winner"]],
                         [run[0] for run in runs["baseline"]], out / COMPARISON_PNG)
     if len(seed_list) > 1:  # what mnist.reading.predict and the page serve: the K seeds' models as one
-        ensemble, ensemble_result = ensemble_of([run[1] for run in runs["winner"]], config, seed_list, data)
+        ensemble, ensemble_result = ensemble_of([run[1] for run in runs["winner"]], config, seed_list, data,
+                                                calibrate)
         summary["ensemble"] = {"members": len(seed_list), "test_accuracy": ensemble_result["test_accuracy"],
                                **({"calibration": ensemble_result["calibration"]} if "calibration" in ensemble_result
                                   else {})}
@@ -229,13 +237,13 @@ def retrain_winner(folder: Path, select: str, seeds: int, epochs: int | None, fu
     return summary
 
 
-def ensemble_of(states: list[dict[str, Any]], config: dict[str, Any], seeds: list[int],
-                data: MnistData) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The winner's seeds as one Ensemble checkpoint, calibrated on the validation split, tested once."""
+def ensemble_of(states: list[dict[str, Any]], config: dict[str, Any], seeds: list[int], data: MnistData,
+                calibrate: Calibrate = calibrate_checkpoint) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The winner's seeds as one Ensemble checkpoint, calibrated as its members were, tested once."""
     state = {"model": ensemble_weights([state["model"] for state in states]), "members": len(states),
              "config": {**config, "seed": seeds[0]}, "seeds": seeds, **run_metadata()}
     device = pick_device(config["device"])
-    state["calibration"] = calibrate_checkpoint(state, data, device)
+    state["calibration"] = calibrate(state, data, device)
     return state, evaluate_model(model_from_checkpoint(state, device), data, device, state["calibration"])
 
 

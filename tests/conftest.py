@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from mnist.data import BUNDLED_DIR, MnistData, load_mnist
-from tests.helpers import ROOT, mlflow_store, run_script, write_csv
+from tests.helpers import ROOT, mlflow_store, run_script, small_sets, write_csv
 
 if os.environ.get("PYTEST_XDIST_WORKER"):  # two workers share the two cores: one thread each, not four
     torch.set_num_threads(1)
@@ -86,9 +86,13 @@ def smoke_search(tmp_path_factory: pytest.TempPathFactory,
 
 
 @pytest.fixture(scope="session")
-def smoke_best(smoke_search: tuple[Path, subprocess.CompletedProcess]) -> subprocess.CompletedProcess:
-    """best.py on the smoke search, logged to the search's MLflow store (the winner registered)."""
+def smoke_best(smoke_search: tuple[Path, subprocess.CompletedProcess],
+               tmp_path_factory: pytest.TempPathFactory) -> subprocess.CompletedProcess:
+    """best.py on the smoke search, logged to the search's MLflow store (the winner registered), each model
+    calibrated on small real sets too (tests.helpers.small_sets)."""
     folder, _ = smoke_search
-    result = run_script("best.py", ["--search", str(folder), "--epochs", "1", "--seeds", "2", "--mlflow"])
+    sets, _, _ = small_sets(tmp_path_factory.mktemp("real_sets"))
+    result = run_script("best.py", ["--search", str(folder), "--epochs", "1", "--seeds", "2", "--mlflow",
+                                    "--sets", str(sets)])
     assert result.returncode == 0, result.stderr[-3000:]
     return result

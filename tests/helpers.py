@@ -14,9 +14,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
+from sklearn.datasets import load_digits
 from mlflow.tracking import MlflowClient  # the tests read what hpo.tracking wrote as a user would
 
 from mnist.errors import run_cli
+from mnist.reading.drawings import drawing
+from mnist.reading.handwriting import scan_photo, write_labels
+from mnist.reading.notebook import notebook_photo
 
 ROOT = Path(__file__).resolve().parent.parent
 # pytest-xdist groups (pyproject runs the suite on 2 workers, --dist loadgroup): the tests of a group run on one
@@ -152,3 +157,26 @@ def overlapping_trials(history: pd.DataFrame) -> list[tuple[int, int]]:
     trials = sorted(spans)
     return [(a, b) for i, a in enumerate(trials) for b in trials[i + 1:]
             if spans[a][0] + 1 < spans[b][1] and spans[b][0] + 1 < spans[a][1]]
+
+
+def small_sets(tmp_path: Path) -> tuple[Path, Path, np.ndarray]:
+    """Scans, notebook and drawings sets of a few images in each half (the canvas set is the committed one): the sets
+    folder, the scans' report half (20 scans and a blank page, labelled 3) and those 20 scans' labels."""
+    sets, digits, rng = tmp_path / "sets", load_digits(), np.random.default_rng(0)
+    for offset, split in ((0, "tune"), (20, "report")):
+        scans, notebook = sets / "scans" / split, sets / "notebook" / split
+        scans.mkdir(parents=True)
+        notebook.mkdir(parents=True)
+        write_labels(scans, {**{f"s{i}.jpg": int(digits.target[offset + i]) for i in range(20)}, "blank.png": 3})
+        for i in range(20):
+            scan_photo(digits.images[offset + i], rng).save(scans / f"s{i}.jpg", quality=95)
+        Image.new("L", (100, 100), 255).save(scans / "blank.png")  # no digit: refused, a miss
+        write_labels(notebook, {f"n{i}.jpg": i for i in range(10)})
+        for i in range(10):
+            notebook_photo(i, rng)[0].save(notebook / f"n{i}.jpg")
+        drawings = sets / "drawings" / split
+        drawings.mkdir(parents=True)
+        write_labels(drawings, {f"d{i}.png": i for i in range(10)})
+        for i in range(10):
+            drawing(i, rng).save(drawings / f"d{i}.png")
+    return sets, sets / "scans" / "report", digits.target[20:40]

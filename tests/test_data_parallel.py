@@ -33,7 +33,7 @@ def test_two_workers_match_one_process(tmp_path: Path) -> None:
     for workers in (1, 2):
         folder = finished_search(tmp_path / f"workers{workers}")
         result = run_script("best.py", ["--search", str(folder), "--workers", str(workers), "--no-baseline",
-                                        "--seeds", "1"],
+                                        "--seeds", "1", "--calibration", "validation"],
                             timeout=400)
         assert result.returncode == 0, result.stderr[-3000:]
         metrics = json.loads((folder / "best" / "metrics.json").read_text())

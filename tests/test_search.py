@@ -150,7 +150,7 @@ def test_a_stopped_retraining_continues_with_resume_exactly(
     stopped, straight = tmp_path / "stopped", tmp_path / "straight"
     for copy in (stopped, straight):
         shutil.copytree(source, copy, ignore=shutil.ignore_patterns("best", ".best*", "*.lock"))
-    flags = ["--epochs", "2", "--seeds", "1", "--no-baseline"]
+    flags = ["--epochs", "2", "--seeds", "1", "--no-baseline", "--calibration", "validation"]
     run = stopped / ".best.staging" / "runs" / "winner-seed0.pt"
     process = subprocess.Popen([sys.executable, str(ROOT / "hpo" / "best.py"), "--search", str(stopped), *flags],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -216,6 +216,13 @@ def test_best_retrains_and_compares_with_the_tutorials_setting(
     assert search["ensemble"]["test_accuracy"] == evaluate_model(model, mnist_data, torch.device("cpu"))["test_accuracy"]
     assert f"test accuracy {search['ensemble']['test_accuracy']:.4f}" in result.stdout
     assert default_checkpoint(folder.parent) == folder / "best" / "ensemble.pt"
+    # Every model calibrated on MNIST validation and the real sets' tune halves, and saying so (--calibration sets).
+    for state in (ensemble, single):
+        fitted_on = state["calibration"]["fitted_on"]
+        assert set(fitted_on) == {"mnist validation", "scans tune", "notebook tune", "drawings tune", "canvas tune"}
+        assert fitted_on["scans tune"] == 20 and state["calibration"]["unsure_below"] == max(
+            state["calibration"]["thresholds"].values())
+    assert metrics["calibration"]["fitted_on"] == single["calibration"]["fitted_on"]
 
 
 def test_gpus_asked_where_there_are_none_fails_fast(tmp_path: Path, smoke_flags: list[str]) -> None:

@@ -103,7 +103,7 @@ def test_search_resume_and_best_on_an_s3_storage(tmp_path: Path, s3_bucket: tupl
     # best.py from the URI alone, with a mirror that does not exist yet: it pulls what it needs. On 2
     # data-parallel workers, so rank 0 writes its Ray Train checkpoints to the bucket too.
     best = run_script("best.py", ["--search", f"{storage}/s3smoke", "--epochs", "1", "--no-baseline", "--seeds", "1",
-                                  "--workers", "2", "--local-dir", str(tmp_path / "elsewhere")], env=env)
+                                  "--calibration", "validation", "--workers", "2", "--local-dir", str(tmp_path / "elsewhere")], env=env)
     assert best.returncode == 0, best.stderr[-3000:]
     files = bucket_files(s3, "searches/mnist/s3smoke")
     assert "best/model.pt" in files and "best/metrics.json" in files

@@ -9,44 +9,59 @@ wrong 1-8% of the time there. Here the temperature minimises the negative log-li
 images, each set weighing as much as MNIST's validation split however many images it has; the
 threshold is the lowest at which the sure answers of every set are wrong at most --risk of the time
 (MNIST validation: at most mnist.calibration.TARGET_RISK). Images a set's preprocessing refuses take no
-part. The checkpoint is rewritten (atomically) with the new calibration and what it was fitted on
+part; a checkpoint trained on every training image (no validation split) is fitted on the real sets alone.
+hpo/best.py calibrates every model it retrains this way (its --calibration). Here the checkpoint is rewritten (atomically) with the new calibration and what it was fitted on
 ("fitted_on": images per set); the report halves stay for the field report to judge it.
 """
 from __future__ import annotations
 
 import argparse
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from scipy.special import softmax
 
 from mnist.calibration import TARGET_RISK, expected_calibration_error, fit_temperature, unsure_threshold, \
     validation_logits
 from mnist.checkpoint import load_checkpoint, save_checkpoint
-from mnist.data import load_mnist
+from mnist.data import MnistData, device_images, load_mnist
 from mnist.device import pick_device
 from mnist.errors import UserError, run_cli
 from mnist.layout import HANDWRITING_SETS
-from mnist.reading.predict import Predictor
+from mnist.model import model_from_checkpoint, predict_logits
 from mnist.reading.preprocess import Steps
-from mnist.reading.sets import read_set, set_folders
+from mnist.reading.sets import ReadSet, read_set, set_folders
 
 # Sure answers on each real set's tune half wrong at most this often: the 1% people's digits are held to.
 REAL_SET_RISK = 0.01
 MNIST_VALIDATION = "mnist validation"
 
 
-def real_set_logits(checkpoint: Path, sets: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """The model's logits and the labels of every real set's tune half (the images it reads)."""
-    predictor = Predictor(checkpoint)
-    logits = {}
-    for name, folder in set_folders(sets).items():
-        images = read_set(folder / "tune", Steps())
-        if images.digits:
-            values = predictor.logits(np.stack(images.digits), 512).cpu().numpy().astype(np.float64)
-            logits[f"{name} tune"] = (values, images.truth[images.read])
-    return logits
+class SetCalibration:
+    """Calibrates a trained state (see the module's docstring) on its MNIST validation split and the tune halves
+    of the real sets under `sets` (written there when missing); the halves are read once, when the first state
+    comes (a command refused before it trains pays nothing)."""
+
+    def __init__(self, sets: Path, risk: float = REAL_SET_RISK) -> None:
+        self.sets, self.risk = sets, risk
+
+    @cached_property
+    def halves(self) -> dict[str, ReadSet]:
+        return {f"{name} tune": read_set(folder / "tune", Steps()) for name, folder in set_folders(self.sets).items()}
+
+    def __call__(self, state: dict[str, Any], data: MnistData, device: torch.device) -> dict[str, Any]:
+        validation = validation_logits(state, data, device)
+        logits = {} if validation is None else {MNIST_VALIDATION: validation}
+        model = model_from_checkpoint(state, device)
+        for name, half in self.halves.items():
+            if half.digits:
+                values = predict_logits(model, device_images(np.stack(half.digits), device), batch_size=512)
+                logits[name] = (values.cpu().numpy().astype(np.float64), half.truth[half.read])
+        risks = {name: TARGET_RISK if name == MNIST_VALIDATION else self.risk for name in logits}
+        return calibrate_on(logits, risks)
 
 
 def calibrate_on(logits: dict[str, tuple[np.ndarray, np.ndarray]], risks: dict[str, float]) -> dict[str, Any]:
@@ -68,15 +83,20 @@ def calibrate_on(logits: dict[str, tuple[np.ndarray, np.ndarray]], risks: dict[s
 def calibrate_checkpoint_on_sets(checkpoint: Path, sets: Path, risk: float) -> dict[str, Any]:
     """Fit the calibration (see the module's docstring) and write it into `checkpoint`."""
     state = load_checkpoint(checkpoint)
-    validation = validation_logits(state, load_mnist(state["config"].get("data")), pick_device("auto"))
-    if validation is None:
-        raise UserError(f"{checkpoint}: trained on every training image (val_fraction 0): no validation split to "
-                        "calibrate on beside the real sets")
-    logits = {MNIST_VALIDATION: validation, **real_set_logits(checkpoint, sets)}
-    risks = {name: TARGET_RISK if name == MNIST_VALIDATION else risk for name in logits}
-    calibration = calibrate_on(logits, risks)
+    calibration = SetCalibration(sets, risk)(state, load_mnist(state["config"].get("data")), pick_device("auto"))
     save_checkpoint({**state, "calibration": calibration}, checkpoint)
     return calibration
+
+
+def describe(calibration: dict[str, Any]) -> list[str]:
+    """What a set calibration holds, a line for its whole and one for each set it was fitted on."""
+    lines = [f"temperature {calibration['temperature']:.3f}, not sure below {calibration['unsure_below']:.3f}, "
+             "fitted on " + ", ".join(f"{name} ({count})" for name, count in calibration["fitted_on"].items())]
+    for name, threshold in calibration["thresholds"].items():
+        before, after = calibration["ece_before_after"][name]
+        lines.append(f"  {name}: its own threshold {threshold:.3f} (sure answers wrong at most "
+                     f"{calibration['target_risk'][name]:.1%}); expected calibration error {before:.4f} -> {after:.4f}")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,14 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     checkpoint = Path(args.checkpoint)
     if not checkpoint.is_file():
         raise UserError(f"{checkpoint}: no such checkpoint file")
-    calibration = calibrate_checkpoint_on_sets(checkpoint, Path(args.sets), args.risk)
-    print(f"{checkpoint}: temperature {calibration['temperature']:.3f}, not sure below "
-          f"{calibration['unsure_below']:.3f}, fitted on " + ", ".join(f"{name} ({count})" for name, count
-                                                                        in calibration["fitted_on"].items()))
-    for name, threshold in calibration["thresholds"].items():
-        before, after = calibration["ece_before_after"][name]
-        print(f"  {name}: its own threshold {threshold:.3f} (sure answers wrong at most "
-              f"{calibration['target_risk'][name]:.1%}); expected calibration error {before:.4f} -> {after:.4f}")
+    lines = describe(calibrate_checkpoint_on_sets(checkpoint, Path(args.sets), args.risk))
+    print(f"{checkpoint}: " + "\n".join(lines))
     return 0
 
 
