@@ -14,6 +14,7 @@ from hpo.search import main as search_main
 from mnist.errors import run_cli
 from mnist.reading.predict import Predictor
 from mnist.reading import serve
+from mnist.checkpoint import load_checkpoint, save_checkpoint
 from mnist.reading.serve import LARGE_IMAGE_PIXELS, MAX_UPLOAD_MB, create_app
 from mnist.reading.serve import main as serve_main
 
@@ -36,9 +37,18 @@ def post(client, data: bytes, name: str = "drawing.png"):
     return client.post("/predict", data={"image": (io.BytesIO(data), name)}, content_type="multipart/form-data")
 
 
-def test_the_page_names_its_model(client, tiny_run: Path) -> None:
+def test_the_page_names_its_model_and_says_what_it_is(client, tiny_run: Path, tmp_path: Path) -> None:
     page = client.get("/").get_data(as_text=True)
     assert str(tiny_run / "best.pt") in page and '<canvas id="pad"' in page
+    assert "one model; &#39;not sure&#39; below" in page and "fitted on mnist validation" in page
+    # An ensemble calibrated on the real sets says so, and why it is the one served.
+    state = load_checkpoint(tiny_run / "best.pt")
+    weights = {f"members.{index}.{name}": value for index in range(2) for name, value in state["model"].items()}
+    calibration = {**state["calibration"], "fitted_on": {"mnist validation": 400, "notebook tune": 500}}
+    save_checkpoint({**state, "model": weights, "members": 2, "calibration": calibration}, tmp_path / "ensemble.pt")
+    page = create_app(Predictor(tmp_path / "ensemble.pt"), tmp_path / "ensemble.pt").test_client().get("/")
+    text = page.get_data(as_text=True)
+    assert "2 seeds as one ensemble, served by default" in text and "fitted on mnist validation, notebook tune" in text
 
 
 def test_an_answer_holds_the_digit_its_top_three_and_the_image_seen(client) -> None:

@@ -104,11 +104,13 @@ class Predictor:
         self.exported = ExportedModel(Path(checkpoint)) if format_of(Path(checkpoint)) else None
         if self.exported is not None:
             self.temperature, self.unsure_below = self.exported.temperature, self.exported.unsure_below
+            self.description = f"an exported model; not sure below {self.unsure_below:.3f}"
         else:
             state = load_checkpoint(checkpoint)  # its calibration checked there
             self.model = model_from_checkpoint(state, self.device)
             calibration = state.get("calibration") or {"temperature": 1.0, "unsure_below": 0.0}
             self.temperature, self.unsure_below = calibration["temperature"], calibration["unsure_below"]
+            self.description = describe_model(state)
 
     def logits(self, digits: np.ndarray, batch_size: int) -> torch.Tensor:
         if self.exported is not None:
@@ -119,6 +121,21 @@ class Predictor:
         logits = self.logits(np.stack(digits), batch_size) / self.temperature
         probabilities = torch.softmax(logits, dim=1).cpu().numpy()
         return Prediction(probabilities.argmax(axis=1), probabilities, probabilities.max(axis=1) < self.unsure_below)
+
+
+def describe_model(state: dict) -> str:
+    """What a checkpoint is and why it is served, in a line: predict prints it, the draw page shows it."""
+    calibration = state.get("calibration")
+    if state.get("members", 1) > 1:
+        what = (f"the winner's {state['members']} seeds as one ensemble, served by default: measured by the field "
+                "report, it reads MNIST's test images and every real set at least as well as one model (docs/reading.md)")
+    else:
+        what = "one model"
+    if not calibration:
+        return f"{what}; uncalibrated, never 'not sure'"
+    fitted_on = calibration.get("fitted_on")
+    fitted_on = ", ".join(map(str, fitted_on)) if isinstance(fitted_on, dict) and fitted_on else "mnist validation"
+    return f"{what}; 'not sure' below {calibration['unsure_below']:.3f}, fitted on {fitted_on}"
 
 
 def default_checkpoint(results: Path = Path(RESULTS)) -> Path:
@@ -261,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         files, truth = labelled(files, Path(args.labels))
     checkpoint = Path(args.checkpoint) if args.checkpoint else default_checkpoint()
     predictor = Predictor(checkpoint, args.device)  # a bad checkpoint stops here, before any image is read
-    print(f"checkpoint: {checkpoint}", file=sys.stderr)
+    print(f"checkpoint: {checkpoint} ({predictor.description})", file=sys.stderr)
     loaded, read, failures = [], [], 0
     for index, path in enumerate(files):
         try:

@@ -84,7 +84,8 @@ def create_app(predictor: Predictor, checkpoint: Path) -> Flask:
 
     @app.get("/")
     def page() -> str:
-        return render_template("draw.html", checkpoint=str(checkpoint), max_upload_mb=MAX_UPLOAD_MB)
+        return render_template("draw.html", checkpoint=str(checkpoint), served_why=predictor.description,
+                               max_upload_mb=MAX_UPLOAD_MB)
 
     @app.post("/predict")
     def predict() -> tuple:
