@@ -115,6 +115,13 @@ def test_a_line_under_the_digit_is_taken_out_and_a_base_is_kept() -> None:
     assert overlap(preprocess(two), preprocess(two, Steps(lines=False))) >= 0.9
 
 
+def test_a_line_under_a_digit_as_wide_as_itself_is_taken_out() -> None:
+    """Under a 7 whose bar is as wide as the line: it does not reach past the 7, but lies wholly below it."""
+    underlined = photo(digit_strokes("7", 130, 70, 150) + [[(145, 238), (265, 240)]])
+    assert overlap(preprocess(underlined), ALONE["7"]) >= 0.75
+    assert overlap(preprocess(underlined, Steps(lines=False)), ALONE["7"]) < 0.6
+
+
 def test_the_edge_of_a_neighbouring_digit_is_not_the_digit() -> None:
     neighbour = digit_strokes("0", 300, 60, 170)  # mostly beyond the right edge: its left arc shows
     seen = photo(digit_strokes("7", 100, 70, 150) + neighbour)

@@ -318,13 +318,14 @@ def first_line(view: np.ndarray, cover: float) -> np.ndarray | None:
 
 
 UNDERLINE_COVER = 0.85  # an underline runs along the digit's whole width...
-UNDERLINE_BEYOND = 0.12  # ...and beyond the rest of the digit on both sides by 12% of its length (a 2's base does not)
+UNDERLINE_BEYOND = 0.12  # ...and beyond the rest of the digit on both sides by 12% of its length (a 2's base does
+# not), or wholly below it with a gap (under a digit as wide as itself)
 
 
 def remove_underline(ink: np.ndarray) -> np.ndarray:
-    """A line drawn under the digit taken out: the line the digit's box shows from below (first_line), apart
-    from the digit's strokes (joined to them only as a broken stroke is, within JOIN_GAP) and reaching past
-    them on both sides; a 2's or a 1's base, drawn on from the stroke above it, stays."""
+    """A line drawn under the digit taken out: the line the digit's box shows from below (first_line), apart from
+    the digit's strokes (joined to them only as a broken stroke is) and reaching past them on both sides, or
+    wholly below them (under a 7 as wide as itself); a 2's or a 1's base, drawn on from its stroke, stays."""
     rows, columns = np.nonzero(ink)
     if rows.size == 0:
         return ink
@@ -337,15 +338,24 @@ def remove_underline(ink: np.ndarray) -> np.ndarray:
         return ink
     line = np.rot90(line, -2)
     rest = np.flatnonzero((box & ~line).any(axis=0))
-    beyond = UNDERLINE_BEYOND * box.shape[1]
-    if rest.size == 0 or rest.min() < beyond or rest.max() >= box.shape[1] - beyond:
+    if rest.size == 0:
         return ink
+    beyond = UNDERLINE_BEYOND * box.shape[1]
+    past_both_sides = rest.min() >= beyond and rest.max() < box.shape[1] - beyond
     pieces, _ = ndimage.label(box, structure=np.ones((3, 3)))
-    if np.intersect1d(pieces[line], pieces[box & ~line]).size:  # one stroke with the digit: a base, a 2's or a Z-7's
+    apart = not np.intersect1d(pieces[line], pieces[box & ~line]).size  # not one stroke with a 2's or a Z-7's base
+    if not (apart and (past_both_sides or below_with_a_gap(line, box & ~line))):
         return ink
     cleared = ink.copy()
     cleared[top:bottom, left:right][line] = 0.0
     return cleared
+
+
+def below_with_a_gap(line: np.ndarray, rest: np.ndarray) -> bool:
+    """Whether `line` lies wholly below `rest`, an empty row between them: an underline under a digit as wide as
+    itself (a 7's bar, a 3's top), never the base a 2's stroke comes down to (their rows overlap)."""
+    line_rows, rest_rows = np.flatnonzero(line.any(axis=1)), np.flatnonzero(rest.any(axis=1))
+    return bool(line_rows.size and rest_rows.size and line_rows.min() > rest_rows.max() + 1)
 
 
 def run_length(column: np.ndarray) -> int:
