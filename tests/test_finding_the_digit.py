@@ -9,7 +9,7 @@ from PIL import Image, ImageDraw
 from scipy import ndimage
 
 from mnist.reading.notebook import SUPER, draw_strokes, hand_box
-from mnist.reading.preprocess import ImageError, Steps, light_page, preprocess
+from mnist.reading.preprocess import ImageError, Steps, first_line, light_page, preprocess
 
 PAPER, INK = 232, 35
 
@@ -93,6 +93,19 @@ def test_a_box_touching_the_digit_is_taken_out(kind: str) -> None:
     boxed = photo(digit_strokes(kind, 130, 70, 150) + box)
     assert overlap(preprocess(boxed), ALONE[kind]) >= 0.7
     assert overlap(preprocess(boxed, Steps(lines=False)), ALONE[kind]) < 0.5
+
+
+def test_a_side_with_a_digits_bar_running_along_most_of_it_is_still_a_side() -> None:
+    """A box 45 px tall whose 3-px top side has a 5's bar against it along 60% of its length: runs of 12 px there,
+    past a side's thinness (15% of the box), yet the side is found by its own thickness, and only twice that is
+    taken where the bar runs along it."""
+    view = np.zeros((45, 30), bool)
+    view[:3, :] = True  # the side
+    view[3:12, 6:24] = True  # the bar against it: 60% of the columns
+    view[20:40, 10:13] = True  # more of the digit, inside
+    side = first_line(view, 0.75)
+    assert side is not None and side[:3].all()
+    assert side[:, 6:24].sum(axis=0).max() <= 6 and not side[20:].any()
 
 
 @pytest.mark.parametrize("width", [18, 40])

@@ -271,6 +271,9 @@ BOX_ZONE = 0.18  # a side of a box lies within 18% of its box's height (width) o
 BOX_COVER = 0.75  # ...and is the first ink seen from that edge along 75% of it at least (a ballpoint skips)...
 BOX_THIN = 0.15  # ...and is a line: at most 15% of the box across (a thick 1 or a blocky 0 is seen as sides too)
 BOX_INSIDE = 0.15  # the digit inside holds at least 15% as much ink as the box (an empty box is not read)
+# A side's thickness: the 25th percentile of its runs of ink, not the median, since where a digit touches its box
+# (a 5's bar under the top side) the run goes on into the digit, along a third of the side or more.
+SIDE_RUN_PERCENTILE = 25
 
 
 def box_sides(piece: np.ndarray, ink: np.ndarray) -> np.ndarray | None:
@@ -308,7 +311,7 @@ def first_line(view: np.ndarray, cover: float) -> np.ndarray | None:
     if near.mean() < cover:
         return None
     runs = np.array([run_length(view[first[column]:, column]) for column in range(view.shape[1])])
-    usual = float(np.median(runs[near]))
+    usual = float(np.percentile(runs[near], SIDE_RUN_PERCENTILE))
     if usual > BOX_THIN * view.shape[0]:
         return None
     taken = np.zeros_like(view)
