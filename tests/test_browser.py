@@ -178,7 +178,8 @@ def test_the_live_dashboard_shows_the_running_search_and_ctrl_c_stops_both(
             text = browser.find_element(By.TAG_NAME, "body").text
             if "Running" in text and "Intermediate Values\n1 " in text and "setting tutorial" in text:
                 return True
-            browser.refresh()
+            if "live (id=1)" in text:  # the page has its data, from before the first epoch: load it again
+                browser.refresh()  # (while it shows "Study #1", its data are still on the way: a reload would lose them)
             return False
         wait_for(browser, live, "a running trial with its first epoch's val_acc, labelled the tutorial's")
     finally:
