@@ -50,6 +50,8 @@ class SetCalibration:
 
     @cached_property
     def halves(self) -> dict[str, ReadSet]:
+        print(f"calibrating on MNIST validation and the real sets' tune halves ({self.sets}; written there when "
+              "missing, about a minute)", flush=True)
         return {f"{name} tune": read_set(folder / "tune", Steps()) for name, folder in set_folders(self.sets).items()}
 
     def __call__(self, state: dict[str, Any], data: MnistData, device: torch.device) -> dict[str, Any]:
