@@ -1,27 +1,11 @@
-"""The drawings set of our own: seeded, labelled, split in halves, as varied in pen, size and place as it says."""
+"""The drawings set of our own: as varied in pen, size and place as it says (seeded and split: test_notebook.py)."""
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from mnist.reading.drawings import PAD, drawing, write_drawings_set
-from mnist.reading.handwriting import read_labels
+from mnist.reading.drawings import PAD, drawing
 from mnist.reading.preprocess import to_grayscale
-
-
-def test_the_set_is_seeded_labelled_and_split_in_halves(tmp_path: Path) -> None:
-    counts = write_drawings_set(tmp_path / "a", per_digit=4, seed=3)
-    write_drawings_set(tmp_path / "b", per_digit=4, seed=3)
-    assert counts == {"tune": 20, "report": 20}
-    for half in ("tune", "report"):
-        labels = read_labels(tmp_path / "a" / half / "labels.csv")
-        for file in labels:  # the same seed, the same drawings
-            assert (tmp_path / "a" / half / file).read_bytes() == (tmp_path / "b" / half / file).read_bytes()
-    tune, report = (read_labels(tmp_path / "a" / half / "labels.csv") for half in ("tune", "report"))
-    assert not set(tune) & set(report)
-    assert np.bincount([*tune.values(), *report.values()], minlength=10).tolist() == [4] * 10
 
 
 def ink_box(image: Image.Image) -> tuple[float, float, float]:

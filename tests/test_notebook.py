@@ -1,17 +1,21 @@
-"""The notebook-photo set of our own: seeded, labelled, split in halves, and showing every case it is meant to."""
+"""The notebook-photo set of our own (and the drawings set): seeded, labelled, split in halves, and showing every
+case it is meant to."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+import pytest
 
+from mnist.reading.drawings import write_drawings_set
 from mnist.reading.handwriting import read_labels
 from mnist.reading.notebook import PAPERS, notebook_photo, write_notebook_set
 
 
-def test_the_set_is_seeded_labelled_and_split_in_halves(tmp_path: Path) -> None:
-    counts = write_notebook_set(tmp_path / "a", per_digit=4, seed=3)
-    write_notebook_set(tmp_path / "b", per_digit=4, seed=3)
+@pytest.mark.parametrize("write", [write_notebook_set, write_drawings_set], ids=["notebook", "drawings"])
+def test_the_set_is_seeded_labelled_and_split_in_halves(tmp_path: Path, write) -> None:
+    counts = write(tmp_path / "a", per_digit=4, seed=3)
+    write(tmp_path / "b", per_digit=4, seed=3)
     assert counts == {"tune": 20, "report": 20}
     for half in ("tune", "report"):
         labels = read_labels(tmp_path / "a" / half / "labels.csv")

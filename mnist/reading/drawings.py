@@ -10,15 +10,13 @@ as `tune/` and `report/` halves with labels.csv, like the other sets (mnist.read
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from mnist.errors import UserError, run_cli
-from mnist.layout import HANDWRITING_SETS
-from mnist.reading.handwriting import DIGIT_STYLES, SPLITS, placed, split_names, write_labels
+from mnist.errors import run_cli
+from mnist.reading.handwriting import DIGIT_STYLES, drawn_set_main, placed, write_drawn_set
 from mnist.reading.notebook import SUPER, draw_strokes
 
 PAD = 280  # the draw page's canvas, px
@@ -52,33 +50,8 @@ def drawing(digit: int, rng: np.random.Generator) -> Image.Image:
 
 def write_drawings_set(out: Path, per_digit: int = 100, seed: int = 0) -> dict[str, int]:
     """`per_digit` drawings of each digit in out/tune and out/report (seeded, half each); returns the counts."""
-    rng = np.random.default_rng(seed)
-    digits = np.repeat(np.arange(10), per_digit)
-    split = split_names(len(digits), seed)
-    labels: dict[str, dict[str, int]] = {name: {} for name in SPLITS}
-    for index, digit in enumerate(digits):
-        name = SPLITS[split[index]]
-        file = f"drawing_{index:04d}.png"
-        (out / name).mkdir(parents=True, exist_ok=True)
-        drawing(int(digit), rng).save(out / name / file, format="PNG")
-        labels[name][file] = int(digit)
-    for name in SPLITS:
-        write_labels(out / name, labels[name])
-    return {name: len(labels[name]) for name in SPLITS}
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default=f"{HANDWRITING_SETS}/drawings", help=f"folder (default {HANDWRITING_SETS}/drawings)")
-    parser.add_argument("--per-digit", type=int, default=100, help="drawings of each digit (default 100)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed of everything drawn (default 0)")
-    args = parser.parse_args(argv)
-    if args.per_digit < 2:
-        raise UserError(f"--per-digit must be >= 2 (a tune and a report half), got {args.per_digit}")
-    counts = write_drawings_set(Path(args.out), args.per_digit, args.seed)
-    print(f"wrote {args.out}: " + ", ".join(f"{name} {count}" for name, count in counts.items()))
-    return 0
+    return write_drawn_set(out, drawing, "drawing", "PNG", per_digit, seed)
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    run_cli(lambda argv: drawn_set_main(argv, __doc__, "drawings", write_drawings_set))

@@ -18,6 +18,7 @@ import argparse
 import csv
 import io
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -59,6 +60,41 @@ def read_labels(path: Path) -> dict[str, int]:
 
 def write_labels(folder: Path, labels: dict[str, int]) -> None:
     write_text_atomic(folder / LABELS_FILE, "file,label\n" + "".join(f"{f},{d}\n" for f, d in labels.items()))
+
+
+def write_drawn_set(out: Path, draw: Callable[[int, np.random.Generator], Image.Image], prefix: str, image_format: str,
+                    per_digit: int, seed: int) -> dict[str, int]:
+    """`per_digit` images of each digit, made by `draw(digit, rng)` from one seeded generator, written as
+    out/tune and out/report halves (seeded) with their labels; returns the counts. The notebook and drawings sets."""
+    rng = np.random.default_rng(seed)
+    digits = np.repeat(np.arange(10), per_digit)
+    split = split_names(len(digits), seed)
+    labels: dict[str, dict[str, int]] = {name: {} for name in SPLITS}
+    extension = {"JPEG": "jpg", "PNG": "png"}[image_format]
+    for index, digit in enumerate(digits):
+        name = SPLITS[split[index]]
+        file = f"{prefix}_{index:04d}.{extension}"
+        (out / name).mkdir(parents=True, exist_ok=True)
+        draw(int(digit), rng).save(out / name / file, format=image_format, **({"quality": 95} if extension == "jpg" else {}))
+        labels[name][file] = int(digit)
+    for name in SPLITS:
+        write_labels(out / name, labels[name])
+    return {name: len(labels[name]) for name in SPLITS}
+
+
+def drawn_set_main(argv: list[str] | None, description: str, name: str,
+                   write: Callable[[Path, int, int], dict[str, int]]) -> int:
+    """The command line of a drawn set's maker: --out (default under HANDWRITING_SETS), --per-digit, --seed."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=f"{HANDWRITING_SETS}/{name}", help=f"folder (default {HANDWRITING_SETS}/{name})")
+    parser.add_argument("--per-digit", type=int, default=100, help="images of each digit (default 100)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed of everything drawn (default 0)")
+    args = parser.parse_args(argv)
+    if args.per_digit < 2:
+        raise UserError(f"--per-digit must be >= 2 (a tune and a report half), got {args.per_digit}")
+    counts = write(Path(args.out), args.per_digit, args.seed)
+    print(f"wrote {args.out}: " + ", ".join(f"{half} {count}" for half, count in counts.items()))
+    return 0
 
 
 def split_names(count: int, seed: int) -> np.ndarray:

@@ -11,16 +11,14 @@ underline; uneven and sometimes dim light, a shadow, perspective, blur, sensor n
 """
 from __future__ import annotations
 
-import argparse
 import io
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from mnist.errors import UserError, run_cli
-from mnist.layout import HANDWRITING_SETS
-from mnist.reading.handwriting import DIGIT_STYLES, SPLITS, placed, split_names, write_labels
+from mnist.errors import run_cli
+from mnist.reading.handwriting import DIGIT_STYLES, drawn_set_main, placed, write_drawn_set
 
 Strokes = list[list[tuple[float, float]]]
 SUPER = 3  # drawn at 3x and scaled down: anti-aliased strokes
@@ -183,34 +181,8 @@ def perspective(image: Image.Image, rng: np.random.Generator) -> Image.Image:
 
 def write_notebook_set(out: Path, per_digit: int = 100, seed: int = 0) -> dict[str, int]:
     """`per_digit` photos of each digit in out/tune and out/report (seeded, half each); returns the counts."""
-    rng = np.random.default_rng(seed)
-    digits = np.repeat(np.arange(10), per_digit)
-    split = split_names(len(digits), seed)
-    labels: dict[str, dict[str, int]] = {name: {} for name in SPLITS}
-    for index, digit in enumerate(digits):
-        name = SPLITS[split[index]]
-        file = f"notebook_{index:04d}.jpg"
-        (out / name).mkdir(parents=True, exist_ok=True)
-        photo, _ = notebook_photo(int(digit), rng)
-        photo.save(out / name / file, format="JPEG", quality=95)
-        labels[name][file] = int(digit)
-    for name in SPLITS:
-        write_labels(out / name, labels[name])
-    return {name: len(labels[name]) for name in SPLITS}
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default=f"{HANDWRITING_SETS}/notebook", help=f"folder (default {HANDWRITING_SETS}/notebook)")
-    parser.add_argument("--per-digit", type=int, default=100, help="photos of each digit (default 100)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed of everything drawn (default 0)")
-    args = parser.parse_args(argv)
-    if args.per_digit < 2:
-        raise UserError(f"--per-digit must be >= 2 (a tune and a report half), got {args.per_digit}")
-    counts = write_notebook_set(Path(args.out), args.per_digit, args.seed)
-    print(f"wrote {args.out}: " + ", ".join(f"{name} {count}" for name, count in counts.items()))
-    return 0
+    return write_drawn_set(out, lambda digit, rng: notebook_photo(digit, rng)[0], "notebook", "JPEG", per_digit, seed)
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    run_cli(lambda argv: drawn_set_main(argv, __doc__, "notebook", write_notebook_set))
