@@ -24,8 +24,8 @@ from hpo.storage import ExperimentStore, join_uri, newest_experiment, split_expe
 from hpo.tracking import DEFAULT_STORE, REGISTERED_MODEL, check_store, log_retraining, resolve_store, tracking_of
 from mnist.calibration import calibrate_checkpoint
 from mnist.errors import UserError, run_cli
-from mnist.layout import (HANDWRITING_SETS, BEST, COMPARISON_JSON, COMPARISON_PNG, CONFUSION_MATRIX_PNG, ENSEMBLE_PT, METRICS_JSON,
-                          MISCLASSIFIED_PNG, MODEL_PT, RESULTS)
+from mnist.layout import (BEST, COMPARISON_JSON, COMPARISON_PNG, CONFUSION_MATRIX_PNG, ENSEMBLE_PT, HANDWRITING_SETS,
+                          METRICS_JSON, MISCLASSIFIED_PNG, MODEL_PT, RESULTS)
 from mnist.reading.calibrate import REAL_SET_RISK, SetCalibration
 
 # --mlflow given without a URI: the store the search was tracked in, else DEFAULT_STORE.

@@ -272,7 +272,7 @@ BOX_COVER = 0.75  # ...and is the first ink seen from that edge along 75% of it 
 BOX_THIN = 0.15  # ...and is a line: at most 15% of the box across (a thick 1 or a blocky 0 is seen as sides too)
 BOX_INSIDE = 0.15  # the digit inside holds at least 15% as much ink as the box (an empty box is not read)
 # A side's thickness: the 25th percentile of its runs of ink, not the median, since where a digit touches its box
-# (a 5's bar under the top side) the run goes on into the digit, along a third of the side or more.
+# (a 5's bar under the top side) the run goes on into the digit, along up to three quarters of the side.
 SIDE_RUN_PERCENTILE = 25
 
 
@@ -445,21 +445,23 @@ def with_broken_strokes(labels: np.ndarray, chosen: int) -> list[int]:
     keep = [chosen]
     boxes = ndimage.find_objects(labels)
     mass = ndimage.sum_labels(labels > 0, labels, index=np.arange(1, len(boxes) + 1))
-    while True:
+    others = [index for index, box in enumerate(boxes, 1) if box is not None and index != chosen
+              and mass[index - 1] >= SPECK_SHARE * mass[chosen - 1] and not touches_edge(box, labels.shape)]
+    while others:
         digit = np.isin(labels, keep)
         rows, columns = np.nonzero(digit)
         reach = NEAR_SHARE * max(np.ptp(rows), np.ptp(columns))
-        distance = ndimage.distance_transform_edt(~digit)
-        near = [index for index, box in enumerate(boxes, 1) if box is not None and index not in keep
-                and mass[index - 1] >= SPECK_SHARE * mass[chosen - 1] and not touches_edge(box, labels.shape)
-                and distance[labels == index].min() <= reach]
+        gaps = ndimage.minimum(ndimage.distance_transform_edt(~digit), labels, others)
+        near = [index for index, gap in zip(others, np.atleast_1d(gaps)) if gap <= reach]
         digit_box = (rows.min(), rows.max() + 1, columns.min(), columns.max() + 1)
         sides = {index: sides_run_along(labels == index, digit_box) for index in near}
         if len(set().union(*sides.values())) >= 2:
             near = [index for index in near if not sides[index]]
         if not near:
-            return keep
+            break
         keep += near
+        others = [index for index in others if index not in near]
+    return keep
 
 
 def sides_run_along(piece: np.ndarray, box: tuple[int, int, int, int]) -> set[str]:
