@@ -14,7 +14,7 @@ from mnist.data import MnistData
 from mnist.errors import UserError
 from mnist.reading.predict import Predictor, load_image
 from mnist.reading.preprocess import (MNIST_CENTER, MNIST_SKEW_RANGE, MNIST_STROKE_RANGE, MNIST_STROKE_WIDTH, MNIST_WHITE_SHARE, Steps, digit_stroke_width,
-                              mnist_statistics, preprocess, preprocess_stages, skew_of)
+                              mnist_statistics, normalize_stroke, preprocess, preprocess_stages, skew_of)
 
 
 def page(size: tuple[int, int] = (400, 400)) -> tuple[Image.Image, ImageDraw.ImageDraw]:
@@ -174,3 +174,15 @@ def test_a_blurred_faint_stroke_gets_mnists_white_core() -> None:
     white = lambda digit: (digit >= 250).sum() / (digit > 0).sum()  # noqa: E731
     assert white(before) < 0.2 and white(after) == pytest.approx(MNIST_WHITE_SHARE, abs=0.08)
     assert (after >= before).all()  # only brightened: the shape stays
+
+
+@pytest.mark.parametrize("pen", [39, 40, 44])
+def test_a_stroke_thinned_a_little_keeps_its_background_black(pen: int) -> None:
+    """A ring whose strokes are just wider than MNIST's widest (thinned by under half a pixel a side): only the
+    stroke's own pixels may be ink; its hole and the margin stay 0, not the grey of a rounding."""
+    image = Image.new("L", (200, 200), 0)
+    ImageDraw.Draw(image).ellipse([30, 10, 170, 190], outline=255, width=pen)
+    thinned = normalize_stroke(np.asarray(image, np.float32))
+    height, width = thinned.shape
+    assert thinned[height // 2, width // 2] == 0 and thinned[height // 2, 1] == 0
+    assert (thinned > 0).mean() < 0.6

@@ -575,7 +575,8 @@ def normalize_stroke(ink: np.ndarray) -> np.ndarray:
         depth = ndimage.distance_transform_edt(binary)
         # A blob (a blurred 1 is all stroke, no length) never thins to nothing: its core line stays.
         change = min(change, float(depth.max()) - 1)
-        return np.clip(depth - change + 0.5, 0, 1).astype(np.float32) * 255
+        # Only the stroke's own pixels: outside it depth is 0, and a change under half a pixel would grey them all.
+        return np.where(binary, np.clip(depth - change + 0.5, 0, 1), 0).astype(np.float32) * 255
     outside = ndimage.distance_transform_edt(~binary)
     return np.maximum(np.clip(-change + 0.5 - outside, 0, 1), binary).astype(np.float32) * 255
 
