@@ -10,8 +10,9 @@ images, each set weighing as much as MNIST's validation split however many image
 threshold is the lowest at which the sure answers of every set are wrong at most --risk of the time
 (MNIST validation: at most mnist.calibration.TARGET_RISK). Images a set's preprocessing refuses take no
 part; a checkpoint trained on every training image (no validation split) is fitted on the real sets alone.
-hpo/best.py calibrates every model it retrains this way (its --calibration). Here the checkpoint is rewritten (atomically) with the new calibration and what it was fitted on
-("fitted_on": images per set); the report halves stay for the field report to judge it.
+hpo/best.py calibrates every model it retrains this way (its --calibration). Here the checkpoint is
+rewritten (atomically) with the new calibration and what it was fitted on ("fitted_on": images per set);
+the report halves stay for the field report to judge it.
 """
 from __future__ import annotations
 
