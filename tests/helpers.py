@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -72,15 +73,23 @@ def metric_steps(store: str, run: object, key: str = "val_acc") -> list[int]:
     return sorted(m.step for m in MlflowClient(store).get_metric_history(run.info.run_id, key))
 
 
+def wait_until(condition: Callable[[], bool], seconds: float, what: str) -> None:
+    """Until `condition()` holds, checked every half second; a TimeoutError naming `what` after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"waited {seconds} s for {what}")
+        time.sleep(0.5)
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
 def wait_for_port(port: int, seconds: float = 90) -> None:
     """Until something listens on 127.0.0.1:`port` (a `ray start --head` or a server coming up)."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.5)
-    raise TimeoutError(f"nothing listened on port {port} within {seconds} s")
+    wait_until(lambda: port_open(port), seconds, f"something to listen on port {port}")
 
 
 def stop_ray_start(process: subprocess.Popen) -> None:

@@ -14,12 +14,13 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
+import sqlalchemy.exc
 from PIL import Image
 
 from mnist.data import MnistData
 from mnist.reading.predict import Predictor, load_image, top_three
 from tools.canvas_set import draw_set, wait_for
-from tests.helpers import BROWSER_GROUP, ROOT, SMOKE_GROUP, ring, vertical_bar, wait_for_port
+from tests.helpers import BROWSER_GROUP, ROOT, SMOKE_GROUP, ring, vertical_bar, wait_for_port, wait_until
 from tools.browser import draw_stroke, free_port, headless_chromium, start_server, stop_process
 
 @pytest.fixture(scope="module")
@@ -158,6 +159,18 @@ def port_closed(url: str) -> bool:
         return probe.connect_ex((host, int(port))) != 0
 
 
+def first_epoch_stored(database: Path, process: subprocess.Popen) -> bool:
+    """Whether a trial of the study in `database` has reported an epoch (the search still running)."""
+    assert process.poll() is None, "the search ended before a trial reported its first epoch"
+    if not database.exists():
+        return False
+    try:
+        study = optuna.load_study(study_name="live", storage=f"sqlite:///{database}")
+    except (KeyError, sqlalchemy.exc.OperationalError):  # not created yet, or busy being written
+        return False
+    return any(trial.intermediate_values for trial in study.get_trials(deepcopy=False))
+
+
 @pytest.mark.slow
 @BROWSER_GROUP
 def test_the_live_dashboard_shows_the_running_search_and_ctrl_c_stops_both(
@@ -171,6 +184,10 @@ def test_the_live_dashboard_shows_the_running_search_and_ctrl_c_stops_both(
               "--storage-path", str(tmp_path), "--name", "live"]
     process, url = start_server([*search, "--dashboard", str(free_port())], "dashboard:", tmp_path / "first.log")
     try:
+        # The search must first start Ray and train an epoch, which on a busy machine takes minutes: wait for the
+        # first epoch in the study's database, then give the page its usual time to show it.
+        wait_until(lambda: first_epoch_stored(tmp_path / "live" / "optuna.db", process), 600,
+                   "a running trial's first epoch in the study")
         browser.get(url + "studies/1/trials")  # trial 0 is the tutorial's, and is shown first
 
         def live() -> bool:
