@@ -114,6 +114,10 @@ EXPERIMENT_DEFAULTS: dict[str, Any] = {
         "elastic": {"uniform": [0.0, 3.0]},
         "thickness": {"uniform": [0.0, 0.8]},
         "erase": {"uniform": [0.0, 0.5]},
+        # Digits drawn from pen strokes MNIST's writers rarely used (mnist.strokes): 9s with a curled tail, 6s
+        # hooked or with a high loop read as 8 and 0 without them. Up to 30% more training images; the same
+        # caveat: MNIST's validation hardly sees them, the field report does.
+        "synthetic": {"uniform": [0.0, 0.3]},
     },
 }
 

@@ -59,7 +59,7 @@ RETRAIN_RUNS = "runs"  # while best.py retrains: each run's state after every ep
 PREDICT_MISREAD_PNG = f"{RESULTS}/predict/misread.png"
 HANDWRITING_SETS = f"{RESULTS}/handwriting"  # the rendered scans set lives in its scans/ folder
 FIELD_REPORT_JSON = f"{RESULTS}/field_report.json"
-RELIABILITY_PLOTS = f"{RESULTS}/reliability"  # the field report's reliability diagram of each model
+FIELD_REPORT_PLOTS = f"{RESULTS}/field_report"  # the field report's reliability diagram and confusion matrices of each model
 
 
 def served_model(best_folder: Path) -> Path:

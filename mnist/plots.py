@@ -34,18 +34,32 @@ def plot_curves(history: Sequence[dict[str, Any]], path: Path) -> None:
     save_figure(figure, path)
 
 
-def plot_confusion_matrix(counts: np.ndarray, path: Path) -> None:
-    """Row-normalised confusion matrix: each cell is the share of a true digit predicted as another."""
+def draw_confusion(axis: plt.Axes, counts: np.ndarray, title: str, fontsize: int = 7) -> plt.cm.ScalarMappable:
+    """A row-normalised confusion matrix on `axis`: each cell is the share of a true digit read as another."""
     shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-    figure, axis = plt.subplots(figsize=(9, 7.5))
     image = axis.imshow(shares, cmap="YlGnBu", vmin=0, vmax=1)
     for true in range(10):
         for predicted in range(10):
             color = "white" if shares[true, predicted] > 0.5 else "black"
-            axis.text(predicted, true, f"{shares[true, predicted]:.2%}", ha="center", va="center", color=color, fontsize=7)
-    axis.set(xticks=range(10), yticks=range(10), xlabel="predicted digit", ylabel="true digit",
-             title="Confusion matrix (share of each true digit)")
-    figure.colorbar(image)
+            axis.text(predicted, true, f"{shares[true, predicted]:.0%}" if fontsize < 7 else f"{shares[true, predicted]:.2%}",
+                      ha="center", va="center", color=color, fontsize=fontsize)
+    axis.set(xticks=range(10), yticks=range(10), xlabel="predicted digit", ylabel="true digit", title=title)
+    return image
+
+
+def plot_confusion_matrix(counts: np.ndarray, path: Path) -> None:
+    """Row-normalised confusion matrix: each cell is the share of a true digit predicted as another."""
+    figure, axis = plt.subplots(figsize=(9, 7.5))
+    figure.colorbar(draw_confusion(axis, counts, "Confusion matrix (share of each true digit)"))
+    save_figure(figure, path)
+
+
+def plot_confusion_matrices(matrices: dict[str, np.ndarray], title: str, path: Path) -> None:
+    """One row-normalised confusion matrix per set (name -> counts), side by side."""
+    figure, axes = plt.subplots(1, len(matrices), figsize=(4.6 * len(matrices), 4.8), squeeze=False)
+    for axis, (name, counts) in zip(axes[0], matrices.items()):
+        draw_confusion(axis, counts, f"{name} ({int(counts.sum())} read)", fontsize=6)
+    figure.suptitle(title)
     save_figure(figure, path)
 
 

@@ -38,6 +38,7 @@ from mnist.device import available_cpus, bf16_is_native, pick_device, set_cuda_m
 from mnist.errors import UserError, run_cli
 from mnist.layout import BEST_PT, CONFIG_JSON, LAST_PT, RESULTS, TRAIN_RUNS
 from mnist.model import CCNet, predict_logits
+from mnist.strokes import with_synthetic_digits
 
 EpochHook = Callable[[dict[str, Any], dict[str, Any]], None]
 METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s", "images_per_s")
@@ -206,7 +207,8 @@ def train(config: dict[str, Any], data: MnistData | None = None, on_epoch: Epoch
     precision = "bf16 autocast" if amp else float32_math
     torch.manual_seed(config["seed"])
     split = split_train_val(data or load_mnist(config["data"]), config["val_fraction"], config["limit"])
-    train_images, train_labels = device_images(split.train_images, device), device_labels(split.train_labels, device)
+    images, labels = with_synthetic_digits(split.train_images, split.train_labels, config["synthetic"], config["seed"])
+    train_images, train_labels = device_images(images, device), device_labels(labels, device)
     val_images, val_labels = device_images(split.val_images, device), device_labels(split.val_labels, device)
 
     model = CCNet(config["dropout"], config["head"]).to(device, memory_format=torch.channels_last)

@@ -102,8 +102,9 @@ def test_the_field_report_reads_every_set_with_every_model(tiny_run: Path, tmp_p
     table = capsys.readouterr().out
     report = json.loads(out.read_text())["sets"]
     assert set(report) == {"first", "second"}
-    for label in report:  # a reliability diagram of each model over the sets
-        assert Path(report[label].pop("reliability_png")).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for label in report:  # a reliability diagram and the confusion matrices of each model over the sets
+        for plot in ("reliability_png", "confusion_png"):
+            assert Path(report[label].pop(plot)).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert set(report["first"]) == {"scans", "notebook", "drawings", "canvas", "mnist"}
     scans_read = report["first"]["scans"]
     assert scans_read["count"] == 21 and scans_read["refused_share"] == pytest.approx(1 / 21)
@@ -117,6 +118,8 @@ def test_the_field_report_reads_every_set_with_every_model(tiny_run: Path, tmp_p
     predictor = Predictor(tiny_run / "best.pt")
     read = predictor.predict([load_image(scans / f"s{i}.jpg")[1] for i in range(20)]).labels
     assert scans_read["accuracy"] == pytest.approx((read == truth).sum() / 21)
+    matrix = np.array(scans_read["confusion_matrix"])  # true digit x digit read, of the 20 images answered
+    assert matrix.sum() == 20 and np.trace(matrix) == (read == truth).sum()
     assert "| scans | 21 | first |" in table and "| mnist | 10000 | second |" in table
 
 

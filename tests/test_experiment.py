@@ -97,7 +97,7 @@ def test_baseline_point_is_the_tutorials_setting_capped_to_the_budget() -> None:
     assert baseline_point(experiment["search_space"], 4) == {
         "lr": 2e-4, "batch_size": 32, "dropout": 0.5, "step_size": 4, "gamma": 0.8, "schedule": "step",
         "weight_decay": 0.0, "label_smoothing": 0.0, "rotate": 0.0, "scale": 0.0, "shift": 0, "shear": 0.0,
-        "stretch": 0.0, "elastic": 0.0, "thickness": 0.0, "erase": 0.0}
+        "stretch": 0.0, "elastic": 0.0, "thickness": 0.0, "erase": 0.0, "synthetic": 0.0}
 
 
 def test_trial_config_is_a_full_mnist_config() -> None:

@@ -342,7 +342,7 @@ def test_every_knob_has_a_flag_and_the_tutorials_short_flags_stay() -> None:
 @pytest.mark.parametrize("key, value", [
     ("rotate", 46), ("rotate", -1), ("scale", 0.6), ("weight_decay", -0.1), ("label_smoothing", 0.5),
     ("schedule", "linear"), ("shift", 1.5), ("amp", "yes"), ("shear", 50), ("stretch", -0.1), ("elastic", 7),
-    ("thickness", 1.5), ("erase", 2),
+    ("thickness", 1.5), ("erase", 2), ("synthetic", 1.5), ("synthetic", -0.1),
 ])
 def test_new_knobs_refuse_out_of_range_values_naming_the_key(key: str, value: object) -> None:
     with pytest.raises(UserError, match=f"^{key} must be"):

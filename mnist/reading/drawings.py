@@ -16,8 +16,9 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from mnist.errors import run_cli
-from mnist.reading.handwriting import DIGIT_STYLES, drawn_set_main, placed, write_drawn_set
+from mnist.reading.handwriting import DIGIT_STYLES, drawn_set_main, write_drawn_set
 from mnist.reading.notebook import SUPER, draw_strokes
+from mnist.strokes import placed
 
 PAD = 280  # the draw page's canvas, px
 PENS = {"black": (0, 0, 0), "blue": (20, 60, 200), "red": (200, 30, 30), "grey": (80, 80, 80)}

@@ -13,7 +13,8 @@ first seed's model.pt. The sets, each read on its --split half (mnist.reading.ha
 For each set and model: the accuracy (an image refused as "no digit" or "more than one digit" is a miss), the
 share refused, the share "not sure", the share of sure answers that are wrong; each model against the first
 by McNemar's exact test on the same images (is the difference more than chance?); then per digit and the
-most common misreadings. results/field_report.json keeps it all.
+most common misreadings; each model's confusion matrices and reliability diagram under --plots.
+results/field_report.json keeps it all.
 """
 from __future__ import annotations
 
@@ -25,8 +26,8 @@ import numpy as np
 from mnist.atomic import write_json_atomic
 from mnist.errors import UserError, run_cli
 from mnist.evaluate import mcnemar_p_value
-from mnist.layout import BEST, FIELD_REPORT_JSON, HANDWRITING_SETS, MODEL_PT, RELIABILITY_PLOTS, RESULTS, served_model
-from mnist.plots import plot_reliability
+from mnist.layout import BEST, FIELD_REPORT_JSON, HANDWRITING_SETS, MODEL_PT, FIELD_REPORT_PLOTS, RESULTS, served_model
+from mnist.plots import plot_confusion_matrices, plot_reliability
 from mnist.reading.handwriting import format_report, reading_report
 from mnist.reading.predict import Prediction, Predictor, every_answer
 from mnist.reading.preprocess import Steps
@@ -54,7 +55,7 @@ def default_models(results: Path) -> dict[str, Path]:
 
 def field_report(models: dict[str, Path], sets: dict[str, ReadSet], plots: Path | None = None) -> dict:
     """Each set read by each model: the reading report, and the McNemar p-value against the first model; with
-    `plots`, a reliability diagram of each model over the sets there."""
+    `plots`, a reliability diagram and the confusion matrices of each model over the sets there."""
     report: dict[str, dict] = {}
     first_right: dict[str, np.ndarray] = {}
     for index, (label, path) in enumerate(models.items()):
@@ -72,6 +73,9 @@ def field_report(models: dict[str, Path], sets: dict[str, ReadSet], plots: Path 
         if plots is not None:
             report[label]["reliability_png"] = str(plots / f"reliability-{index + 1}.png")
             plot_reliability(reliability, f"{label}: answers by confidence", Path(report[label]["reliability_png"]))
+            report[label]["confusion_png"] = str(plots / f"confusion-{index + 1}.png")
+            plot_confusion_matrices({name: np.array(report[label][name]["confusion_matrix"]) for name in sets},
+                                    f"{label}: what each digit was read as", Path(report[label]["confusion_png"]))
     return report
 
 
@@ -104,8 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", choices=("tune", "report"), default="report", help="which half (default report)")
     parser.add_argument("--steps", default="all", help="preprocessing steps, as predict's --steps (default all)")
     parser.add_argument("--results", default=RESULTS, help=f"where the default models are found (default {RESULTS})")
-    parser.add_argument("--plots", default=RELIABILITY_PLOTS,
-                        help=f"the reliability diagram of each model, in the order given (default {RELIABILITY_PLOTS})")
+    parser.add_argument("--plots", default=FIELD_REPORT_PLOTS,
+                        help="each model's reliability diagram and confusion matrices, numbered in the order given "
+                             f"(default {FIELD_REPORT_PLOTS})")
     parser.add_argument("--out", default=FIELD_REPORT_JSON, help=f"all figures (default {FIELD_REPORT_JSON})")
     args = parser.parse_args(argv)
     steps = Steps.parse(args.steps)
@@ -122,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     print_report(report, sets)
     write_json_atomic(args.out, {"split": args.split, "steps": args.steps, "models": {k: str(v) for k, v in models.items()},
                                  "sets": report})
-    print(f"\nfigures: {args.out}; reliability diagrams: {args.plots}/")
+    print(f"\nfigures: {args.out}; reliability diagrams and confusion matrices: {args.plots}/")
     return 0
 
 

@@ -27,6 +27,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix
 from mnist.atomic import write_text_atomic
 from mnist.errors import UserError, run_cli
 from mnist.layout import HANDWRITING_SETS
+from mnist.strokes import arc, placed, polyline
 
 SPLITS = ("tune", "report")
 LABELS_FILE = "labels.csv"
@@ -122,6 +123,7 @@ def reading_report(truth: np.ndarray, predicted: np.ndarray, unsure: np.ndarray 
     confusions.sort(key=lambda item: -item[2])
     report = {"count": int(len(truth)), "accuracy": float(accuracy_score(truth, predicted)), "per_digit": per_digit,
               "confusions": [{"true": t, "read": p, "count": n} for t, p, n in confusions[:5]],
+              "confusion_matrix": matrix.tolist(),  # rows: the true digit; columns: the digit read
               "refused_share": float(refused.mean())}
     if unsure is not None:
         sure = ~unsure & ~refused
@@ -198,53 +200,40 @@ def write_scan_set(out: Path, seed: int = 0) -> dict[str, int]:
 
 # ---------------------------------------------------------------- canvas: stroke paths of digits as people write them
 
-def _arc(cx: float, cy: float, rx: float, ry: float, start: float, end: float, steps: int = 14) -> list:
-    """Points of an elliptic arc, angles in degrees, 0 = up, clockwise (as a pen goes on paper)."""
-    angles = np.radians(np.linspace(start, end, steps))
-    return [(cx + rx * np.sin(a), cy - ry * np.cos(a)) for a in angles]
-
-
-def _line(*points: tuple[float, float], steps: int = 6) -> list:
-    out = []
-    for (x0, y0), (x1, y1) in zip(points, points[1:]):
-        out += [(x0 + (x1 - x0) * t, y0 + (y1 - y0) * t) for t in np.linspace(0, 1, steps)[:-1]]
-    return out + [points[-1]]
-
-
 # Each digit's ways of being written: lists of strokes, points in a unit box (x right, y down).
 DIGIT_STYLES: dict[int, list[list[list[tuple[float, float]]]]] = {
-    0: [[_arc(0.5, 0.5, 0.38, 0.47, -10, 365, 28)], [_arc(0.5, 0.5, 0.3, 0.47, 10, 380, 28)]],
-    1: [[_line((0.5, 0.0), (0.5, 1.0))],
-        [_line((0.25, 0.22), (0.55, 0.0), (0.55, 1.0))],  # with a flag
-        [_line((0.28, 0.2), (0.55, 0.0), (0.55, 1.0)), _line((0.3, 1.0), (0.8, 1.0))],  # flag and base
-        [_line((0.1, 0.38), (0.6, 0.0), (0.6, 1.0))],  # a long lead-in (European)
-        [_arc(0.47, 0.12, 0.08, 0.1, 240, 360, 6) + _line((0.55, 0.02), (0.52, 1.0))]],  # a short curled lead-in
-    2: [[_arc(0.5, 0.3, 0.33, 0.3, -80, 120, 12) + _line((0.72, 0.5), (0.12, 1.0), (0.9, 1.0))],
-        [_arc(0.48, 0.28, 0.32, 0.28, -70, 100, 12) + _line((0.78, 0.35), (0.15, 0.95))
-         + _arc(0.3, 0.9, 0.12, 0.1, 200, 360, 6) + _line((0.3, 0.8), (0.92, 0.98))]],
-    3: [[_arc(0.48, 0.26, 0.3, 0.25, -70, 180, 12) + _arc(0.48, 0.74, 0.34, 0.26, 0, 240, 12)],
-        [_line((0.15, 0.02), (0.85, 0.02), (0.42, 0.42)) + _arc(0.48, 0.7, 0.36, 0.3, -20, 230, 12)]],
-    4: [[_line((0.62, 0.0), (0.1, 0.68), (0.92, 0.68)), _line((0.66, 0.3), (0.66, 1.0))],
-        [_line((0.15, 0.0), (0.1, 0.55), (0.88, 0.55)), _line((0.68, 0.05), (0.68, 1.0))]],  # open top
-    5: [[_line((0.25, 0.02), (0.2, 0.42)) + _arc(0.48, 0.67, 0.36, 0.32, -60, 220, 14),
-         _line((0.24, 0.02), (0.85, 0.02))],
-        [_line((0.85, 0.0), (0.28, 0.0), (0.22, 0.45)) + _arc(0.5, 0.68, 0.34, 0.3, -55, 225, 14)]],
-    6: [[_line((0.78, 0.02), (0.35, 0.3), (0.14, 0.65)) + _arc(0.5, 0.7, 0.36, 0.28, 250, 610, 20)],
-        [_line((0.7, 0.0), (0.3, 0.45), (0.16, 0.72)) + _arc(0.48, 0.72, 0.32, 0.27, 240, 600, 20)],
+    0: [[arc(0.5, 0.5, 0.38, 0.47, -10, 365, 28)], [arc(0.5, 0.5, 0.3, 0.47, 10, 380, 28)]],
+    1: [[polyline((0.5, 0.0), (0.5, 1.0))],
+        [polyline((0.25, 0.22), (0.55, 0.0), (0.55, 1.0))],  # with a flag
+        [polyline((0.28, 0.2), (0.55, 0.0), (0.55, 1.0)), polyline((0.3, 1.0), (0.8, 1.0))],  # flag and base
+        [polyline((0.1, 0.38), (0.6, 0.0), (0.6, 1.0))],  # a long lead-in (European)
+        [arc(0.47, 0.12, 0.08, 0.1, 240, 360, 6) + polyline((0.55, 0.02), (0.52, 1.0))]],  # a short curled lead-in
+    2: [[arc(0.5, 0.3, 0.33, 0.3, -80, 120, 12) + polyline((0.72, 0.5), (0.12, 1.0), (0.9, 1.0))],
+        [arc(0.48, 0.28, 0.32, 0.28, -70, 100, 12) + polyline((0.78, 0.35), (0.15, 0.95))
+         + arc(0.3, 0.9, 0.12, 0.1, 200, 360, 6) + polyline((0.3, 0.8), (0.92, 0.98))]],
+    3: [[arc(0.48, 0.26, 0.3, 0.25, -70, 180, 12) + arc(0.48, 0.74, 0.34, 0.26, 0, 240, 12)],
+        [polyline((0.15, 0.02), (0.85, 0.02), (0.42, 0.42)) + arc(0.48, 0.7, 0.36, 0.3, -20, 230, 12)]],
+    4: [[polyline((0.62, 0.0), (0.1, 0.68), (0.92, 0.68)), polyline((0.66, 0.3), (0.66, 1.0))],
+        [polyline((0.15, 0.0), (0.1, 0.55), (0.88, 0.55)), polyline((0.68, 0.05), (0.68, 1.0))]],  # open top
+    5: [[polyline((0.25, 0.02), (0.2, 0.42)) + arc(0.48, 0.67, 0.36, 0.32, -60, 220, 14),
+         polyline((0.24, 0.02), (0.85, 0.02))],
+        [polyline((0.85, 0.0), (0.28, 0.0), (0.22, 0.45)) + arc(0.5, 0.68, 0.34, 0.3, -55, 225, 14)]],
+    6: [[polyline((0.78, 0.02), (0.35, 0.3), (0.14, 0.65)) + arc(0.5, 0.7, 0.36, 0.28, 250, 610, 20)],
+        [polyline((0.7, 0.0), (0.3, 0.45), (0.16, 0.72)) + arc(0.48, 0.72, 0.32, 0.27, 240, 600, 20)],
         # a curled top, and a small loop low on a long stem
-        [_arc(0.62, 0.14, 0.16, 0.12, 60, -60, 6) + _line((0.5, 0.03), (0.25, 0.35), (0.15, 0.7))
-         + _arc(0.47, 0.72, 0.33, 0.26, 250, 610, 20)],
-        [_line((0.68, 0.0), (0.4, 0.3), (0.22, 0.72)) + _arc(0.45, 0.8, 0.24, 0.19, 250, 610, 18)]],
-    7: [[_line((0.08, 0.02), (0.92, 0.02), (0.4, 1.0))],
-        [_line((0.08, 0.02), (0.92, 0.02), (0.42, 1.0)), _line((0.3, 0.52), (0.8, 0.52))],  # crossbar
-        [_line((0.1, 0.18), (0.1, 0.02), (0.9, 0.02), (0.45, 1.0))]],
-    8: [[_arc(0.5, 0.26, 0.28, 0.25, 160, -160, 16) + _arc(0.5, 0.74, 0.34, 0.26, 20, 380, 18)],
-        [_arc(0.5, 0.25, 0.3, 0.24, 0, 360, 16), _arc(0.5, 0.74, 0.36, 0.26, 0, 360, 18)]],
-    9: [[_arc(0.45, 0.3, 0.33, 0.28, 90, 455, 18) + _line((0.78, 0.3), (0.72, 1.0))],
-        [_arc(0.5, 0.3, 0.32, 0.27, 70, 440, 18) + _line((0.82, 0.32), (0.8, 0.8)) + _arc(0.55, 0.8, 0.25, 0.2, 90, 200, 6)],
+        [arc(0.62, 0.14, 0.16, 0.12, 60, -60, 6) + polyline((0.5, 0.03), (0.25, 0.35), (0.15, 0.7))
+         + arc(0.47, 0.72, 0.33, 0.26, 250, 610, 20)],
+        [polyline((0.68, 0.0), (0.4, 0.3), (0.22, 0.72)) + arc(0.45, 0.8, 0.24, 0.19, 250, 610, 18)]],
+    7: [[polyline((0.08, 0.02), (0.92, 0.02), (0.4, 1.0))],
+        [polyline((0.08, 0.02), (0.92, 0.02), (0.42, 1.0)), polyline((0.3, 0.52), (0.8, 0.52))],  # crossbar
+        [polyline((0.1, 0.18), (0.1, 0.02), (0.9, 0.02), (0.45, 1.0))]],
+    8: [[arc(0.5, 0.26, 0.28, 0.25, 160, -160, 16) + arc(0.5, 0.74, 0.34, 0.26, 20, 380, 18)],
+        [arc(0.5, 0.25, 0.3, 0.24, 0, 360, 16), arc(0.5, 0.74, 0.36, 0.26, 0, 360, 18)]],
+    9: [[arc(0.45, 0.3, 0.33, 0.28, 90, 455, 18) + polyline((0.78, 0.3), (0.72, 1.0))],
+        [arc(0.5, 0.3, 0.32, 0.27, 70, 440, 18) + polyline((0.82, 0.32), (0.8, 0.8)) + arc(0.55, 0.8, 0.25, 0.2, 90, 200, 6)],
         # a straight stem from a round head, and a small head on a long, bent stem
-        [_arc(0.48, 0.28, 0.34, 0.26, 90, 450, 18) + _line((0.82, 0.28), (0.82, 1.0))],
-        [_arc(0.52, 0.22, 0.28, 0.2, 90, 450, 16) + _line((0.8, 0.22), (0.7, 0.75), (0.45, 1.0))]],
+        [arc(0.48, 0.28, 0.34, 0.26, 90, 450, 18) + polyline((0.82, 0.28), (0.82, 1.0))],
+        [arc(0.52, 0.22, 0.28, 0.2, 90, 450, 16) + polyline((0.8, 0.22), (0.7, 0.75), (0.45, 1.0))]],
 }
 
 
@@ -265,21 +254,6 @@ def digit_strokes(digit: int, rng: np.random.Generator, canvas: int = 280) -> tu
               for x, y in stroke] for stroke in placed(strokes, centre, height, width, slant, height * 0.015, rng)]
     # A pen of 6 to 36 px, but not so wide for a small digit that its loops fill up (no one could read it).
     return drawn, int(rng.integers(6, max(7, min(37, round(height * 0.14)))))
-
-
-def placed(strokes: list[list[tuple[float, float]]], centre: tuple[float, float], height: float, width: float,
-           slant: float, wobble: float, rng: np.random.Generator) -> list[list[tuple[float, float]]]:
-    """A style's strokes (unit box) in pixels: scaled to `height` x `width` about `centre`, slanted (a right slant
-    leans the top to the right), every point moved by a little wobble."""
-    drawn = []
-    for stroke in strokes:
-        points = []
-        for x, y in stroke:
-            y_pixels = (y - 0.5) * height
-            x_pixels = (x - 0.5) * width - slant * y_pixels
-            points.append((centre[0] + x_pixels + rng.normal(0, wobble), centre[1] + y_pixels + rng.normal(0, wobble)))
-        drawn.append(points)
-    return drawn
 
 
 def main(argv: list[str] | None = None) -> int:

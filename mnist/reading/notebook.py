@@ -18,9 +18,9 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from mnist.errors import run_cli
-from mnist.reading.handwriting import DIGIT_STYLES, drawn_set_main, placed, write_drawn_set
+from mnist.reading.handwriting import DIGIT_STYLES, drawn_set_main, write_drawn_set
+from mnist.strokes import Strokes, placed
 
-Strokes = list[list[tuple[float, float]]]
 SUPER = 3  # drawn at 3x and scaled down: anti-aliased strokes
 PAPERS = ("plain", "ruled", "squared")
 INKS = {"ballpoint blue": (30, 45, 120), "ballpoint black": (25, 25, 30), "felt black": (15, 15, 15),
