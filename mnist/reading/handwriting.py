@@ -207,7 +207,8 @@ DIGIT_STYLES: dict[int, list[list[list[tuple[float, float]]]]] = {
         [polyline((0.25, 0.22), (0.55, 0.0), (0.55, 1.0))],  # with a flag
         [polyline((0.28, 0.2), (0.55, 0.0), (0.55, 1.0)), polyline((0.3, 1.0), (0.8, 1.0))],  # flag and base
         [polyline((0.1, 0.38), (0.6, 0.0), (0.6, 1.0))],  # a long lead-in (European)
-        [arc(0.47, 0.12, 0.08, 0.1, 240, 360, 6) + polyline((0.55, 0.02), (0.52, 1.0))]],  # a short curled lead-in
+        [arc(0.47, 0.12, 0.08, 0.1, 240, 360, 6) + polyline((0.55, 0.02), (0.52, 1.0))],  # a short curled lead-in
+        [polyline((0.0, 0.3), (0.7, 0.0), (0.6, 1.0))]],  # a long, flat lead-in (read as 7 when it runs level)
     2: [[arc(0.5, 0.3, 0.33, 0.3, -80, 120, 12) + polyline((0.72, 0.5), (0.12, 1.0), (0.9, 1.0))],
         [arc(0.48, 0.28, 0.32, 0.28, -70, 100, 12) + polyline((0.78, 0.35), (0.15, 0.95))
          + arc(0.3, 0.9, 0.12, 0.1, 200, 360, 6) + polyline((0.3, 0.8), (0.92, 0.98))]],
@@ -223,7 +224,12 @@ DIGIT_STYLES: dict[int, list[list[list[tuple[float, float]]]]] = {
         # a curled top, and a small loop low on a long stem
         [arc(0.62, 0.14, 0.16, 0.12, 60, -60, 6) + polyline((0.5, 0.03), (0.25, 0.35), (0.15, 0.7))
          + arc(0.47, 0.72, 0.33, 0.26, 250, 610, 20)],
-        [polyline((0.68, 0.0), (0.4, 0.3), (0.22, 0.72)) + arc(0.45, 0.8, 0.24, 0.19, 250, 610, 18)]],
+        [polyline((0.68, 0.0), (0.4, 0.3), (0.22, 0.72)) + arc(0.45, 0.8, 0.24, 0.19, 250, 610, 18)],
+        # a big loop up to the middle on a short stem, and a top hooked back over the loop (read as 0 and 8
+        # by a model trained on MNIST alone: issue #30)
+        [polyline((0.6, 0.0), (0.25, 0.4), (0.15, 0.6)) + arc(0.5, 0.62, 0.36, 0.36, 250, 610, 20)],
+        [arc(0.6, 0.16, 0.2, 0.14, 90, -80, 8) + polyline((0.45, 0.03), (0.2, 0.4), (0.14, 0.68))
+         + arc(0.5, 0.68, 0.36, 0.3, 250, 610, 20)]],
     7: [[polyline((0.08, 0.02), (0.92, 0.02), (0.4, 1.0))],
         [polyline((0.08, 0.02), (0.92, 0.02), (0.42, 1.0)), polyline((0.3, 0.52), (0.8, 0.52))],  # crossbar
         [polyline((0.1, 0.18), (0.1, 0.02), (0.9, 0.02), (0.45, 1.0))]],
@@ -233,7 +239,10 @@ DIGIT_STYLES: dict[int, list[list[list[tuple[float, float]]]]] = {
         [arc(0.5, 0.3, 0.32, 0.27, 70, 440, 18) + polyline((0.82, 0.32), (0.8, 0.8)) + arc(0.55, 0.8, 0.25, 0.2, 90, 200, 6)],
         # a straight stem from a round head, and a small head on a long, bent stem
         [arc(0.48, 0.28, 0.34, 0.26, 90, 450, 18) + polyline((0.82, 0.28), (0.82, 1.0))],
-        [arc(0.52, 0.22, 0.28, 0.2, 90, 450, 16) + polyline((0.8, 0.22), (0.7, 0.75), (0.45, 1.0))]],
+        [arc(0.52, 0.22, 0.28, 0.2, 90, 450, 16) + polyline((0.8, 0.22), (0.7, 0.75), (0.45, 1.0))],
+        # the tail curled back to the left under the head (read as 8 by a model trained on MNIST alone)
+        [arc(0.5, 0.28, 0.32, 0.26, 90, 455, 18) + polyline((0.82, 0.3), (0.8, 0.8))
+         + arc(0.55, 0.8, 0.26, 0.2, 90, 240, 8)]],
 }
 
 
