@@ -2,6 +2,7 @@
 runs are minutes per search, not part of the suite)."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -115,3 +116,21 @@ def test_the_searcher_bench_prints_both_arms_and_their_paired_difference(tmp_pat
     check_study(folders["pruned"], folders["pruned"].name)
     with pytest.raises(UserError, match="written by another searcher"):
         check_study(folders["complete"], folders["complete"].name)
+
+
+def test_the_synthetic_bench_compares_the_arms_seed_by_seed_on_every_set(tmp_path: Path) -> None:
+    """benchmarks.synthetic at a toy size: both arms trained per seed, every set in the table, the difference the
+    mean of the seeds' differences, MNIST validation beside it."""
+    from benchmarks.synthetic import main as synthetic_main
+    from tests.helpers import small_sets
+
+    sets, _, _ = small_sets(tmp_path)
+    out = tmp_path / "synthetic"
+    synthetic_main(["--seeds", "0", "1", "--epochs", "1", "--limit", "600", "--sets", str(sets), "--out", str(out)])
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["sets"]) == {"scans", "notebook", "drawings", "canvas", "mnist"}
+    for row in summary["sets"].values():
+        assert len(row["none"]) == len(row["synthetic"]) == 2
+        assert row["difference"] == pytest.approx(np.mean(row["synthetic"]) - np.mean(row["none"]))
+    assert len(summary["validation"]) == 4  # two arms, two seeds
+    assert (out / "synthetic0.15-seed1" / "best.pt").exists()
