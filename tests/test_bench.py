@@ -134,3 +134,5 @@ def test_the_synthetic_bench_compares_the_arms_seed_by_seed_on_every_set(tmp_pat
         assert row["difference"] == pytest.approx(np.mean(row["synthetic"]) - np.mean(row["none"]))
     assert len(summary["validation"]) == 4  # two arms, two seeds
     assert (out / "synthetic0.15-seed1" / "best.pt").exists()
+    for arm in ("none", "synthetic"):
+        assert (out / f"confusion-{arm}.png").read_bytes()[:8] == PNG_MAGIC
