@@ -46,11 +46,18 @@ def headless_chromium(width: int = 1200, height: int = 900):
     return webdriver.Chrome(service=Service(driver), options=options)
 
 
+def as_in_a_terminal() -> None:
+    """In the child, before it runs: Ctrl-C back to its default. A shell starts a background job (`cmd &`,
+    `nohup`) with SIGINT ignored and its children inherit that, so a suite run in the background would start
+    servers that no Ctrl-C can stop; the user this stands for runs them in a terminal."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_server(command: list[str], ready: str, log: Path, timeout: float = 120) -> tuple[subprocess.Popen, str]:
     """Start a serving CLI in its own process, output to `log`; returns it and the URL on its line starting `ready`."""
     with open(log, "w") as output:  # a file, not a pipe: a chatty process never blocks on a full pipe
         process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, text=True,
-                                   start_new_session=True, cwd=ROOT)
+                                   start_new_session=True, cwd=ROOT, preexec_fn=as_in_a_terminal)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and process.poll() is None:
         for line in log.read_text().splitlines():
