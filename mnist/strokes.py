@@ -163,9 +163,9 @@ def render(strokes: Strokes, pen: float) -> np.ndarray:
     """(28, 28) uint8, white ink on black: `strokes` (any units) scaled so their larger side fills the 20x20
     box, drawn with a round `pen` px wide, centred by mass."""
     points = np.array([point for stroke in strokes for point in stroke])
-    low, span = points.min(axis=0), max(np.ptp(points, axis=0).max(), 1e-6)
-    scale = (BOX - pen) / span * SUPER
-    offset = (CANVAS * SUPER - np.ptp(points, axis=0) * scale) / 2
+    low, extent = points.min(axis=0), np.ptp(points, axis=0)
+    scale = (BOX - pen) / max(extent.max(), 1e-6) * SUPER
+    offset = (CANVAS * SUPER - extent * scale) / 2
     image = Image.new("L", (CANVAS * SUPER, CANVAS * SUPER), 0)
     draw = ImageDraw.Draw(image)
     radius = pen * SUPER / 2
