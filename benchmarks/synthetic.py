@@ -1,7 +1,7 @@
 """What training on digits drawn from pen strokes buys (the `synthetic` knob, mnist/strokes.py): one recipe trained
 with and without them over several seeds, each model read by the field report on every real set's report half.
 
-    python -m benchmarks.synthetic [--share 0.15] [--seeds 1 2 3] [--epochs 6] [--limit 20000] [--out results/bench/synthetic]
+    python -m benchmarks.synthetic [--share F] [--seeds 1 2 3] [--epochs 6] [--limit 20000] [--out results/bench/synthetic]
 
 The recipe is the quick search's winner of the README's main command (fixed below), on its 16,000 training
 images; each model calibrated on MNIST validation as `python -m mnist.train` does. Prints, per set, each seed's
@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hpo.experiment import EXPERIMENT_DEFAULTS
 from mnist.atomic import write_json_atomic
 from mnist.checkpoint import load_checkpoint
 from mnist.errors import run_cli
@@ -40,7 +41,8 @@ def train_arm(out: Path, share: float, seed: int, epochs: int, limit: int) -> Pa
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--share", type=float, default=0.15, help="the synthetic share of the arm with them")
+    parser.add_argument("--share", type=float, default=EXPERIMENT_DEFAULTS["train"]["synthetic"],
+                        help="the synthetic share of the arm with them (default: the experiments', %(default)s)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="training seeds: one pair each")
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--limit", type=int, default=20000, help="the first N training images (20% validate)")

@@ -23,7 +23,7 @@ def finished_search(folder: Path) -> Path:
     pd.DataFrame([{"trial": 1, "trial_id": "a", "lr": 2e-3, "batch_size": 64, "dropout": 0.25, "step_size": 3,
                    "gamma": 0.5, "schedule": "step", "weight_decay": 0.0, "label_smoothing": 0.0, "rotate": 0.0,
                    "scale": 0.0, "shift": 0, "shear": 0.0, "stretch": 0.0, "elastic": 0.0, "thickness": 0.0,
-                   "erase": 0.0, "synthetic": 0.0, "status": "completed", "epochs": 2, "best_val_acc": 0.97,
+                   "erase": 0.0, "status": "completed", "epochs": 2, "best_val_acc": 0.97,
                    "best_epoch": 2, "last_val_acc": 0.97}]).to_csv(folder / "trials.csv", index=False)
     return folder
 

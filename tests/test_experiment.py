@@ -97,7 +97,21 @@ def test_baseline_point_is_the_tutorials_setting_capped_to_the_budget() -> None:
     assert baseline_point(experiment["search_space"], 4) == {
         "lr": 2e-4, "batch_size": 32, "dropout": 0.5, "step_size": 4, "gamma": 0.8, "schedule": "step",
         "weight_decay": 0.0, "label_smoothing": 0.0, "rotate": 0.0, "scale": 0.0, "shift": 0, "shear": 0.0,
-        "stretch": 0.0, "elastic": 0.0, "thickness": 0.0, "erase": 0.0, "synthetic": 0.0}
+        "stretch": 0.0, "elastic": 0.0, "thickness": 0.0, "erase": 0.0}
+
+
+def test_a_files_train_settings_are_laid_over_the_default_ones() -> None:
+    """The experiments' fixed synthetic digits stay when a file sets other train keys, go when it sets 0, and
+    reach every trial, the tutorial's included: MNIST's validation cannot select them, so they are not searched."""
+    share = EXPERIMENT_DEFAULTS["train"]["synthetic"]
+    assert share > 0 and "synthetic" not in EXPERIMENT_DEFAULTS["search_space"]
+    experiment = resolve_experiment({"max_epochs": 4, "train": {"limit": 3000}}, {}, "x")
+    assert experiment["train"] == {"synthetic": share, "limit": 3000}
+    assert trial_config(experiment, experiment["baseline"])["synthetic"] == share
+    assert resolve_experiment({"train": {"synthetic": 0}}, {}, "x")["train"] == {"synthetic": 0}
+    assert resolve_experiment({}, {}, "x")["train"] == {"synthetic": share}
+    with pytest.raises(UserError, match="synthetic"):
+        resolve_experiment({"train": {"synthetic": 2}}, {}, "x")
 
 
 def test_trial_config_is_a_full_mnist_config() -> None:
