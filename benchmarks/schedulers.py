@@ -13,7 +13,8 @@ epochs); about 75 minutes for the default 5 seeds on a free 2-core CPU:
 Prints, per seed and as means with their spread over seeds: epochs, wall time, best val_acc,
 and the epochs each arm trained before it first passed the tutorial's final val_acc; then the
 paired comparison hedge minus FIFO over seeds with its 95% interval (scipy), the choice (the
-best mean val_acc, the fewest epochs among the arms within 0.05 points of it), and (means):
+best mean val_acc, the fewest epochs among the arms within 0.05 points of it) and the chosen arm
+minus each other arm, paired the same way, and (means):
     ARM_epochs_ratio_vs_fifo: X    ARM_best_val_acc_gap_points: Y (FIFO minus ARM), for each ASHA arm
     train_share_of_wall: Z         (share of the searches' wall time spent training)
 `--arms` runs some of them (at a 30-epoch budget: --arms asha_tpe tied_tpe hedged_tpe).
@@ -42,17 +43,18 @@ ARMS = {  # label: (scheduler, searcher, grace_period (None: max_epochs // reduc
 }
 
 
-def print_paired(hedged: list[dict[str, Any]], fifo: list[dict[str, Any]]) -> None:
-    """Hedge minus FIFO, seed by seed, with a 95% interval over seeds (scipy's paired t)."""
-    accuracy = paired_gain([row["best_val_acc"] for row in hedged], [row["best_val_acc"] for row in fifo])
+def print_paired(what: str, first: list[dict[str, Any]], second: list[dict[str, Any]]) -> None:
+    """`what` ("hedge minus FIFO"): first arm minus second, seed by seed, with a 95% interval over seeds (scipy's
+    paired t), for the best val_acc and the epochs."""
+    accuracy = paired_gain([row["best_val_acc"] for row in first], [row["best_val_acc"] for row in second])
     low_high = accuracy["gain_ci95_points"]
-    print(f"paired over seeds, hedge minus FIFO: best val_acc {accuracy['gain_points']:+.3f} points, "
+    print(f"paired over seeds, {what}: best val_acc {accuracy['gain_points']:+.3f} points, "
           + ("no interval (one seed)" if low_high is None else f"95% CI [{low_high[0]:+.3f}, {low_high[1]:+.3f}]"))
-    epochs = np.array([row["epochs"] for row in hedged], float) - np.array([row["epochs"] for row in fifo], float)
-    ratios = ", ".join(f"{row['epochs'] / other['epochs']:.3f}" for row, other in zip(hedged, fifo))
+    epochs = np.array([row["epochs"] for row in first], float) - np.array([row["epochs"] for row in second], float)
+    ratios = ", ".join(f"{row['epochs'] / other['epochs']:.3f}" for row, other in zip(first, second))
     interval = (stats.t.interval(0.95, len(epochs) - 1, loc=epochs.mean(), scale=stats.sem(epochs))
                 if len(epochs) > 1 and epochs.std() > 0 else None)
-    print(f"paired over seeds, hedge minus FIFO: epochs {epochs.mean():+.1f}, "
+    print(f"paired over seeds, {what}: epochs {epochs.mean():+.1f}, "
           + ("no interval" if interval is None else f"95% CI [{interval[0]:+.1f}, {interval[1]:+.1f}]")
           + f"; epochs ratio per seed {ratios}")
 
@@ -66,14 +68,12 @@ BENCH_TRAIN = {"synthetic": 0.0}
 TIE_POINTS = 0.05
 
 
-def choose_arm(mean: dict[str, dict[str, float]]) -> str:
+def choose_arm(mean: dict[str, dict[str, float]]) -> tuple[str, list[str]]:
     """The arm with the best mean validation accuracy, the one with the fewest epochs among those within
-    TIE_POINTS of it: "accuracy at the least epochs"."""
+    TIE_POINTS of it ("accuracy at the least epochs"); and the arms so tied."""
     best = max(row["best_val_acc"] for row in mean.values())
     tied = [label for label, row in mean.items() if 100 * (best - row["best_val_acc"]) <= TIE_POINTS]
-    label = min(tied, key=lambda name: mean[name]["epochs"])
-    return (f"{label} (best val_acc within {TIE_POINTS} points of the best arm: {', '.join(tied)}; the fewest "
-            f"epochs among them, {mean[label]['epochs']:.1f})")
+    return min(tied, key=lambda name: mean[name]["epochs"]), tied
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,13 +95,17 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.max_concurrent} trials at once, searcher seeds {args.seeds}")
     print_runs(runs, args.seeds)
     if {"hedged_tpe", "fifo_random"} <= set(runs):
-        print_paired(runs["hedged_tpe"], runs["fifo_random"])
+        print_paired("hedge minus FIFO", runs["hedged_tpe"], runs["fifo_random"])
     plot = bench.folder / "anytime.png"
     plot_arms_anytime({label: [row["anytime"] for row in rows] for label, rows in runs.items()}, plot)
     mean = {label: {key: float(np.mean([row[key] for row in rows])) for key in ("epochs", "best_val_acc", "train_share")}
             for label, rows in runs.items()}
     print(f"best-so-far plot: {plot}")
-    print(f"choice: {choose_arm(mean)}")
+    chosen, tied = choose_arm(mean)
+    print(f"choice: {chosen} (best val_acc within {TIE_POINTS} points of the best arm: {', '.join(tied)}; the fewest "
+          f"epochs among them, {mean[chosen]['epochs']:.1f})")
+    for other in [label for label in runs if label != chosen]:  # what the choice buys and costs, seed by seed
+        print_paired(f"{chosen} minus {other}", runs[chosen], runs[other])
     if "fifo_random" in mean:
         fifo = mean["fifo_random"]
         for label in [label for label in ("asha_tpe", "tied_tpe", "hedged_tpe") if label in mean]:

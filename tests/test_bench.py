@@ -90,6 +90,10 @@ def check_the_figures(out: str, arms: tuple[str, ...]) -> None:
                  key=lambda label: means[label][1])
     assert re.search(r"^choice: (\w+) ", out, re.MULTILINE).group(1) == chosen
     assert "paired over seeds, hedge minus FIFO: best val_acc" in out
+    for other in set(arms) - {chosen}:  # what the choice buys against each other arm, paired
+        gain = float(re.search(rf"^paired over seeds, {chosen} minus {other}: best val_acc ([-+][\d.]+) points",
+                               out, re.MULTILINE).group(1))
+        assert gain == pytest.approx(means[chosen][0] - means[other][0], abs=2e-3)
     plot = Path(re.search(r"^best-so-far plot: (.+)$", out, re.MULTILINE).group(1))
     assert plot.read_bytes()[:8] == PNG_MAGIC
 
