@@ -107,7 +107,7 @@ def _five(rng: np.random.Generator) -> Strokes:
 
 
 def _six(rng: np.random.Generator) -> Strokes:
-    radius = rng.uniform(0.2, 0.38)  # small loops low, big loops up to the middle
+    radius = rng.uniform(0.2, 0.45)  # small loops low, big loops above the middle, under a short stem
     centre_y = 1.0 - rng.uniform(0.95, 1.05) * radius
     stem = polyline((rng.uniform(0.6, 0.85), 0.0), (0.3, 0.3), (0.5 - radius, centre_y))
     if rng.random() < 0.35:  # the top hooked back
