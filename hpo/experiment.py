@@ -87,7 +87,7 @@ SETTINGS: dict[str, Setting] = {
     # Fixed settings of every trial's mnist config (data, limit, val_fraction, amp, ...), the tutorial's trial
     # included; a file's `train` is laid over these, key by key. 15% more training images as digits drawn from pen
     # strokes (mnist.strokes): MNIST's validation, which selects, cannot see what they buy (9s with curled tails,
-    # hooked and high-looped 6s: people's digits read +1.5 points, MNIST's test unchanged; docs/results.md
+    # hooked and high-looped 6s: notebook photos +2.8 points, drawings +2.0, MNIST's test unchanged; docs/results.md
     # "Digits MNIST lacks"), so they are a fixed part of the data, not a searched knob. `synthetic: 0` drops them.
     "train": Setting({"synthetic": 0.15}, MAPPING, "fixed settings of every trial's mnist config, over these "
                                                    "defaults", cli=False),
