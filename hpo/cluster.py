@@ -80,35 +80,49 @@ def init_error(error: Exception, address: str) -> UserError | None:
 CLUSTER_WATCH_S = 0.2
 
 
-def stop_on_sigterm(session: str | None, give_up: Callable[[], None]) -> threading.Event:
-    """On SIGTERM, Tune stops as on Ctrl-C (cleanly, its state saved to resume from): Ray itself would kill the
-    driver without a final save. When every process got the signal at once (timeout, docker stop, systemd and
-    Slurm signal the whole group or cgroup), the private cluster dies under Tune, which would wait a minute for
-    it and end with nothing said: a watcher sees the cluster stopping, calls `give_up` (which says how to resume),
-    ends what is left of the cluster and ends the process. Returns the event the driver sets when it ends the
-    cluster itself (ray.shutdown sends the raylet a SIGTERM too): the watcher then stands down."""
-    driver_ends_it = threading.Event()
+class SigtermStop:
+    """What a search does on SIGTERM: Tune stops as on Ctrl-C (cleanly, its state saved to resume from: Ray itself
+    would kill the driver without a final save). When every process got the signal at once (timeout, docker stop,
+    systemd and Slurm signal the whole group or cgroup), the private cluster dies under the driver: Tune would wait
+    a minute for it, and once the raylet is gone Ray's core worker ends the driver with exit 1 and nothing said. So
+    a watcher ends the search as soon as the cluster stops, and the driver ends it the same way when Tune returns
+    first (`end_search`): `give_up` says how to resume, what is left of the cluster is killed, exit 130."""
 
-    def on_sigterm(signum: int, frame: Any) -> None:
-        if session:
-            threading.Thread(target=watch_cluster, args=(session, give_up, driver_ends_it), name="cluster-watch",
-                             daemon=True).start()
+    def __init__(self, session: str | None, give_up: Callable[[], None]) -> None:
+        self.session, self.give_up = session, give_up
+        self.received = threading.Event()
+        # Set when the driver ends its cluster itself after a normal end (ray.shutdown sends the raylet a SIGTERM
+        # too): a watcher started by a late SIGTERM then stands down.
+        self.driver_ends_cluster = threading.Event()
+        self.ending = threading.Lock()  # the watcher and the driver may both come to end the search: once
+        signal.signal(signal.SIGTERM, self.on_sigterm)
+
+    def on_sigterm(self, signum: int, frame: Any) -> None:
+        self.received.set()
+        if self.session:
+            threading.Thread(target=self.watch_cluster, name="cluster-watch", daemon=True).start()
         os.kill(os.getpid(), signal.SIGINT)
 
-    signal.signal(signal.SIGTERM, on_sigterm)
-    return driver_ends_it
+    def watch_cluster(self) -> None:
+        name = os.path.basename(self.session)
+        while cluster_runs(name) and not raylet_stopping(self.session):
+            if self.driver_ends_cluster.wait(CLUSTER_WATCH_S):
+                return
+        if not self.driver_ends_cluster.is_set():
+            self.end_search()
 
+    def ends_the_search(self) -> bool:
+        """Whether the driver must end the search with `end_search` rather than shut Ray down: a SIGTERM came
+        while it ran its own cluster (ray.shutdown would race Ray's core worker for the end of this process)."""
+        return self.received.is_set() and bool(self.session)
 
-def watch_cluster(session: str, give_up: Callable[[], None], driver_ends_it: threading.Event) -> None:
-    name = os.path.basename(session)
-    while cluster_runs(name) and not raylet_stopping(session):
-        if driver_ends_it.wait(CLUSTER_WATCH_S):
-            return
-    if driver_ends_it.is_set():
-        return
-    give_up()  # first: once the GCS is killed below, Ray's core worker ends this process at once
-    end_leftover_session(session)
-    os._exit(130)  # as after Ctrl-C
+    def end_search(self) -> None:
+        """Say how to resume (first: once the GCS is killed, Ray's core worker ends this process at once), kill
+        what is left of the private cluster, end the process as after Ctrl-C. Never returns."""
+        with self.ending:
+            self.give_up()
+            end_leftover_session(self.session)
+            os._exit(130)
 
 
 def raylet_stopping(session: str) -> bool:

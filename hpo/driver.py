@@ -22,7 +22,7 @@ import ray
 from ray import tune
 
 from hpo.cluster import (check_address, check_gpus_usable, check_storage_shared, connect, end_leftover_cluster,
-                         end_private_cluster, fake_gpus, stop_on_sigterm, trial_resources)
+                         end_private_cluster, fake_gpus, SigtermStop, trial_resources)
 from hpo.dashboard import HOST, serve_dashboard
 from hpo.experiment import trial_config
 from hpo.progress import SearchProgress, keep_staged_log
@@ -157,10 +157,10 @@ JOINED_CLUSTER_WAIT_S = 600
 
 
 def give_up_after_sigterm(store: ExperimentStore, resume_command: str) -> None:
-    """The end of a search whose cluster died with it (a SIGTERM to every process): Tune cannot save any more,
-    what it saved last is what --resume continues. Said on stdout and in search.log (then hpo.cluster ends it)."""
-    message = (f"stopped by SIGTERM together with its Ray cluster (timeout, docker stop, systemd and Slurm signal "
-               f"every process); Tune's last saved state is kept: continue with: {resume_command}\n")
+    """The end of a search stopped by SIGTERM on its own cluster, which may be dying with it (timeout, docker
+    stop, systemd and Slurm signal every process): what Tune saved last is what --resume continues. Said on
+    stdout and in search.log (then hpo.cluster ends the cluster and the process)."""
+    message = f"stopped by SIGTERM; Tune's last saved state is kept: continue with: {resume_command}\n"
     sys.stdout.write(message)
     sys.stdout.flush()
     os.write(2, message.encode())  # stderr is the search's log meanwhile (hpo.progress.search_log)
@@ -204,7 +204,7 @@ def run_search(experiment: dict[str, Any], store: ExperimentStore, resume: bool,
     for record in [store.ray_session_file, *store.leftover_ray_sessions()]:  # killed drivers' clusters
         end_leftover_cluster(record)
     session = connect(address)
-    driver_ends_cluster = stop_on_sigterm(session, lambda: give_up_after_sigterm(store, resume_command))
+    sigterm = SigtermStop(session, lambda: give_up_after_sigterm(store, resume_command))
     if session:
         store.ray_session_file.parent.mkdir(parents=True, exist_ok=True)  # the storage root (benchmarks/schedulers.py's is new)
         store.ray_session_file.write_text(session)
@@ -241,7 +241,9 @@ def run_search(experiment: dict[str, Any], store: ExperimentStore, resume: bool,
     finally:
         if reservation is not None:
             reservation.close()
-        driver_ends_cluster.set()
+        if sigterm.ends_the_search():  # Tune has saved its state by now
+            sigterm.end_search()
+        sigterm.driver_ends_cluster.set()
         end_private_cluster(session)
         store.ray_session_file.unlink(missing_ok=True)
     unfinished = unfinished_trials(results)
