@@ -84,6 +84,35 @@ def test_sigterm_to_the_whole_group_says_how_to_resume_and_leaves_nothing_runnin
     assert sorted(pd.read_csv(tmp_path / "grouped" / "trials.csv")["trial"]) == [1, 2, 3, 4]
 
 
+# A driver that got SIGTERM on its own cluster, at the point where Tune has returned: it says how to resume and ends
+# the cluster itself (its session folder goes) with exit 130, never reaching ray.shutdown. In a process of its own.
+AFTER_SIGTERM = """
+import os, signal, sys, time
+from hpo.cluster import SigtermStop
+stop = SigtermStop(sys.argv[1], lambda: print("how to resume", flush=True))
+assert not stop.ends_the_search()
+try:
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(30)  # the handler turns the SIGTERM into Ctrl-C at once
+except KeyboardInterrupt:
+    pass
+else:
+    sys.exit('no Ctrl-C')
+assert stop.ends_the_search()
+stop.end_search()
+print("after end_search")
+"""
+
+
+def test_after_a_sigterm_the_driver_ends_its_cluster_itself_and_says_how_to_resume(tmp_path: Path) -> None:
+    session = tmp_path / "session_2026-12-03_00-00-00_000000_1"
+    (session / "logs").mkdir(parents=True)
+    result = subprocess.run([sys.executable, "-c", AFTER_SIGTERM, str(session)], capture_output=True, text=True,
+                            timeout=60, cwd=ROOT)
+    assert (result.returncode, result.stdout) == (130, "how to resume\n"), result.stderr[-3000:]
+    assert not session.exists()
+
+
 def test_sigterm_to_the_group_while_ray_starts_is_an_interruption_with_nothing_left(
         tmp_path: Path, smoke_flags: list[str]) -> None:
     driver = subprocess.Popen([sys.executable, str(ROOT / "hpo" / "search.py"), *smoke_flags, "--storage-path",

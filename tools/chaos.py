@@ -99,8 +99,10 @@ def group_sigterm(folder: Path, rng: np.random.Generator, counts: dict[str, int]
         pass
     code = search.wait(timeout=300)
     seconds = time.monotonic() - signalled
-    ended_before = code == 0
     said = log.read_text()
+    # Finished before the signal; or finished and signalled while the process exited (after run_cli gave SIGTERM
+    # back its default: the search's results were whole and said, the exit status is the signal's).
+    ended_before = code == 0 or (code == -signal.SIGTERM and "next: python hpo/best.py" in said)
     started = (folder / "experiment.json").exists()  # else the signal came while Ray started: nothing to resume
     counts["group_sigterm_hint_in_10s"] += seconds <= GROUP_SIGTERM_LIMIT_S and (
         ended_before or (code == 130 and ("continue with:" in said if started else said.rstrip().endswith("interrupted"))))
