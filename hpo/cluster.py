@@ -16,6 +16,7 @@ import torch
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from hpo.env_vars import switch
+from hpo.ray_sessions import end_leftover_session, exit_ending_session, processes_of
 from hpo.ray_versions import check_private_cluster_closed, check_versions, version_mismatch
 from mnist.errors import UserError
 
@@ -117,12 +118,11 @@ class SigtermStop:
         return self.received.is_set() and bool(self.session)
 
     def end_search(self) -> None:
-        """Say how to resume (first: once the GCS is killed, Ray's core worker ends this process at once), kill
-        what is left of the private cluster, end the process as after Ctrl-C. Never returns."""
+        """Say how to resume, kill what is left of the private cluster, end the process as after Ctrl-C (exit_ending_session:
+        the killing done in this process's place, so that Ray's core worker cannot end it first). Never returns."""
         with self.ending:
             self.give_up()
-            end_leftover_session(self.session)
-            os._exit(130)
+            exit_ending_session(self.session)
 
 
 def raylet_stopping(session: str) -> bool:
@@ -163,41 +163,6 @@ def end_leftover_cluster(record: Path) -> None:
         return
     end_leftover_session(record.read_text().strip())
     record.unlink(missing_ok=True)
-
-
-def end_leftover_session(session: str) -> None:
-    """Kill what is left of a private cluster's processes and remove its session folder."""
-    name = os.path.basename(session)
-    if name.startswith("session_"):
-        for pid in processes_of(name):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-        shutil.rmtree(session, ignore_errors=True)
-
-
-def processes_of(session_name: str) -> list[int]:
-    """The processes whose command line names the Ray session (gcs, raylet, Ray's helpers) and their
-    children (the workers), read from /proc; none where there is no /proc."""
-    proc = Path("/proc")
-    if not proc.is_dir():
-        return []
-    parents, found = {}, set()
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if session_name.encode() in (entry / "cmdline").read_bytes():
-                found.add(int(entry.name))
-            parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-    grew = True
-    while grew:  # the workers are children of the raylet
-        children = {pid for pid, parent in parents.items() if parent in found} - found
-        grew = bool(children)
-        found |= children
-    found.discard(os.getpid())
-    return sorted(found)
 
 
 def check_address(address: str | None) -> str:

@@ -60,7 +60,7 @@ def test_sigterm_to_the_whole_group_says_how_to_resume_and_leaves_nothing_runnin
         tmp_path: Path, smoke_flags: list[str]) -> None:
     """What timeout, docker stop, systemd and Slurm do: SIGTERM to every process, Ray's included. The driver says
     how to resume (exit 130), ends what is left of its cluster, and the resumed search finishes."""
-    from hpo.cluster import processes_of
+    from hpo.ray_sessions import processes_of
 
     flags = ["--storage-path", str(tmp_path), "--name", "grouped"]
     log = tmp_path / "driver.log"

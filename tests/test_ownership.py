@@ -220,7 +220,7 @@ def test_a_garbage_ray_address_in_the_environment_is_one_line(monkeypatch: pytes
 def test_the_next_search_ends_what_a_killed_driver_left_and_sessions_are_removed(tmp_path: Path) -> None:
     import signal
 
-    from hpo.cluster import processes_of
+    from hpo.ray_sessions import processes_of
 
     flags = ["--storage-path", str(tmp_path), "--num-samples", "2", "--max-epochs", "3", "--limit", "3000"]
     log = tmp_path / "killed.log"

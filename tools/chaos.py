@@ -122,7 +122,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="results/chaos")
     args = parser.parse_args()
-    from hpo.cluster import processes_of
+    from hpo.ray_sessions import processes_of
 
     rng, out = np.random.default_rng(args.seed), Path(args.out)
     counts = {key: 0 for key in ("one_driver_won", "resume_while_running_refused", "resume_finished",
