@@ -151,9 +151,19 @@ def cluster_runs(session_name: str) -> bool:
 
 def end_private_cluster(session: str | None) -> None:
     """Shut Ray down and remove the private cluster's session folder (0.5 MB a search, never removed by Ray)."""
-    ray.shutdown()
+    shutdown_ray()
     if session:
         shutil.rmtree(session, ignore_errors=True)
+
+
+def shutdown_ray() -> None:
+    """ray.shutdown, this process's SIGTERM handler kept: Ray's shutdown sets SIGTERM back to its default beneath
+    Python (which still names its handler), so a SIGTERM after it, while the results are written, would kill the
+    process with nothing said (exit -15) instead of interrupting it."""
+    handler = signal.getsignal(signal.SIGTERM)
+    ray.shutdown()
+    if handler is not None and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
 
 
 def end_leftover_cluster(record: Path) -> None:

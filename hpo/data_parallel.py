@@ -17,7 +17,7 @@ from ray.train import RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer, get_device
 
 from hpo.checkpoints import read_checkpoint, report_with_checkpoint
-from hpo.cluster import check_gpus_usable, check_storage_shared, connect
+from hpo.cluster import check_gpus_usable, check_storage_shared, connect, shutdown_ray
 from hpo.ray_versions import trainer_resources
 from hpo.storage import is_uri
 from mnist.data import MnistData
@@ -71,7 +71,7 @@ def train_data_parallel(config: dict[str, Any], data: MnistData, workers: int, g
         result = trainer.fit()
     finally:
         if started_here:
-            ray.shutdown()
+            shutdown_ray()
     if result.checkpoint is None:
         raise RuntimeError(f"data-parallel training ended without a checkpoint ({result.error})")
     state = read_checkpoint(result.checkpoint)

@@ -125,11 +125,8 @@ def check_resumable_version(store: ExperimentStore) -> None:
 
 
 class SearchInterrupted(Exception):
-    """The search was stopped (Ctrl-C) with trials unfinished; Tune saved its state to resume from."""
-
-    def __init__(self, unfinished: int) -> None:
-        super().__init__(f"{unfinished} trial(s) unfinished")
-        self.unfinished = unfinished
+    """The search was stopped (Ctrl-C, SIGTERM) with trials unfinished or its results unwritten; Tune saved its state
+    to resume from. The message says what is left ("3 trial(s) unfinished")."""
 
 
 def unfinished_trials(results: tune.ResultGrid) -> int:
@@ -248,7 +245,7 @@ def run_search(experiment: dict[str, Any], store: ExperimentStore, resume: bool,
         store.ray_session_file.unlink(missing_ok=True)
     unfinished = unfinished_trials(results)
     if unfinished and not budget_spent:  # Ctrl-C: the unfinished trials go on when the search is resumed
-        raise SearchInterrupted(unfinished)
+        raise SearchInterrupted(f"{unfinished} trial(s) unfinished")
     if budget_spent:  # an end, not an interruption: said in the folder, so that --resume says so too
         write_json_atomic(store.local / ENDED_JSON, {"ended_by": "time budget", "time_budget_s": budget,
                                                     "unfinished": unfinished + experiment["num_samples"] - len(results)})

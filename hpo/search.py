@@ -17,6 +17,9 @@ import argparse
 import sys
 from datetime import datetime
 from pathlib import Path
+from typing import Any
+
+import pandas as pd
 
 from hpo.checkpoints import drop_stale_checkpoints
 from hpo.cluster import check_address, fake_gpus
@@ -126,6 +129,27 @@ def check_resumed_tracking(store: ExperimentStore, mlflow_uri: str | None) -> No
         print(f"MLflow: continuing parent run {tracking['parent_run_id']} in {tracking['tracking_uri']}", flush=True)
 
 
+def summarize_search(store: ExperimentStore, results: Any, experiment: dict, resources: dict
+                     ) -> tuple[pd.DataFrame, dict, dict | None] | None:
+    """The finished search's trials.csv, best.json, report and plots, its stale checkpoints dropped, its MLflow run
+    ended: the trials, the winner and the tracking; None when a time budget ended it before any trial finished."""
+    tracking = tracking_of(store.local)
+    try:
+        trials, best = summarize(store.local, results, experiment, resources, sys.argv)
+    except NothingFinished:
+        if not (store.local / ENDED_JSON).exists():
+            raise
+        if tracking:
+            finish_search_run(tracking, store.local, None)
+        print(f"time budget reached ({experiment['time_budget_s']:g} s) before any trial finished an "
+              "epoch: nothing to summarize", flush=True)
+        return None
+    drop_stale_checkpoints(trials, store)
+    if tracking:
+        finish_search_run(tracking, store.local, best)
+    return trials, best, tracking
+
+
 def search(store: ExperimentStore, args: argparse.Namespace, experiment: dict | None, mlflow_uri: str | None) -> int:
     """Run (experiment given) or resume (None: its saved settings) the search in `store`, holding its lock."""
     if experiment is None:
@@ -140,20 +164,13 @@ def search(store: ExperimentStore, args: argparse.Namespace, experiment: dict | 
             results, resources = run_search(experiment, store, args.resume, args.address, args.dashboard,
                                             args.wait_for_resources, args.shared_storage, mlflow_uri,
                                             resume_command(store, args.storage_path))
-            tracking = tracking_of(store.local)
             try:
-                trials, best = summarize(store.local, results, experiment, resources, sys.argv)
-            except NothingFinished:
-                if not (store.local / ENDED_JSON).exists():
-                    raise
-                if tracking:
-                    finish_search_run(tracking, store.local, None)
-                print(f"time budget reached ({experiment['time_budget_s']:g} s) before any trial finished an "
-                      "epoch: nothing to summarize", flush=True)
+                summary = summarize_search(store, results, experiment, resources)
+            except KeyboardInterrupt:  # Ctrl-C or SIGTERM while the results are written (each file whole)
+                raise SearchInterrupted("while its results were written") from None
+            if summary is None:
                 return 0
-            drop_stale_checkpoints(trials, store)
-            if tracking:
-                finish_search_run(tracking, store.local, best)
+            trials, best, tracking = summary
     except SearchInterrupted as interrupted:
         print(f"interrupted, {interrupted}; continue with: {resume_command(store, args.storage_path)}", file=sys.stderr)
         return 130

@@ -113,6 +113,27 @@ def test_after_a_sigterm_the_driver_ends_its_cluster_itself_and_says_how_to_resu
     assert not session.exists()
 
 
+# The driver after its cluster has ended, while it writes the results: a SIGTERM then still reaches its handler
+# (Ray's shutdown sets SIGTERM back to its default beneath Python: the process died with exit -15, nothing said).
+AFTER_SHUTDOWN = """
+import os, signal, sys, time
+from hpo.cluster import connect, end_private_cluster
+session = connect(None)
+signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(42))
+end_private_cluster(session)
+os.kill(os.getpid(), signal.SIGTERM)
+time.sleep(30)
+sys.exit("the SIGTERM was lost")
+"""
+
+
+def test_a_sigterm_after_the_cluster_has_ended_still_reaches_the_drivers_handler() -> None:
+    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+    result = subprocess.run([sys.executable, "-c", AFTER_SHUTDOWN], capture_output=True, text=True, timeout=120,
+                            cwd=ROOT, env=env)
+    assert result.returncode == 42, result.stderr[-3000:]
+
+
 def test_sigterm_to_the_group_while_ray_starts_is_an_interruption_with_nothing_left(
         tmp_path: Path, smoke_flags: list[str]) -> None:
     driver = subprocess.Popen([sys.executable, str(ROOT / "hpo" / "search.py"), *smoke_flags, "--storage-path",

@@ -228,3 +228,26 @@ def test_best_py_still_takes_its_old_experiment_flag_and_says_its_new_name(tmp_p
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and "best.py's --experiment is now --search" in err
     assert f"{tmp_path / 'none'}: no such experiment folder" in err  # the old flag still names the folder read
+
+
+def test_an_interruption_while_the_results_are_written_says_how_to_continue(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture) -> None:
+    """Ctrl-C or a SIGTERM after Tune has finished, while trials.csv, best.json and the report are written: Tune's
+    state is whole, so the search says how to continue (--resume writes them), exit 130, no traceback."""
+    import argparse
+
+    import hpo.search as search_module
+    from hpo.storage import ExperimentStore
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(search_module, "run_search", lambda *args, **kwargs: (None, {"cpu": 1.0, "gpu": 0.0}))
+    monkeypatch.setattr(search_module, "summarize_search", interrupted)
+    store = ExperimentStore(str(tmp_path), "written")
+    flags = argparse.Namespace(resume=False, address=None, dashboard=None, wait_for_resources=None,
+                               shared_storage=False, storage_path=str(tmp_path))
+    assert search_module.search(store, flags, {"num_samples": 3, "max_epochs": 2}, None) == 130
+    said = capfd.readouterr().err.strip().splitlines()
+    assert said[-1] == ("interrupted, while its results were written; continue with: python hpo/search.py --resume "
+                        f"--name written --storage-path {tmp_path}")
