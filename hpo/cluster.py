@@ -1,7 +1,6 @@
 """The Ray cluster a search runs on: joining one (or starting a private one), and what a trial may ask of it."""
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import signal
@@ -118,8 +117,9 @@ class SigtermStop:
         return self.received.is_set() and bool(self.session)
 
     def end_search(self) -> None:
-        """Say how to resume, kill what is left of the private cluster, end the process as after Ctrl-C (exit_ending_session:
-        the killing done in this process's place, so that Ray's core worker cannot end it first). Never returns."""
+        """Say how to resume, kill what is left of the private cluster, end the process as after Ctrl-C: the killing
+        done in this process's place (exit_ending_session), so that Ray's core worker cannot end it first. Never
+        returns."""
         with self.ending:
             self.give_up()
             exit_ending_session(self.session)
