@@ -1,5 +1,6 @@
 """A private Ray cluster's processes, found and ended from outside Ray: what a killed driver left, or what is left
-of a cluster after a SIGTERM. Imports nothing of Ray's, so that it also runs in place of a driver (exit_ending_session)."""
+of a cluster after a SIGTERM. Imports nothing of Ray's, so that it also runs in place of a driver
+(exit_ending_session)."""
 from __future__ import annotations
 
 import contextlib
