@@ -52,9 +52,14 @@ def connect(address: str | None) -> str | None:
         stopped.append(signum)
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, stopped_while_starting)
+    previous = signal.signal(signal.SIGTERM, stopped_while_starting)
     try:
         context = ray.init(address=address, include_dashboard=False, logging_level="WARNING", log_to_driver=True)
+    except SystemExit as exit_request:
+        # ray.init puts its own SIGTERM handler in place while it starts: sys.exit(15), nothing said. The same stop.
+        if exit_request.code != signal.SIGTERM:
+            raise
+        raise KeyboardInterrupt from None
     except Exception as error:
         if stopped:  # Ray's own error about the processes the signal ended: the signal is the story
             raise KeyboardInterrupt from None
@@ -62,6 +67,8 @@ def connect(address: str | None) -> str | None:
         if one_line is None:
             raise
         raise one_line from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)  # not Ray's, which it leaves in place
     return context.address_info.get("session_dir") if address == "local" else None
 
 

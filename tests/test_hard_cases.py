@@ -251,3 +251,34 @@ def test_an_interruption_while_the_results_are_written_says_how_to_continue(
     said = capfd.readouterr().err.strip().splitlines()
     assert said[-1] == ("interrupted, while its results were written; continue with: python hpo/search.py --resume "
                         f"--name written --storage-path {tmp_path}")
+
+
+def test_a_sigterm_while_ray_init_runs_its_own_handler_is_an_interruption(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ray.init puts its own SIGTERM handler in place while it starts (sys.exit(15): the driver ended with exit 15 and
+    nothing said); connect turns that into the interruption every other SIGTERM is, and leaves the caller's
+    handler in place after it, not Ray's."""
+    import os
+    import signal
+    import sys
+
+    import hpo.cluster as cluster
+
+    def init_as_ray_does(**kwargs: object) -> None:
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))
+        if terminated:
+            os.kill(os.getpid(), signal.SIGTERM)
+        raise RuntimeError("a cluster of another Ray version")  # the next step, had no signal come
+
+    def callers_handler(signum: int, frame: object) -> None:
+        raise AssertionError("not reached")
+
+    monkeypatch.setattr(cluster.ray, "init", init_as_ray_does)
+    monkeypatch.setattr(cluster, "check_private_cluster_closed", lambda: None)
+    previous = signal.signal(signal.SIGTERM, callers_handler)
+    try:
+        for terminated in (True, False):
+            with pytest.raises(KeyboardInterrupt if terminated else (RuntimeError, UserError)):
+                cluster.connect(None)
+            assert signal.getsignal(signal.SIGTERM) is callers_handler
+    finally:
+        signal.signal(signal.SIGTERM, previous)
