@@ -4,7 +4,8 @@ Geometry: translation, rotation, zoom, slant (shear), width (stretch) and elasti
 (Simard et al. 2003: a smooth random displacement field; here drawn on a coarse 4x4 grid per
 image and interpolated bicubically, which is what a Gaussian-smoothed field amounts to at
 28x28 and costs almost nothing). Ink: strokes thickened or thinned (a blend towards a 3x3
-dilation or erosion) and a small box erased. Labels are never changed.
+dilation or erosion) and a small box erased. Corruptions (mnist.corrupt): noise, blur, fog, rules,
+bars, scribbles, hollow strokes and more, on a share of the images. Labels are never changed.
 
 Every image's draw is made for a whole epoch at once from (seed, epoch) alone, so a resumed
 run draws exactly what the uninterrupted one did. Whole-pixel shifts alone take an exact
@@ -20,6 +21,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from mnist.corrupt import draw_corruptions
+
 
 @dataclass(frozen=True)
 class Augmentation:
@@ -32,6 +35,7 @@ class Augmentation:
     elastic: float = 0.0
     thickness: float = 0.0
     erase: float = 0.0
+    corrupt: float = 0.0
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> "Augmentation":
@@ -45,7 +49,7 @@ class Augmentation:
 
     @property
     def ink(self) -> bool:
-        return bool(self.thickness or self.erase)
+        return bool(self.thickness or self.erase or self.corrupt)
 
 
 @dataclass
@@ -56,6 +60,8 @@ class EpochDraw:
     shifts: torch.Tensor | None = None  # (N, 2) whole-pixel shifts (the exact path, nothing else affine)
     thickness: torch.Tensor | None = None  # (N,) in [-1, 1]: towards erosion (< 0) or dilation (> 0)
     erase: torch.Tensor | None = None  # (N, 4) top, left, height, width of the erased box; height 0 = none
+    corruption: torch.Tensor | None = None  # (N,) kind of mnist.corrupt.KINDS, NO_CORRUPTION for a clean image
+    corruption_parameters: torch.Tensor | None = None  # (N, mnist.corrupt.PARAMETERS) its strengths, uniform
 
 
 def draw_epoch(count: int, augmentation: Augmentation, seed: int, epoch: int,
@@ -74,6 +80,9 @@ def draw_epoch(count: int, augmentation: Augmentation, seed: int, epoch: int,
                           * augmentation.thickness).to(device)
     if augmentation.erase:
         draw.erase = random_boxes(count, augmentation.erase, seed, epoch).to(device)
+    if augmentation.corrupt:
+        kinds, parameters = draw_corruptions(count, augmentation.corrupt, epoch_generator(seed, epoch, 1_100_009))
+        draw.corruption, draw.corruption_parameters = kinds.to(device), parameters.to(device)
     return draw
 
 

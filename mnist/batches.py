@@ -16,6 +16,7 @@ import torch
 
 from mnist.augment import (Augmentation, affine_images, change_thickness, draw_epoch, epoch_generator, erase_boxes,
                            shift_images)
+from mnist.corrupt import corrupt_batch
 from mnist.data import normalize, to_model_input
 
 
@@ -65,4 +66,6 @@ class EpochBatches:
             pixels = change_thickness(pixels, draw.thickness[index])
         if draw.erase is not None:
             pixels = erase_boxes(pixels, draw.erase[index])
+        if draw.corruption is not None:
+            pixels = corrupt_batch(pixels, draw.corruption[index], draw.corruption_parameters[index])
         return normalize(pixels)

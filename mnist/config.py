@@ -133,6 +133,12 @@ KNOBS: dict[str, Knob] = {
     "thickness": Knob(0.0, number(0, 1), "augment: thicken or thin strokes by up to F of one pixel a side"),
     # Probability of erasing a 3-7 px box of an image: gaps in a stroke, faint pens, scan dropouts.
     "erase": Knob(0.0, number(0, 1), "augment: erase a small box with probability P"),
+    # A share of the training images corrupted as images no one here made are (mnist.corrupt: noise, blur, fog,
+    # uneven light, bars and page edges, rules and dotted lines, scribbles, specks, hollow and thin or thick strokes,
+    # strong turns and slants), one kind each: robustness from training data, not from preprocessing rules
+    # (issue #41). 0 = none, the tutorial's.
+    "corrupt": Knob(0.0, number(0, 1), "augment: corrupt a share P of the training images (noise, blur, fog, "
+                                       "lines, bars, scribbles, hollow strokes, ...)"),
     # Extra training digits drawn from random pen-stroke styles MNIST's writers rarely used (mnist.strokes: 9s
     # with a curled tail, 6s hooked or with a high loop, 1s with a lead-in or a base), as a share of the training
     # images: 0.1 adds 10%. People write these; MNIST alone reads them as 8, 0 or 7. 0 = none, the tutorial's.

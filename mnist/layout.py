@@ -59,6 +59,7 @@ RETRAIN_RUNS = "runs"  # while best.py retrains: each run's state after every ep
 PREDICT_MISREAD_PNG = f"{RESULTS}/predict/misread.png"
 HANDWRITING_SETS = f"{RESULTS}/handwriting"  # the rendered scans set lives in its scans/ folder
 FIELD_REPORT_JSON = f"{RESULTS}/field_report.json"
+EXPORTS = f"{RESULTS}/export"  # where the shipped reader is exported to (its own folder is inside the package)
 FIELD_REPORT_PLOTS = f"{RESULTS}/field_report"  # the field report's reliability diagram and confusion matrices of each model
 
 

@@ -20,9 +20,11 @@ from sklearn.datasets import load_digits
 from mlflow.tracking import MlflowClient  # the tests read what hpo.tracking wrote as a user would
 
 from mnist.errors import run_cli
+from mnist.reading.corruptions import set_writers
 from mnist.reading.drawings import drawing
 from mnist.reading.handwriting import scan_photo, write_labels
 from mnist.reading.notebook import notebook_photo
+from mnist.reading.sets import SETS_VERSION, VERSION_FILE
 
 ROOT = Path(__file__).resolve().parent.parent
 # pytest-xdist groups (pyproject runs the suite on 2 workers, --dist loadgroup): the tests of a group run on one
@@ -169,8 +171,8 @@ def overlapping_trials(history: pd.DataFrame) -> list[tuple[int, int]]:
 
 
 def small_sets(tmp_path: Path) -> tuple[Path, Path, np.ndarray]:
-    """Scans, notebook and drawings sets of a few images in each half (the canvas set is the committed one): the sets
-    folder, the scans' report half (20 scans and a blank page, labelled 3) and those 20 scans' labels."""
+    """Scans, notebook and drawings sets of a few images in each half, MNIST as PNG files and the corruptions of ten
+    (the canvas set is the committed one): the sets folder, the scans' report half (20 scans and a blank page, labelled 3) and those 20 scans' labels."""
     sets, digits, rng = tmp_path / "sets", load_digits(), np.random.default_rng(0)
     for offset, split in ((0, "tune"), (20, "report")):
         scans, notebook = sets / "scans" / split, sets / "notebook" / split
@@ -188,4 +190,7 @@ def small_sets(tmp_path: Path) -> tuple[Path, Path, np.ndarray]:
         write_labels(drawings, {f"d{i}.png": i for i in range(10)})
         for i in range(10):
             drawing(i, rng).save(drawings / f"d{i}.png")
+    for name, write in set_writers(per_digit=1).items():  # MNIST as PNG files and the corruptions: one of each digit
+        write(sets / name)
+        (sets / name / VERSION_FILE).write_text(f"{SETS_VERSION}\n")
     return sets, sets / "scans" / "report", digits.target[20:40]

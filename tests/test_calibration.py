@@ -11,6 +11,7 @@ from PIL import Image
 from mnist.calibration import calibrate_logits, expected_calibration_error, fit_temperature, unsure_threshold
 from mnist.checkpoint import load_checkpoint, save_checkpoint
 from mnist.data import MnistData
+from mnist.reading.corruptions import set_writers
 from mnist.reading.handwriting import read_labels
 from mnist.reading.predict import Prediction, Predictor, load_image, main
 from tests.helpers import small_sets
@@ -105,7 +106,7 @@ def test_the_field_report_reads_every_set_with_every_model(tiny_run: Path, tmp_p
     for label in report:  # a reliability diagram and the confusion matrices of each model over the sets
         for plot in ("reliability_png", "confusion_png"):
             assert Path(report[label].pop(plot)).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert set(report["first"]) == {"scans", "notebook", "drawings", "canvas", "mnist"}
+    assert set(report["first"]) == {"scans", "notebook", "drawings", "canvas", "mnist", *set_writers()}
     scans_read = report["first"]["scans"]
     assert scans_read["count"] == 21 and scans_read["refused_share"] == pytest.approx(1 / 21)
     assert report["first"]["notebook"]["count"] == 10 and report["first"]["drawings"]["count"] == 10
@@ -120,7 +121,10 @@ def test_the_field_report_reads_every_set_with_every_model(tiny_run: Path, tmp_p
     assert scans_read["accuracy"] == pytest.approx((read == truth).sum() / 21)
     matrix = np.array(scans_read["confusion_matrix"])  # true digit x digit read, of the 20 images answered
     assert matrix.sum() == 20 and np.trace(matrix) == (read == truth).sum()
-    assert "| scans | 21 | first |" in table and "| mnist | 10000 | second |" in table
+    assert "models: [1] first; [2] second" in table  # side by side, the second paired against the first
+    assert f"| scans | 21 | {100 * scans_read['accuracy']:.1f}% (sure wrong" in table
+    mean = np.mean([report["first"][name]["accuracy"] for name in set_writers() if name.startswith("corrupt-")])
+    assert f"| corruptions: mean | | {100 * mean:.1f}% | {100 * mean:.1f}% |" in table
 
 
 def test_calibration_on_the_real_sets_holds_on_each_and_says_what_it_was_fitted_on(tiny_run: Path,
@@ -136,7 +140,7 @@ def test_calibration_on_the_real_sets_holds_on_each_and_says_what_it_was_fitted_
     calibration = load_checkpoint(checkpoint)["calibration"]  # checked as it is read
     fitted_on = calibration["fitted_on"]
     assert set(fitted_on) == {"mnist validation", "scans tune", "notebook tune", "drawings tune",
-                              "canvas tune"}
+                              "canvas tune", *(f"{name} tune" for name in set_writers())}
     assert fitted_on["scans tune"] == 20 and fitted_on["notebook tune"] <= 10  # the blank page takes no part
     assert calibration["unsure_below"] == max(calibration["thresholds"].values())
     assert calibration["target_risk"]["scans tune"] == 0.05 and calibration["target_risk"]["mnist validation"] == 0.002
@@ -157,5 +161,6 @@ def test_a_checkpoint_without_a_validation_split_is_calibrated_on_the_real_sets_
     sets, _, _ = small_sets(tmp_path)
     calibrate_main([str(checkpoint), "--sets", str(sets)])
     calibration = load_checkpoint(checkpoint)["calibration"]
-    assert set(calibration["fitted_on"]) == {"scans tune", "notebook tune", "drawings tune", "canvas tune"}
+    assert set(calibration["fitted_on"]) == {"scans tune", "notebook tune", "drawings tune", "canvas tune",
+                                             *(f"{name} tune" for name in set_writers())}
     assert calibration["unsure_below"] == max(calibration["thresholds"].values())

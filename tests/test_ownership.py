@@ -132,7 +132,7 @@ def test_a_spoiled_checkpoint_is_one_line_in_predict_and_evaluate_and_skipped_by
     from mnist.checkpoint import load_checkpoint, save_checkpoint
     from mnist.errors import run_cli
     from mnist.evaluate import main as evaluate_main
-    from mnist.reading.predict import default_checkpoint
+    from mnist.reading.predict import newest_trained_checkpoint
     from mnist.reading.predict import main as predict_main
 
     state = load_checkpoint(tiny_run / "best.pt")
@@ -148,7 +148,7 @@ def test_a_spoiled_checkpoint_is_one_line_in_predict_and_evaluate_and_skipped_by
     good = tmp_path / "results" / "train" / "old" / "best.pt"
     save_checkpoint(load_checkpoint(tiny_run / "best.pt"), good)
     os.utime(good, (1, 1))  # older than the spoiled one: the default pick passes over the newest
-    assert default_checkpoint(tmp_path / "results") == good
+    assert newest_trained_checkpoint(tmp_path / "results") == good
 
 
 @pytest.mark.slow

@@ -25,7 +25,7 @@ from mnist.data import MnistData
 from mnist.evaluate import evaluate_model
 from mnist.model import model_from_checkpoint
 from mnist.reading.export import ExportedModel
-from mnist.reading.predict import default_checkpoint
+from mnist.reading.predict import newest_trained_checkpoint
 from tests.helpers import (PNG_MAGIC, ROOT, SMOKE_GROUP, metric_steps, mlflow_store, refused_process, run_script,
                            overlapping_trials, search_runs, stop_ray_start, wait_for_port)
 from tools.browser import free_port
@@ -215,7 +215,7 @@ def test_best_retrains_and_compares_with_the_tutorials_setting(
     model = model_from_checkpoint(ensemble, torch.device("cpu"))
     assert search["ensemble"]["test_accuracy"] == evaluate_model(model, mnist_data, torch.device("cpu"))["test_accuracy"]
     assert f"test accuracy {search['ensemble']['test_accuracy']:.4f}" in result.stdout
-    assert default_checkpoint(folder.parent) == folder / "best" / "ensemble.pt"
+    assert newest_trained_checkpoint(folder.parent) == folder / "best" / "ensemble.pt"
     # Every model calibrated on MNIST validation and the real sets' tune halves, and saying so (--calibration sets).
     for state in (ensemble, single):
         fitted_on = state["calibration"]["fitted_on"]

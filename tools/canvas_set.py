@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 
 from mnist.reading.handwriting import SPLITS, digit_strokes, split_names, write_labels
-from mnist.reading.predict import default_checkpoint
 from tools.browser import draw_stroke, free_port, headless_chromium, start_server, stop_process
 
 WAIT_S = 30
@@ -67,11 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="examples/handwriting/canvas", help="folder (default examples/handwriting/canvas)")
     parser.add_argument("--count", type=int, default=400, help="digits to draw (default 400: 200 tune, 200 report)")
     parser.add_argument("--seed", type=int, default=0, help="random seed of styles, sizes, slants, pens, wobble")
-    parser.add_argument("--checkpoint", default=None, help="the model the page serves while drawing (any)")
+    parser.add_argument("--checkpoint", default=None, help="the model the page serves while drawing (default: the shipped reader)")
     args = parser.parse_args(argv)
-    checkpoint = args.checkpoint or str(default_checkpoint())
     log = Path(tempfile.mkdtemp()) / "serve.log"
-    server, url = start_server([sys.executable, "-m", "mnist.reading.serve", "--checkpoint", checkpoint,
+    model = ["--checkpoint", args.checkpoint] if args.checkpoint else []  # else the shipped reader
+    server, url = start_server([sys.executable, "-m", "mnist.reading.serve", *model,
                                 "--port", str(free_port())], "draw a digit:", log)
     browser = headless_chromium()
     try:
@@ -93,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {out}: " + ", ".join(f"{name} {len(labels[name])}" for name in SPLITS))
     right = sum(shown == str(digit) for digit, shown, _ in drawn)
     unsure = sum(shown.startswith("not sure") for _, shown, _ in drawn)
-    print(f"the page read {right} of {len(drawn)} right as they were drawn ({unsure} 'not sure'; model {checkpoint})")
+    print(f"the page read {right} of {len(drawn)} right as they were drawn ({unsure} 'not sure'; model {args.checkpoint or 'the shipped reader'})")
     return 0
 
 

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from mnist.reading.predict import default_checkpoint
+from mnist.reading.predict import chosen_model
 from tools.browser import ROOT, draw_stroke, free_port, headless_chromium, start_server, stop_process
 
 SEVEN = [(-60, -80), (0, -80), (60, -80), (40, -20), (20, 30), (0, 90)]
@@ -53,7 +53,7 @@ def main() -> None:
     out = Path(args.out)
     browser = headless_chromium(1280, 800)
     try:
-        shoot_draw_page(browser, Path(args.checkpoint) if args.checkpoint else default_checkpoint(),
+        shoot_draw_page(browser, chosen_model(args.checkpoint),
                         out / "browser-draw.png", out / "browser-draw.log")
         shoot_dashboard(browser, Path(args.search), out / "browser-dashboard.png", out / "browser-dashboard.log")
     finally:

@@ -33,7 +33,9 @@ from mnist.atomic import json_text, write_atomic
 from mnist.checkpoint import check_calibration, load_checkpoint
 from mnist.data import load_mnist, normalize
 from mnist.errors import UserError, optional_module, run_cli
+from mnist.layout import EXPORTS
 from mnist.model import model_from_checkpoint
+from mnist.reading.shipped import NAME, is_shipped, shipped_path
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".ts"}  # format -> the suffix of the default --out
 METADATA_FILE = "ccnet.json"  # TorchScript: the contract's extra file inside the archive
@@ -173,15 +175,20 @@ def export_checkpoint(checkpoint: Path, fmt: str, out: Path, test_images: np.nda
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkpoint", help="a CCNet checkpoint: a best.pt, a best/model.pt or best/ensemble.pt")
+    parser.add_argument("checkpoint", nargs="?", default=None, help="a CCNet checkpoint: a best.pt, a best/model.pt "
+                                                                     "or best/ensemble.pt (default: the shipped reader)")
     parser.add_argument("--format", choices=list(FORMATS), required=True, help="onnx (onnxruntime and others) or "
                                                                                  "torchscript (torch.jit.load)")
-    parser.add_argument("--out", default=None, help="the file to write (default: beside the checkpoint, "
-                                                    "its name with .onnx or .ts)")
+    parser.add_argument("--out", default=None, help="the file to write (default: beside the checkpoint, its name "
+                                                    f"with .onnx or .ts; the shipped reader's under {EXPORTS}/)")
     parser.add_argument("--data", default=None, help="MNIST for the parity check (default: the bundled copy)")
     args = parser.parse_args(argv)
-    checkpoint = Path(args.checkpoint)
-    out = Path(args.out) if args.out else checkpoint.with_suffix(FORMATS[args.format])
+    checkpoint = Path(args.checkpoint) if args.checkpoint else shipped_path()
+    print(f"model: {NAME if is_shipped(checkpoint) else checkpoint}", flush=True)
+    default_out = (Path(EXPORTS) if is_shipped(checkpoint) else checkpoint.parent) / checkpoint.name
+    out = Path(args.out) if args.out else default_out.with_suffix(FORMATS[args.format])
+    if not args.out:
+        out.parent.mkdir(parents=True, exist_ok=True)
     if out.resolve() == checkpoint.resolve():
         raise UserError(f"{out}: is the checkpoint itself; choose another --out")
     if not out.parent.is_dir():

@@ -3,13 +3,17 @@
     python -m mnist.reading.field_report [CHECKPOINT | LABEL=CHECKPOINT ...] [--sets results/handwriting]
                                          [--split report] [--steps all] [--out results/field_report.json]
 
-The models: those named, else the newest retrained search's (results/*/best/): the model it serves and its
-first seed's model.pt. The sets, each read on its --split half (mnist.reading.handwriting):
-    scans     scikit-learn's digits (43 writers) as photographed paper: written under --sets when missing
-    notebook  notebook photos drawn from our own stroke paths (mnist.reading.notebook): written when missing
-    drawings  drawings on a pad, pens 4-40 px, slants and sizes, our stroke paths (mnist.reading.drawings): the same
+The models: those named (any model: a checkpoint, an exported .onnx or .ts), else the shipped reader and, where
+a search was retrained under --results, the newest one's served model (the quick start's ensemble) and the
+tutorial's setting retrained beside it, side by side. The sets, each read on its --split half
+(mnist.reading.sets; all but the canvas written under --sets when missing):
+    scans     scikit-learn's digits (43 writers) as photographed paper
+    notebook  notebook photos drawn from our own stroke paths (mnist.reading.notebook)
+    drawings  drawings on a pad, pens 4-40 px, slants and sizes, our stroke paths (mnist.reading.drawings)
     canvas    digits drawn on the draw page by a real browser's pointer: committed
-    mnist     MNIST's 10,000 test images, for what the model was trained on
+    mnist-png MNIST's own digits saved as PNG files (28-112 px, half black on white), read through predict's path
+    corrupt-* MNIST's digits corrupted, one set per kind (mnist.reading.corruptions); their mean and worst
+    mnist     MNIST's 10,000 test images as tensors, for what the model was trained on
 For each set and model: the accuracy (an image refused as "no digit" or "more than one digit" is a miss), the
 share refused, the share "not sure", the share of sure answers that are wrong; each model against the first
 by McNemar's exact test on the same images (is the difference more than chance?); then per digit and the
@@ -26,12 +30,15 @@ import numpy as np
 from mnist.atomic import write_json_atomic
 from mnist.errors import UserError, run_cli
 from mnist.evaluate import mcnemar_p_value
-from mnist.layout import BEST, FIELD_REPORT_JSON, HANDWRITING_SETS, MODEL_PT, FIELD_REPORT_PLOTS, RESULTS, served_model
+from mnist.layout import (BASELINE, BEST, FIELD_REPORT_JSON, FIELD_REPORT_PLOTS, HANDWRITING_SETS, MODEL_PT, RESULTS,
+                          served_model)
 from mnist.plots import plot_confusion_matrices, plot_reliability
+from mnist.reading.corruptions import CORRUPTION_PREFIX
 from mnist.reading.handwriting import format_report, reading_report
 from mnist.reading.predict import Prediction, Predictor, every_answer
 from mnist.reading.preprocess import Steps
 from mnist.reading.sets import ReadSet, mnist_test_set, read_set, set_folders
+from mnist.reading.shipped import NAME, shipped_path
 
 
 def answers(predictor: Predictor, images: ReadSet) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -43,14 +50,17 @@ def answers(predictor: Predictor, images: ReadSet) -> tuple[np.ndarray, np.ndarr
 
 
 def default_models(results: Path) -> dict[str, Path]:
-    """The newest retrained search's served model and its first seed's model.pt."""
-    models = sorted(results.glob(f"*/{BEST}/{MODEL_PT}"), key=lambda path: path.stat().st_mtime)
-    if not models:
-        raise UserError(f"no retrained search under {results}/ (no */{BEST}/{MODEL_PT}): run hpo/best.py, or name "
-                        "the checkpoints")
-    best = models[-1].parent
-    served = served_model(best)
-    return {f"served ({served})": served, **({f"one model ({models[-1]})": models[-1]} if served != models[-1] else {})}
+    """The shipped reader; beside it, where a search was retrained under `results`, the newest one's served model
+    (the quick start's ensemble) and the tutorial's setting retrained beside it (best/baseline)."""
+    models = {NAME: shipped_path()}
+    retrained = sorted(results.glob(f"*/{BEST}/{MODEL_PT}"), key=lambda path: path.stat().st_mtime)
+    if retrained:
+        best = retrained[-1].parent
+        models[f"search's served ({served_model(best)})"] = served_model(best)
+        baseline = best / BASELINE / MODEL_PT
+        if baseline.is_file():
+            models[f"tutorial's setting ({baseline})"] = baseline
+    return models
 
 
 def field_report(models: dict[str, Path], sets: dict[str, ReadSet], plots: Path | None = None) -> dict:
@@ -83,16 +93,46 @@ def percent(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
 
 
+def cell(reading: dict, first: bool) -> str:
+    """A model's figures on a set: accuracy, sure answers wrong, refused, and the paired p against the first."""
+    text = f"{percent(reading['accuracy'])} (sure wrong {percent(reading.get('sure_wrong_share'))}"
+    if reading["refused_share"]:
+        text += f", refused {percent(reading['refused_share'])}"
+    return text + ("" if first else f", p {reading['mcnemar_p_vs_first']:.2g}") + ")"
+
+
+def corruption_summary(report: dict, sets: dict[str, ReadSet]) -> dict[str, dict]:
+    """Each model's mean accuracy over the corruption sets, and its worst one."""
+    kinds = [name for name in sets if name.startswith(CORRUPTION_PREFIX)]
+    if not kinds:
+        return {}
+    summary = {}
+    for label, readings in report.items():
+        accuracy = {name: readings[name]["accuracy"] for name in kinds}
+        worst = min(accuracy, key=accuracy.get)
+        summary[label] = {"mean_accuracy": float(np.mean(list(accuracy.values()))), "worst": worst,
+                          "worst_accuracy": accuracy[worst]}
+    return summary
+
+
 def print_report(report: dict, sets: dict[str, ReadSet]) -> None:
-    print("| set | images | model | accuracy | refused | not sure | sure but wrong | McNemar p vs first |")
-    print("|---|---|---|---|---|---|---|---|")
+    """One row a set, the models side by side (the first is what the others are paired against)."""
+    labels = list(report)
+    print("models: " + "; ".join(f"[{index + 1}] {label}" for index, label in enumerate(labels)))
+    print("| set | images | " + " | ".join(f"[{index + 1}]" for index in range(len(labels))) + " |")
+    print("|---|---|" + "---|" * len(labels))
     for name, images in sets.items():
-        for index, (label, readings) in enumerate(report.items()):
-            reading = readings[name]
-            print(f"| {name} | {len(images.truth)} | {label} | {percent(reading['accuracy'])} | "
-                  f"{percent(reading['refused_share'])} | {percent(reading.get('unsure_share'))} | "
-                  f"{percent(reading.get('sure_wrong_share'))} | "
-                  f"{'-' if index == 0 else format(reading['mcnemar_p_vs_first'], '.3g')} |")
+        print(f"| {name} | {len(images.truth)} | "
+              + " | ".join(cell(report[label][name], index == 0) for index, label in enumerate(labels)) + " |")
+    summary = corruption_summary(report, sets)
+    if summary:
+        print("| corruptions: mean | | " + " | ".join(percent(summary[label]["mean_accuracy"]) for label in labels)
+              + " |")
+        print("| corruptions: worst | | " + " | ".join(f"{summary[label]['worst']} "
+                                                       f"{percent(summary[label]['worst_accuracy'])}"
+                                                       for label in labels) + " |")
+    print("(accuracy: an image refused is a miss; sure wrong: the share of sure answers that are wrong; p: McNemar's "
+          "exact test against [1] on the same images)")
     for name in sets:
         for label, readings in report.items():
             print(f"\n{name}, {label}:")
@@ -102,8 +142,9 @@ def print_report(report: dict, sets: dict[str, ReadSet]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkpoints", nargs="*", help="models to compare (LABEL=PATH names a row; default: the "
-                                                       "newest retrained search's served model and its model.pt)")
+    parser.add_argument("checkpoints", nargs="*", help="models to compare (LABEL=PATH names a column; default: the "
+                                                       "shipped reader, the newest search's served model, the "
+                                                       "tutorial's setting)")
     parser.add_argument("--sets", default=HANDWRITING_SETS, help=f"where the generated sets are (default {HANDWRITING_SETS})")
     parser.add_argument("--split", choices=("tune", "report"), default="report", help="which half (default report)")
     parser.add_argument("--steps", default="all", help="preprocessing steps, as predict's --steps (default all)")
@@ -126,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     report = field_report(models, sets, Path(args.plots))
     print_report(report, sets)
     write_json_atomic(args.out, {"split": args.split, "steps": args.steps, "models": {k: str(v) for k, v in models.items()},
-                                 "sets": report})
+                                 "sets": report, "corruptions": corruption_summary(report, sets)})
     print(f"\nfigures: {args.out}; reliability diagrams and confusion matrices: {args.plots}/")
     return 0
 

@@ -29,6 +29,7 @@ from mnist.model import model_from_checkpoint, predict_logits
 from mnist.reading.export import ExportedModel, batched_logits, format_of
 from mnist.reading.handwriting import REFUSED, format_report, read_labels, reading_report
 from mnist.reading.preprocess import WORKING_SIZE, ImageError, Stages, Steps, preprocess_stages
+from mnist.reading.shipped import MAKER as SHIPPED_MAKER, NAME, is_shipped, shipped_path
 
 MAX_SIDE = 2048  # larger images are scaled down on opening: the digit ends up 20 px anyway
 # Larger images are refused before they are decoded: a 12000x12000 PNG of a few hundred KB would take
@@ -126,9 +127,12 @@ class Predictor:
 def describe_model(state: dict) -> str:
     """What a checkpoint is and why it is served, in a line: predict prints it, the draw page shows it."""
     calibration = state.get("calibration")
-    if state.get("members", 1) > 1:
-        what = (f"the winner's {state['members']} seeds as one ensemble, served by default: measured by the field "
-                "report, it reads MNIST's test images and every real set at least as well as one model (docs/reading.md)")
+    if state.get("made_by") == SHIPPED_MAKER:
+        what = (f"{state['members']} CCNets trained on MNIST with corrupted digits and people's styles, shipped with "
+                "the package (docs/reader.md: its figures on every set)")
+    elif state.get("members", 1) > 1:
+        what = (f"the winner's {state['members']} seeds as one ensemble: measured by the field report, it reads "
+                "MNIST's test images and every real set at least as well as one model (docs/reading.md)")
     else:
         what = "one model"
     if not calibration:
@@ -138,7 +142,17 @@ def describe_model(state: dict) -> str:
     return f"{what}; 'not sure' below {calibration['unsure_below']:.3f}, fitted on {fitted_on}"
 
 
-def default_checkpoint(results: Path = Path(RESULTS)) -> Path:
+def chosen_model(checkpoint: str | None) -> Path:
+    """The model a command reads with: the file given, else the shipped reader (its checksum verified)."""
+    return Path(checkpoint) if checkpoint else shipped_path()
+
+
+def model_name(path: Path) -> str:
+    """What reads, as every command and the page say it: "the shipped reader v1", or the file."""
+    return NAME if is_shipped(path) else str(path)
+
+
+def newest_trained_checkpoint(results: Path = Path(RESULTS)) -> Path:
     """The newest retrained search winner (results/*/best/: the model it serves, its ensemble.pt, else its
     model.pt), else the newest training run's best.pt."""
     def newest_first(paths: list[Path]) -> list[Path]:
@@ -256,8 +270,8 @@ def every_answer(prediction: Prediction, read: np.ndarray, count: int) -> tuple[
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Recognise your own handwritten digit images with a trained CCNet.")
     parser.add_argument("paths", nargs="+", help="image files (PNG, JPEG, BMP, ...) or folders of them")
-    parser.add_argument("--checkpoint", default=None, help="model (default: newest results/*/best/ensemble.pt or model.pt, "
-                                                           "else newest results/train/*/best.pt)")
+    parser.add_argument("--checkpoint", default=None, help="model: a checkpoint or an exported .onnx/.ts (default: the "
+                                                           "shipped reader; yours: results/NAME/best/ensemble.pt)")
     parser.add_argument("--json", action="store_true", help="one JSON object per image instead of text")
     parser.add_argument("--sheet", default=None, metavar="OUT.png", help="contact sheet: input, 28x28, prediction")
     parser.add_argument("--labels", default=None, metavar="FILE.csv",
@@ -276,9 +290,9 @@ def main(argv: list[str] | None = None) -> int:
     truth = None
     if args.labels:
         files, truth = labelled(files, Path(args.labels))
-    checkpoint = Path(args.checkpoint) if args.checkpoint else default_checkpoint()
+    checkpoint = chosen_model(args.checkpoint)
     predictor = Predictor(checkpoint, args.device)  # a bad checkpoint stops here, before any image is read
-    print(f"checkpoint: {checkpoint} ({predictor.description})", file=sys.stderr)
+    print(f"model: {model_name(checkpoint)} ({predictor.description})", file=sys.stderr)
     loaded, read, failures = [], [], 0
     for index, path in enumerate(files):
         try:

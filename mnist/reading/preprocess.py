@@ -16,6 +16,11 @@ Each difference has one step below, each switchable (`Steps`) so its effect can 
     stroke       a stroke width MNIST rarely shows eroded or dilated to the nearest one it has
     center       the centre of mass put where MNIST's lies (14.0, 14.0), not at the grid's middle (13.5, 13.5)
 
+An image that is already a digit's field (small, or a square saved with its digit framed as MNIST's: MNIST's own
+digits as PNG files, corrupted or not) is read whole: brought to 28x28, inverted if dark-on-light, nothing taken
+out and nothing redrawn (`is_digit_field`); the model, trained on such fields with noise, bars, rules and
+scribbles in them (mnist.corrupt), decides what is the digit.
+
 Always on: grayscale, dark-on-light inverted (which side is the ink is read from the image: the pixels that
 stand out from the page), the background cut at an Otsu threshold
 (the ink keeps its gray levels), crop, fit into 20x20, centre by mass.
@@ -175,13 +180,16 @@ def light_page(gray: np.ndarray) -> bool:
     across it (a shadow, a lamp to one side) decides. Ink stands out from the page around it; whether more
     pixels stand out darker or brighter tells the ink's side."""
     residual = gray.astype(np.float32) - local_background(gray)
-    darker = int((residual < -INK_CONTRAST).sum())
-    brighter = int((residual > INK_CONTRAST).sum())
+    # A faint image (fog, a dim scan: ink 20-40 levels from its page) stands out by less than INK_CONTRAST.
+    contrast = min(INK_CONTRAST, max(4.0, 0.3 * (int(gray.max()) - int(gray.min()))))
+    darker = int((residual < -contrast).sum())
+    brighter = int((residual > contrast).sum())
     return darker >= brighter
 
 
-def working_gray(image: Image.Image, steps: Steps) -> np.ndarray:
-    """Gray, at most WORKING_SIZE, denoised, white ink on black (a light page inverted, its light evened out)."""
+def working_gray(image: Image.Image, steps: Steps) -> tuple[np.ndarray, bool]:
+    """Gray, at most WORKING_SIZE, white ink on black (a light page inverted), and whether it is a digit field
+    (`is_digit_field`: then 28x28, read whole); else denoised, its light evened out."""
     gray = to_grayscale(image)
     if min(gray.shape) < MIN_SIDE:
         raise ImageError(f"image too small to hold a digit ({gray.shape[1]}x{gray.shape[0]} px, "
@@ -190,13 +198,66 @@ def working_gray(image: Image.Image, steps: Steps) -> np.ndarray:
         scale = WORKING_SIZE / max(gray.shape)
         size = (max(MIN_SIDE, round(gray.shape[1] * scale)), max(MIN_SIDE, round(gray.shape[0] * scale)))
         gray = np.asarray(Image.fromarray(gray).resize(size, Image.BILINEAR, reducing_gap=2.0))
+    if int(gray.max()) - int(gray.min()) < UNIFORM_RANGE:
+        raise ImageError("no ink found (the image is nearly uniform)", "no digit")
+    white_on_black = 255 - gray if light_page(gray) else gray
+    if is_digit_field(white_on_black):
+        return field_of(white_on_black), True
     if min(gray.shape) >= 2 * CANVAS:  # sensor noise and paper grain: specks that would widen the crop
         gray = np.asarray(Image.fromarray(gray).filter(ImageFilter.MedianFilter(3)))
     if light_page(gray):  # dark ink on a light page: make the ink the bright part, as in MNIST
         gray = 255 - (flatten_lighting(gray) if steps.light and min(gray.shape) >= 2 * CANVAS else gray)
-    if int(gray.max()) - int(gray.min()) < 32:
+    if int(gray.max()) - int(gray.min()) < UNIFORM_RANGE:
         raise ImageError("no ink found (the image is nearly uniform)", "no digit")
-    return gray
+    return gray, False
+
+
+UNIFORM_RANGE = 12  # grey levels: less between the darkest and the brightest pixel is no ink (a faint digit has 20+)
+
+
+# ---------------------------------------------------------------- a digit field, read whole
+
+FIELD_SIDE = 40  # an image this small is a digit's field already (MNIST, EMNIST, MNIST-C: 28 px): nothing to search
+FIELD_SQUARE = 0.15  # a larger one is a field when it is square within 15%...
+FIELD_FLAT = 0.5  # ...its background flat (half its pixels within FLAT_LEVELS of the commonest: drawn or saved by a
+FLAT_LEVELS = 8  # program, not photographed)...
+# ...and its digit framed as MNIST's: the longer side 17-21 px of 28 and the centre of mass within 1.5 px of
+# (14, 14). MNIST's test digits saved at 56 px measure 18-20 px and at most 0.85 px off (2,000 of them).
+FIELD_BOX = (17, 21)
+FIELD_CENTRE = 1.5
+
+
+def field_of(gray: np.ndarray) -> np.ndarray:
+    """The image brought to 28x28 by area averaging, as saved from MNIST's own (a whole-pixel upscale comes back
+    exactly)."""
+    if gray.shape == (CANVAS, CANVAS):
+        return gray
+    return np.asarray(Image.fromarray(gray).resize((CANVAS, CANVAS), Image.BOX))
+
+
+def is_digit_field(gray: np.ndarray) -> bool:
+    """Whether `gray` (white ink on black) is already a digit's field framed as MNIST's: read whole, nothing
+    taken out. A small image always is (there is no page in it to find a digit on, and any rule guessing what is
+    ink there can only remove some of the digit: the model, trained on noisy, barred, ruled and scribbled
+    fields, decides); a larger one when it is a square, flat-backgrounded field with its digit where MNIST's
+    lies (an MNIST digit saved larger). A photo, a page or an off-centre drawing goes through the steps."""
+    height, width = gray.shape
+    if max(height, width) <= FIELD_SIDE:
+        return True
+    if abs(height - width) > FIELD_SQUARE * max(height, width):
+        return False
+    counts = np.bincount(gray.ravel(), minlength=256)
+    mode = int(np.argmax(counts))
+    if counts[max(0, mode - FLAT_LEVELS):mode + FLAT_LEVELS + 1].sum() < FIELD_FLAT * gray.size:
+        return False
+    field = field_of(gray).astype(np.float32)
+    ink = np.where(field > otsu_threshold(field.astype(np.uint8)), field, 0)
+    rows, columns = np.nonzero(ink)
+    if rows.size == 0:
+        return False
+    side = max(np.ptp(rows), np.ptp(columns)) + 1
+    centre = ndimage.center_of_mass(ink)
+    return FIELD_BOX[0] <= side <= FIELD_BOX[1] and max(abs(c - MNIST_CENTER) for c in centre) <= FIELD_CENTRE
 
 
 def ink_of(gray: np.ndarray) -> np.ndarray:
@@ -619,6 +680,20 @@ def center_by_mass(digit: np.ndarray, center: float = MNIST_CENTER) -> np.ndarra
 
 # ---------------------------------------------------------------- the whole
 
+def digit_without_page_lines(ink: np.ndarray) -> np.ndarray:
+    """The digit, the page's rules, frames and boxes taken out first; where that leaves no digit and the "lines"
+    were wider than a printed rule, they were the digit (a tightly cropped 1 is one straight stroke along the
+    whole image): its ink is kept, and the model decides."""
+    try:
+        return choose_digit(remove_boxes(remove_frames(remove_rules(ink))))
+    except ImageError as error:
+        # Printed rules are thin (RULE_HALF_WIDTH a side at the working size); a stroke wider than any rule is
+        # written, however straight and long it is.
+        if error.refused != "no digit" or stroke_width(ink > 0) <= 2 * RULE_HALF_WIDTH + 1:
+            raise
+        return choose_digit(ink)
+
+
 def upright(image: Image.Image) -> Image.Image:
     """The image as viewers show it: EXIF orientation applied (phones store photos sideways and say so)."""
     return ImageOps.exif_transpose(image)
@@ -627,10 +702,12 @@ def upright(image: Image.Image) -> Image.Image:
 def preprocess_stages(image: Image.Image, steps: Steps = Steps()) -> Stages:
     """Every stage of making `image` an MNIST digit (see the module's docstring)."""
     original = upright(image) if steps.upright else image
-    gray = working_gray(original, steps)
+    gray, whole_field = working_gray(original, steps)
+    if whole_field:
+        return Stages(original, gray, gray)
     ink = ink_of(gray)
     if steps.lines:
-        ink = remove_underline(choose_digit(remove_boxes(remove_frames(remove_rules(ink)))))
+        ink = remove_underline(digit_without_page_lines(ink))
     if steps.despeckle:
         ink = drop_specks(ink)
     seen_ink = ink

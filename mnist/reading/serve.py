@@ -7,7 +7,7 @@ upload. At the end of each stroke the drawing goes to the server, through the sa
 preprocessing as `python -m mnist.reading.predict` (mnist.reading.preprocess), and the page shows the digit
 read (or "not sure: 4 or 9", from the checkpoint's calibration), the top-3 probabilities and
 the steps: the image as read, the ink found, the 28x28 image the model saw. The default
-checkpoint is the one mnist.reading.predict picks; the page names it. Served by waitress, answering only
+model is the shipped reader (mnist.reading.shipped), as for predict; the page names it. Served by waitress, answering only
 requests addressed to its own host (mnist.webserver).
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from mnist.errors import run_cli
 from mnist.reading.http_server import deadline_server
-from mnist.reading.predict import ImageError, Predictor, answer, default_checkpoint, load_stages
+from mnist.reading.predict import ImageError, Predictor, answer, chosen_model, load_stages, model_name
 from mnist.webserver import check_port_free, guarded
 
 MAX_UPLOAD_MB = 16  # a phone photo is a few MB; more is not a digit worth reading
@@ -84,7 +84,7 @@ def create_app(predictor: Predictor, checkpoint: Path) -> Flask:
 
     @app.get("/")
     def page() -> str:
-        return render_template("draw.html", checkpoint=str(checkpoint), served_why=predictor.description,
+        return render_template("draw.html", checkpoint=model_name(checkpoint), served_why=predictor.description,
                                max_upload_mb=MAX_UPLOAD_MB)
 
     @app.post("/predict")
@@ -120,20 +120,19 @@ def create_app(predictor: Predictor, checkpoint: Path) -> Flask:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Draw a digit in the browser and see what a trained CCNet reads.")
     parser.add_argument("--checkpoint", default=None, help="model: a checkpoint, or an .onnx/.ts file from mnist.reading.export "
-                                                           "(default: the one mnist.reading.predict picks: the newest "
-                                                           "retrained search winner, else the newest training run)")
+                                                           "(default: the shipped reader)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine "
                                                             "only; 0.0.0.0 shows it to your network)")
     args = parser.parse_args(argv)
     check_port_free(args.port, args.host)  # the flags first: loading the model takes seconds
-    checkpoint = Path(args.checkpoint) if args.checkpoint else default_checkpoint()
+    checkpoint = chosen_model(args.checkpoint)
     app = create_app(Predictor(checkpoint), checkpoint)  # a bad checkpoint stops here, before listening
     # waitress: a production WSGI server (pure Python), a real backlog, a bounded number of threads, and deadlines
     # for slow clients (mnist.reading.http_server).
     server = deadline_server(app, args.host, args.port, SERVING_THREADS, BACKLOG, MAX_UPLOAD_MB * 2**20)
     server.application = guarded(app, args.host, server.effective_port)  # the port bound (0 = any free one)
-    print(f"draw a digit: http://{args.host}:{server.effective_port}/  (model {checkpoint}; Ctrl-C to stop)",
+    print(f"draw a digit: http://{args.host}:{server.effective_port}/  (model: {model_name(checkpoint)}; Ctrl-C to stop)",
           flush=True)
     try:
         server.run()

@@ -4,11 +4,14 @@
     notebook  notebook photos drawn from our own stroke paths (mnist.reading.notebook)
     drawings  drawings on a pad from our own stroke paths, pens 4-40 px, slants, sizes (mnist.reading.drawings)
     canvas    digits drawn on the draw page by a real browser's pointer (committed, tools/canvas_set.py)
-The first three are written under the sets folder when missing or made by an older version of their makers
+    mnist-png MNIST's own digits saved as PNG files of 28-112 px, half black on white (mnist.reading.corruptions)
+    corrupt-* MNIST's digits corrupted, a set per kind: noise, blur, fog, bars, rules, scribbles, hollow strokes, ...
+All but the canvas are written under the sets folder when missing or made by an older version of their makers
 (seeded: the same files every time).
 """
 from __future__ import annotations
 
+import argparse
 import re
 import shutil
 from dataclasses import dataclass
@@ -17,7 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from mnist.atomic import write_text_atomic
+from mnist.errors import run_cli
+from mnist.layout import HANDWRITING_SETS
 from mnist.data import load_mnist
+from mnist.reading.corruptions import set_writers
 from mnist.reading.drawings import write_drawings_set
 from mnist.reading.handwriting import CANVAS_SET, LABELS_FILE, SPLITS, read_labels, write_scan_set
 from mnist.reading.notebook import write_notebook_set
@@ -38,13 +44,14 @@ class ReadSet:
 # a hooked top, 9s with a curled tail, 1s with a flat lead-in joined the stroke paths (issue #30).
 SETS_VERSION = 2
 VERSION_FILE = "version.txt"
-MADE_NAME = re.compile(r"(scan|notebook|drawing)_\d{4}\.(jpg|png)")
+MADE_NAME = re.compile(r"(scan|notebook|drawing|corrupt|mnist)_\d{4}\.(jpg|png)")
 
 
 def set_folders(sets: Path) -> dict[str, Path]:
-    """The real sets: the scans, the notebook photos and the drawings (written under `sets` when missing, or
-    written again when an older version of their maker wrote them), the canvas."""
-    written = {"scans": write_scan_set, "notebook": write_notebook_set, "drawings": write_drawings_set}
+    """The sets: the scans, the notebook photos, the drawings, MNIST as PNG files and the corruptions (written
+    under `sets` when missing, or written again when an older version of their maker wrote them), the canvas."""
+    written = {"scans": write_scan_set, "notebook": write_notebook_set, "drawings": write_drawings_set,
+               **set_writers()}
     for name, write in written.items():
         folder = sets / name
         stamp = folder / VERSION_FILE
@@ -84,3 +91,16 @@ def read_set(folder: Path, steps: Steps) -> ReadSet:
 def mnist_test_set() -> ReadSet:
     data = load_mnist()
     return ReadSet(data.test_labels.astype(np.int64), list(data.test_images), np.ones(len(data.test_labels), bool))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Write the generated sets where they are missing (seeded).")
+    parser.add_argument("--sets", default=HANDWRITING_SETS, help=f"where the sets go (default {HANDWRITING_SETS})")
+    args = parser.parse_args(argv)
+    folders = set_folders(Path(args.sets))
+    print(f"{len(folders)} sets: " + ", ".join(f"{name} ({folder})" for name, folder in folders.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
