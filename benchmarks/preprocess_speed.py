@@ -26,7 +26,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from mnist.errors import run_cli
 from mnist.reading.notebook import notebook_photo
-from mnist.reading.predict import ImageError, Predictor, default_checkpoint, load_image, load_stages
+from mnist.reading.predict import ImageError, Predictor, chosen_model, load_image, load_stages, model_name
 from mnist.reading.preprocess import Steps
 
 
@@ -99,10 +99,12 @@ def main(argv: list[str] | None = None) -> int:
     from mnist.reading.serve import create_app
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", default=None, help="model the page serves (default: mnist.reading.predict's pick)")
+    parser.add_argument("--checkpoint", default=None, help="model the page serves (default: the shipped reader)")
+    parser.add_argument("--compare", default=None, metavar="FILE",
+                        help="another model whose predict figures are measured in the same run (today's served one)")
     parser.add_argument("--repeats", type=int, default=7, help="timed repeats of each (default 7)")
     args = parser.parse_args(argv)
-    checkpoint = Path(args.checkpoint) if args.checkpoint else default_checkpoint()
+    checkpoint = chosen_model(args.checkpoint)
     with tempfile.TemporaryDirectory() as folder:
         photo = Path(folder) / "photo.jpg"
         phone_photo(photo)
@@ -111,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         notebook_photos(Path(folder) / "notebook", 21)
         predict_now = predict_figures(Path(folder) / "notebook", checkpoint, "all", 3)
         predict_before = predict_figures(Path(folder) / "notebook", checkpoint, "before", 3)
+        compared = predict_figures(Path(folder) / "notebook", Path(args.compare), "all", 3) if args.compare else None
     client = create_app(Predictor(checkpoint), checkpoint).test_client()
     drawing = canvas_png()
 
@@ -125,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
           f"{1000 * predict_now[1]:.0f} ms (before the new steps: {predict_before[0]:.2f} s, "
           f"{1000 * predict_before[1]:.0f} ms; ratios {predict_now[0] / predict_before[0]:.2f}, "
           f"{predict_now[1] / predict_before[1]:.2f})")
+    if compared:
+        print(f"predict with {args.compare} beside it, the same photos: start-up {compared[0]:.2f} s, each photo "
+              f"{1000 * compared[1]:.0f} ms (ratios {predict_now[0] / compared[0]:.2f}, {predict_now[1] / compared[1]:.2f})")
+    print(f"model: {model_name(checkpoint)}")
     print(f"photo_seconds: {now:.3f}")
     print(f"predict_startup_seconds: {predict_now[0]:.2f}")
     print(f"predict_photo_ms: {1000 * predict_now[1]:.0f}")

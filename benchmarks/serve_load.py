@@ -25,7 +25,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from mnist.errors import run_cli
-from mnist.reading.predict import MAX_PIXELS, default_checkpoint
+from mnist.reading.predict import MAX_PIXELS, chosen_model
 from mnist.reading.serve import SERVING_THREADS
 
 
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", default=None, help="model (default: the one mnist.reading.predict picks)")
     parser.add_argument("--requests", type=int, default=12, help="largest images sent at once (default 12)")
     args = parser.parse_args(argv)
-    checkpoint = Path(args.checkpoint) if args.checkpoint else default_checkpoint()
+    checkpoint = chosen_model(args.checkpoint)
     image = largest_accepted_png()
     server = subprocess.Popen([sys.executable, "-m", "mnist.reading.serve", "--checkpoint", str(checkpoint), "--port", "0"],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -27,7 +27,7 @@ from PIL import Image, ImageDraw
 
 from benchmarks.serve_load import post_image
 from mnist.errors import UserError, run_cli
-from mnist.reading.predict import default_checkpoint
+from mnist.reading.predict import chosen_model
 
 REQUEST_TIMEOUT_S = 60  # a normal request not answered in a minute counts as failed
 
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if min(args.slow, args.requests, args.users) < 1:
         raise UserError("--slow, --requests and --users must be >= 1")
-    checkpoint = Path(args.checkpoint) if args.checkpoint else default_checkpoint()
+    checkpoint = chosen_model(args.checkpoint)
     server = subprocess.Popen([sys.executable, "-m", "mnist.reading.serve", "--checkpoint", str(checkpoint),
                                "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     slow = None

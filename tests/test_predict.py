@@ -115,7 +115,7 @@ def test_cli_reports_each_file_and_survives_bad_ones(tmp_path: Path, trained_mod
     out, err = capsys.readouterr()
     assert exit_info.value.code == 2  # some files failed: bad input, the others still read
     # It says which model reads, what it is, and what its "not sure" was fitted on.
-    assert f"checkpoint: {trained_model} (one model; 'not sure' below " in err and "fitted on mnist validation" in err
+    assert f"model: {trained_model} (one model; 'not sure' below " in err and "fitted on mnist validation" in err
     lines = [json.loads(line) for line in out.splitlines()]
     # An image without a digit is said to be one, as a field a program reads, never a digit.
     refused = {Path(line["file"]).name: line["refused"] for line in lines if "error" in line}
