@@ -200,3 +200,46 @@ def test_two_digits_side_by_side_are_said_to_be_two() -> None:
 def test_a_page_without_a_digit_says_so(squared: bool) -> None:
     with pytest.raises(ImageError, match="no digit found"):
         preprocess(photo([], rules=34, squared=squared))
+
+
+# ---------------------------------------------------------------- issue #41: a rule never removes the digit
+
+@pytest.mark.parametrize("size", [28, 40, 56, 100, 112, 280])
+@pytest.mark.parametrize("resample", [Image.NEAREST, Image.BOX])
+def test_mnists_own_digits_saved_as_png_of_any_size_read_as_the_tensors(size: int, resample: int,
+                                                                     mnist_data) -> None:
+    """MNIST's test digits saved larger, white on black or black on white, come back as the very tensors: the
+    image is a digit field, read whole (nothing taken out, nothing redrawn, never refused)."""
+    for index in range(0, 400, 7):
+        digit = mnist_data.test_images[index]
+        for pixels in (digit, 255 - digit):
+            saved = Image.fromarray(pixels).resize((size, size), resample)
+            assert np.array_equal(preprocess(saved), digit), (index, size)
+
+
+def test_a_small_field_with_noise_bars_and_lines_is_read_whole_never_cut(mnist_data) -> None:
+    """A 28 px digit with salt-and-pepper noise, white bars at its sides or a line through it: the field as it
+    is, for the model (trained on such fields) to read; the digit's ink all there."""
+    rng = np.random.default_rng(0)
+    digit = mnist_data.test_images[1].astype(np.float32)
+    noisy = np.where(rng.random(digit.shape) < 0.1, 255, digit)
+    barred = digit.copy()
+    barred[:, :4] = barred[:, -4:] = 255
+    lined = digit.copy()
+    lined[14, :] = 200
+    for field in (noisy, barred, lined):
+        read = preprocess(Image.fromarray(field.astype(np.uint8)))
+        assert np.array_equal(read, field.astype(np.uint8))
+        assert (read[digit > 0] > 0).all()  # every pixel of the digit's ink kept
+
+
+@pytest.mark.parametrize("width, height, pen", [(50, 200, 4), (64, 256, 5), (30, 120, 3), (100, 400, 24)])
+def test_a_tightly_cropped_photo_of_a_one_is_read_not_refused(width: int, height: int, pen: int) -> None:
+    """A 1 cropped to its stroke runs along the whole image, as a printed rule does (thin pens were refused as
+    "no digit found"); one stroke alone is written, not printed: kept whole (a tall stroke in the middle)."""
+    image = Image.new("L", (width, height), PAPER)
+    ImageDraw.Draw(image).line([(width // 2 + 2, 0), (width // 2 - 2, height)], fill=INK, width=pen)
+    noise = np.random.default_rng(1).normal(0, 6, (height, width))
+    digit = preprocess(Image.fromarray(np.clip(np.asarray(image) + noise, 0, 255).astype(np.uint8)))
+    rows, columns = np.nonzero(digit > 127)
+    assert np.ptp(rows) + 1 >= 18 and np.ptp(columns) + 1 <= 8  # a 1: as tall as MNIST's digits, narrow

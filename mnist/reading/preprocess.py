@@ -682,16 +682,31 @@ def center_by_mass(digit: np.ndarray, center: float = MNIST_CENTER) -> np.ndarra
 
 def digit_without_page_lines(ink: np.ndarray) -> np.ndarray:
     """The digit, the page's rules, frames and boxes taken out first; where that leaves no digit and the "lines"
-    were wider than a printed rule, they were the digit (a tightly cropped 1 is one straight stroke along the
-    whole image): its ink is kept, and the model decides."""
+    were one stroke, or wider than a printed rule, they were the digit (a tightly cropped 1 is one straight
+    stroke along the whole image): its ink is kept, and the model decides."""
     try:
         return choose_digit(remove_boxes(remove_frames(remove_rules(ink))))
     except ImageError as error:
-        # Printed rules are thin (RULE_HALF_WIDTH a side at the working size); a stroke wider than any rule is
-        # written, however straight and long it is.
-        if error.refused != "no digit" or stroke_width(ink > 0) <= 2 * RULE_HALF_WIDTH + 1:
+        if error.refused != "no digit":
+            raise
+        # A ruled or squared page is many lines, across each other; one long stroke alone, or one wider than any
+        # printed rule (RULE_HALF_WIDTH a side at the working size), is written: kept for the model to read.
+        if not (one_stroke(ink) or stroke_width(ink > 0) > 2 * RULE_HALF_WIDTH + 1):
             raise
         return choose_digit(ink)
+
+
+ONE_STROKE_SPREAD = 0.4  # one piece of ink whose box is at most 40% as wide as it is long: a single stroke
+
+
+def one_stroke(ink: np.ndarray) -> bool:
+    """Whether the ink is one piece, long and narrow (a 1), not a grid or several rules."""
+    labels, count = digit_pieces(ink)
+    if count != 1:
+        return False
+    rows, columns = np.nonzero(labels)
+    height, width = np.ptp(rows) + 1, np.ptp(columns) + 1
+    return min(height, width) <= ONE_STROKE_SPREAD * max(height, width)
 
 
 def upright(image: Image.Image) -> Image.Image:
