@@ -129,7 +129,8 @@ def defocus_blur(x, u, g):
 
 
 def glass_blur(x, u, g):  # frosted glass: every pixel read from a little way off, then softened
-    jitter = (torch.rand((len(x), SIDE, SIDE, 2), generator=g, device=x.device) * 2 - 1) * (0.6 + 1.0 * u[:, :1, None, None])
+    jitter = torch.rand((len(x), SIDE, SIDE, 2), generator=g, device=x.device) * 2 - 1
+    jitter = jitter * (0.6 + 1.0 * u[:, :1, None, None])
     eye = torch.eye(2, 3, device=x.device).expand(len(x), 2, 3)
     return per_image_blur(resample(x, eye, jitter * 2 / SIDE), 0.4 + 0.5 * u[:, 1])
 
@@ -279,8 +280,9 @@ def draw_corruptions(count: int, share: float, generator: torch.Generator) -> tu
 
 
 def corrupt_batch(pixels: torch.Tensor, kinds: torch.Tensor, parameters: torch.Tensor) -> torch.Tensor:
-    """The batch ((B, 1, 28, 28) or (B, 28, 28)) with each image corrupted as its kind says, clipped to [0, 1]. The per-pixel noise is drawn from a
-    generator seeded by the batch's own parameters: the same draw gives the same images."""
+    """The batch ((B, 1, 28, 28) or (B, 28, 28)) with each image corrupted as its kind says, clipped to [0, 1].
+    The per-pixel noise is drawn from a generator seeded by the batch's own parameters: the same draw gives the
+    same images."""
     if not bool((kinds != NO_CORRUPTION).any()):
         return pixels
     if pixels.dim() == 3:  # (B, 28, 28), as a batch of the dataset comes

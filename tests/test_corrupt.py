@@ -63,15 +63,15 @@ def test_the_corrupt_knob_corrupts_training_batches_the_same_way_each_time(mnist
 
 def test_a_corruption_set_is_seeded_and_halved_held_out_for_tune_and_test_for_report(tmp_path: Path,
                                                                                      mnist_data: MnistData) -> None:
-    write_corruption_set(tmp_path / "a", "noise", per_digit=2)
-    write_corruption_set(tmp_path / "b", "noise", per_digit=2)
+    write_corruption_set(tmp_path / "a", "noise", mnist_data, per_digit=2)
+    write_corruption_set(tmp_path / "b", "noise", mnist_data, per_digit=2)
     for half in ("tune", "report"):
         labels = read_labels(tmp_path / "a" / half / "labels.csv")
         assert sorted(labels.values()) == sorted(list(range(10)) * 2)
         for name in labels:
             assert (tmp_path / "a" / half / name).read_bytes() == (tmp_path / "b" / half / name).read_bytes()
     # Where each half's digits come from, seen on MNIST-png's 28 px files (the same source rule): exact copies.
-    write_mnist_png_set(tmp_path / "png", per_digit=4)
+    write_mnist_png_set(tmp_path / "png", mnist_data, per_digit=4)
     held_out = {image.tobytes() for image in mnist_data.train_images[-HELD_OUT:]}
     tests = {image.tobytes() for image in mnist_data.test_images}
     for half, pool in (("tune", held_out), ("report", tests)):

@@ -92,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {out}: " + ", ".join(f"{name} {len(labels[name])}" for name in SPLITS))
     right = sum(shown == str(digit) for digit, shown, _ in drawn)
     unsure = sum(shown.startswith("not sure") for _, shown, _ in drawn)
-    print(f"the page read {right} of {len(drawn)} right as they were drawn ({unsure} 'not sure'; model {args.checkpoint or 'the shipped reader'})")
+    model_read = args.checkpoint or "the shipped reader"
+    print(f"the page read {right} of {len(drawn)} right as they were drawn ({unsure} 'not sure'; model {model_read})")
     return 0
 
 

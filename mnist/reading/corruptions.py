@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 from scipy import ndimage
 
-from mnist.data import load_mnist
+from mnist.data import MnistData, load_mnist
 from mnist.reading.handwriting import SPLITS, write_labels
 
 PER_DIGIT = 20  # a half: 20 of each digit, 200 images
@@ -200,9 +200,8 @@ CORRUPTION_PREFIX = "corrupt-"  # a kind's set is <sets>/corrupt-<kind>
 MNIST_PNG = "mnist-png"
 
 
-def source_digits(half: str, rng: np.random.Generator, per_digit: int) -> tuple[np.ndarray, np.ndarray]:
+def source_digits(data: MnistData, half: str, rng: np.random.Generator, per_digit: int) -> tuple[np.ndarray, np.ndarray]:
     """`per_digit` images of each digit: from the held-out training images (tune) or the test images (report)."""
-    data = load_mnist()
     images, labels = ((data.train_images[-HELD_OUT:], data.train_labels[-HELD_OUT:]) if half == "tune"
                       else (data.test_images, data.test_labels))
     chosen = np.concatenate([rng.choice(np.flatnonzero(labels == digit), per_digit, replace=False)
@@ -220,21 +219,21 @@ def write_images(folder: Path, images: list[Image.Image], labels: np.ndarray, pr
     write_labels(folder, names)
 
 
-def write_corruption_set(out: Path, kind: str, seed: int = 0, per_digit: int = PER_DIGIT) -> None:
+def write_corruption_set(out: Path, kind: str, data: MnistData, seed: int = 0, per_digit: int = PER_DIGIT) -> None:
     """The kind's tune and report halves under `out` (seeded: the same files every time)."""
     corruption = CORRUPTIONS[kind]
     for number, half in enumerate(SPLITS):
         rng = np.random.default_rng([seed, number, list(CORRUPTIONS).index(kind)])
-        images, labels = source_digits(half, rng, per_digit)
+        images, labels = source_digits(data, half, rng, per_digit)
         corrupted = [_image(corruption(image.astype(np.float32), rng)) for image in images]
         write_images(out / half, corrupted, labels, "corrupt")
 
 
-def write_mnist_png_set(out: Path, seed: int = 0, per_digit: int = PER_DIGIT) -> None:
+def write_mnist_png_set(out: Path, data: MnistData, seed: int = 0, per_digit: int = PER_DIGIT) -> None:
     """MNIST's digits as PNG files of 28 to 112 px (nearest, bilinear or bicubic), half of them black on white."""
     for number, half in enumerate(SPLITS):
         rng = np.random.default_rng([seed, number, 1000])
-        images, labels = source_digits(half, rng, per_digit)
+        images, labels = source_digits(data, half, rng, per_digit)
         saved = []
         for image in images:
             size = int(rng.choice([28, 28, 56, 64, 100, 112]))
@@ -246,8 +245,16 @@ def write_mnist_png_set(out: Path, seed: int = 0, per_digit: int = PER_DIGIT) ->
 
 def set_writers(per_digit: int = PER_DIGIT) -> dict[str, Callable[[Path], None]]:
     """Each set's name -> what writes it under a folder (mnist.reading.sets writes them when missing)."""
+    loaded: list[MnistData] = []  # MNIST read once, by the first set written
+
+    def data() -> MnistData:
+        if not loaded:
+            loaded.append(load_mnist())
+        return loaded[0]
+
     writers: dict[str, Callable[[Path], None]] = {
-        MNIST_PNG: lambda out: write_mnist_png_set(out, per_digit=per_digit)}
+        MNIST_PNG: lambda out: write_mnist_png_set(out, data(), per_digit=per_digit)}
     for kind in CORRUPTIONS:
-        writers[CORRUPTION_PREFIX + kind] = lambda out, kind=kind: write_corruption_set(out, kind, per_digit=per_digit)
+        writers[CORRUPTION_PREFIX + kind] = lambda out, kind=kind: write_corruption_set(out, kind, data(),
+                                                                                         per_digit=per_digit)
     return writers

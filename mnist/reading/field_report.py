@@ -95,7 +95,9 @@ def percent(value: float | None) -> str:
 
 def cell(reading: dict, first: bool) -> str:
     """A model's figures on a set: accuracy, sure answers wrong, refused, and the paired p against the first."""
-    text = f"{percent(reading['accuracy'])} (sure wrong {percent(reading.get('sure_wrong_share'))}"
+    low, high = reading["accuracy_interval"]
+    text = (f"{percent(reading['accuracy'])} [{100 * low:.1f}, {100 * high:.1f}] "
+            f"(sure wrong {percent(reading.get('sure_wrong_share'))}")
     if reading["refused_share"]:
         text += f", refused {percent(reading['refused_share'])}"
     return text + ("" if first else f", p {reading['mcnemar_p_vs_first']:.2g}") + ")"
@@ -131,8 +133,8 @@ def print_report(report: dict, sets: dict[str, ReadSet]) -> None:
         print("| corruptions: worst | | " + " | ".join(f"{summary[label]['worst']} "
                                                        f"{percent(summary[label]['worst_accuracy'])}"
                                                        for label in labels) + " |")
-    print("(accuracy: an image refused is a miss; sure wrong: the share of sure answers that are wrong; p: McNemar's "
-          "exact test against [1] on the same images)")
+    print("(accuracy [Wilson's 95% interval]: an image refused is a miss; sure wrong: the share of sure answers "
+          "that are wrong; p: McNemar's exact test against [1] on the same images)")
     for name in sets:
         for label, readings in report.items():
             print(f"\n{name}, {label}:")

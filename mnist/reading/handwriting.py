@@ -22,6 +22,7 @@ from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageFilter
+from scipy import stats
 from sklearn.metrics import accuracy_score, confusion_matrix
 
 from mnist.atomic import write_text_atomic
@@ -121,7 +122,11 @@ def reading_report(truth: np.ndarray, predicted: np.ndarray, unsure: np.ndarray 
                  for d in range(10)}
     confusions = [(int(t), int(p), int(matrix[t, p])) for t in range(10) for p in range(10) if t != p and matrix[t, p]]
     confusions.sort(key=lambda item: -item[2])
+    right = int((truth == predicted).sum())
+    interval = stats.binomtest(right, len(truth)).proportion_ci(0.95, method="wilson") if len(truth) else None
     report = {"count": int(len(truth)), "accuracy": float(accuracy_score(truth, predicted)), "per_digit": per_digit,
+              # Wilson's 95% interval of the accuracy: how far another draw of as many such images may land.
+              "accuracy_interval": None if interval is None else [float(interval.low), float(interval.high)],
               "confusions": [{"true": t, "read": p, "count": n} for t, p, n in confusions[:5]],
               "confusion_matrix": matrix.tolist(),  # rows: the true digit; columns: the digit read
               "refused_share": float(refused.mean())}
@@ -135,6 +140,9 @@ def reading_report(truth: np.ndarray, predicted: np.ndarray, unsure: np.ndarray 
 
 def format_report(report: dict) -> list[str]:
     lines = [f"accuracy {report['accuracy']:.4f} ({round(report['accuracy'] * report['count'])}/{report['count']})"]
+    if report.get("accuracy_interval"):
+        low, high = report["accuracy_interval"]
+        lines[0] += f", 95% interval [{low:.4f}, {high:.4f}]"
     if report["refused_share"]:
         lines[0] += f"; {report['refused_share']:.1%} refused (no digit, or more than one), counted as misses"
     lines.append("per digit: " + "  ".join(f"{d}: {'-' if a is None else f'{a:.2f}'}"
