@@ -54,6 +54,9 @@ def test_the_threshold_keeps_the_sure_answers_within_the_target_risk() -> None:
     threshold = unsure_threshold(probabilities, labels, risk=0.0)
     assert 0.59 < threshold < 0.61
     assert unsure_threshold(probabilities, np.ones(1000, dtype=int), risk=0.0) == 1.0  # never right: never sure
+    # Every answer right (or within the risk): no threshold at all, not the lowest confidence that happened to be seen.
+    assert unsure_threshold(probabilities, probabilities.argmax(axis=1), risk=0.0) == 0.0
+    assert unsure_threshold(np.array([[0.995, 0.005], [0.999, 0.001]]), np.array([0, 0]), risk=0.01) == 0.0
 
 
 def test_unsure_answers_name_the_two_likeliest_digits() -> None:
