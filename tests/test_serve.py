@@ -48,7 +48,7 @@ def test_the_page_names_its_model_and_says_what_it_is(client, tiny_run: Path, tm
     save_checkpoint({**state, "model": weights, "members": 2, "calibration": calibration}, tmp_path / "ensemble.pt")
     page = create_app(Predictor(tmp_path / "ensemble.pt"), tmp_path / "ensemble.pt").test_client().get("/")
     text = page.get_data(as_text=True)
-    assert "2 seeds as one ensemble, served by default" in text and "fitted on mnist validation, notebook tune" in text
+    assert "2 seeds as one ensemble: measured by the field report" in text and "fitted on mnist validation, notebook tune" in text
 
 
 def test_an_answer_holds_the_digit_its_top_three_and_the_image_seen(client) -> None:
