@@ -25,6 +25,7 @@ from mnist.data import MnistData
 from mnist.evaluate import evaluate_model
 from mnist.model import model_from_checkpoint
 from mnist.reading.export import ExportedModel
+from mnist.reading.corruptions import set_writers
 from mnist.reading.predict import newest_trained_checkpoint
 from tests.helpers import (PNG_MAGIC, ROOT, SMOKE_GROUP, metric_steps, mlflow_store, refused_process, run_script,
                            overlapping_trials, search_runs, stop_ray_start, wait_for_port)
@@ -219,7 +220,8 @@ def test_best_retrains_and_compares_with_the_tutorials_setting(
     # Every model calibrated on MNIST validation and the real sets' tune halves, and saying so (--calibration sets).
     for state in (ensemble, single):
         fitted_on = state["calibration"]["fitted_on"]
-        assert set(fitted_on) == {"mnist validation", "scans tune", "notebook tune", "drawings tune", "canvas tune"}
+        assert set(fitted_on) == {"mnist validation", "scans tune", "notebook tune", "drawings tune", "canvas tune",
+                                  *(f"{name} tune" for name in set_writers())}
         assert fitted_on["scans tune"] == 20 and state["calibration"]["unsure_below"] == max(
             state["calibration"]["thresholds"].values())
     assert metrics["calibration"]["fitted_on"] == single["calibration"]["fitted_on"]
