@@ -126,13 +126,14 @@ def test_the_synthetic_bench_compares_the_arms_seed_by_seed_on_every_set(tmp_pat
     """benchmarks.synthetic at a toy size: both arms trained per seed, every set in the table, the difference the
     mean of the seeds' differences, MNIST validation beside it."""
     from benchmarks.synthetic import main as synthetic_main
+    from mnist.reading.corruptions import set_writers
     from tests.helpers import small_sets
 
     sets, _, _ = small_sets(tmp_path)
     out = tmp_path / "synthetic"
     synthetic_main(["--seeds", "0", "1", "--epochs", "1", "--limit", "600", "--sets", str(sets), "--out", str(out)])
     summary = json.loads((out / "summary.json").read_text())
-    assert set(summary["sets"]) == {"scans", "notebook", "drawings", "canvas", "mnist"}
+    assert set(summary["sets"]) == {"scans", "notebook", "drawings", "canvas", "mnist", *set_writers()}
     for row in summary["sets"].values():
         assert len(row["none"]) == len(row["synthetic"]) == 2
         assert row["difference"] == pytest.approx(np.mean(row["synthetic"]) - np.mean(row["none"]))
