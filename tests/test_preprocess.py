@@ -28,7 +28,7 @@ def ring_image(pen: int) -> Image.Image:
     return image
 
 
-# Not square: a square page with its digit framed as MNIST's is a digit field, read whole (is_digit_field); the
+# Not square: a square page with its digit framed as MNIST's is a digit field, read whole (digit_field); the
 # steps are for photos and pages.
 PHOTO_PAGE = (480, 400)
 

@@ -18,7 +18,7 @@ Each difference has one step below, each switchable (`Steps`) so its effect can 
 
 An image that is already a digit's field (small, or a square saved with its digit framed as MNIST's: MNIST's own
 digits as PNG files, corrupted or not) is read whole: brought to 28x28, inverted if dark-on-light, nothing taken
-out and nothing redrawn (`is_digit_field`); the model, trained on such fields with noise, bars, rules and
+out and nothing redrawn (`digit_field`); the model, trained on such fields with noise, bars, rules and
 scribbles in them (mnist.corrupt), decides what is the digit.
 
 Always on: grayscale, dark-on-light inverted (which side is the ink is read from the image: the pixels that
@@ -189,7 +189,7 @@ def light_page(gray: np.ndarray) -> bool:
 
 def working_gray(image: Image.Image, steps: Steps) -> tuple[np.ndarray, bool]:
     """Gray, at most WORKING_SIZE, white ink on black (a light page inverted), and whether it is a digit field
-    (`is_digit_field`: then 28x28, read whole); else denoised, its light evened out."""
+    (`digit_field`: then 28x28, read whole); else denoised, its light evened out."""
     gray = to_grayscale(image)
     if min(gray.shape) < MIN_SIDE:
         raise ImageError(f"image too small to hold a digit ({gray.shape[1]}x{gray.shape[0]} px, "
@@ -201,8 +201,9 @@ def working_gray(image: Image.Image, steps: Steps) -> tuple[np.ndarray, bool]:
     if int(gray.max()) - int(gray.min()) < UNIFORM_RANGE:
         raise ImageError("no ink found (the image is nearly uniform)", "no digit")
     white_on_black = 255 - gray if light_page(gray) else gray
-    if is_digit_field(white_on_black):
-        return field_of(white_on_black), True
+    field = digit_field(white_on_black)
+    if field is not None:
+        return field, True
     if min(gray.shape) >= 2 * CANVAS:  # sensor noise and paper grain: specks that would widen the crop
         gray = np.asarray(Image.fromarray(gray).filter(ImageFilter.MedianFilter(3)))
     if light_page(gray):  # dark ink on a light page: make the ink the bright part, as in MNIST
@@ -235,29 +236,29 @@ def field_of(gray: np.ndarray) -> np.ndarray:
     return np.asarray(Image.fromarray(gray).resize((CANVAS, CANVAS), Image.BOX))
 
 
-def is_digit_field(gray: np.ndarray) -> bool:
-    """Whether `gray` (white ink on black) is already a digit's field framed as MNIST's: read whole, nothing
-    taken out. A small image always is (there is no page in it to find a digit on, and any rule guessing what is
+def digit_field(gray: np.ndarray) -> np.ndarray | None:
+    """`gray` (white ink on black) at 28x28 where it is already a digit's field framed as MNIST's (read whole,
+    nothing taken out), else None. A small image always is (there is no page in it to find a digit on, and any rule guessing what is
     ink there can only remove some of the digit: the model, trained on noisy, barred, ruled and scribbled
     fields, decides); a larger one when it is a square, flat-backgrounded field with its digit where MNIST's
     lies (an MNIST digit saved larger). A photo, a page or an off-centre drawing goes through the steps."""
     height, width = gray.shape
     if max(height, width) <= FIELD_SIDE:
-        return True
+        return field_of(gray)
     if abs(height - width) > FIELD_SQUARE * max(height, width):
-        return False
+        return None
     counts = np.bincount(gray.ravel(), minlength=256)
     mode = int(np.argmax(counts))
     if counts[max(0, mode - FLAT_LEVELS):mode + FLAT_LEVELS + 1].sum() < FIELD_FLAT * gray.size:
-        return False
-    field = field_of(gray).astype(np.float32)
-    ink = np.where(field > otsu_threshold(field.astype(np.uint8)), field, 0)
+        return None
+    field = field_of(gray)
+    ink = ink_of(field)
     rows, columns = np.nonzero(ink)
     if rows.size == 0:
-        return False
+        return None
     side = max(np.ptp(rows), np.ptp(columns)) + 1
-    centre = ndimage.center_of_mass(ink)
-    return FIELD_BOX[0] <= side <= FIELD_BOX[1] and max(abs(c - MNIST_CENTER) for c in centre) <= FIELD_CENTRE
+    framed = max(abs(c - MNIST_CENTER) for c in ndimage.center_of_mass(ink)) <= FIELD_CENTRE
+    return field if FIELD_BOX[0] <= side <= FIELD_BOX[1] and framed else None
 
 
 def ink_of(gray: np.ndarray) -> np.ndarray:
