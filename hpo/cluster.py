@@ -15,6 +15,7 @@ import torch
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from hpo.env_vars import switch
+from hpo.private_cluster import check_socket_room, failed_start, keep_session_private, keep_token_private
 from hpo.ray_sessions import end_leftover_session, exit_ending_session, processes_of
 from hpo.ray_versions import check_private_cluster_closed, check_versions, version_mismatch
 from mnist.errors import UserError
@@ -45,6 +46,8 @@ def connect(address: str | None) -> str | None:
     check_reachable(address)
     if address == "local":
         check_private_cluster_closed()
+        check_socket_room()
+    keep_token_private()
     stopped: list[int] = []
 
     def stopped_while_starting(signum: int, frame: Any) -> None:
@@ -63,13 +66,17 @@ def connect(address: str | None) -> str | None:
     except Exception as error:
         if stopped:  # Ray's own error about the processes the signal ended: the signal is the story
             raise KeyboardInterrupt from None
-        one_line = init_error(error, address)
+        # A private cluster that fails to start is the machine's doing (a limit, memory, the install): one line.
+        one_line = failed_start(error) if address == "local" else init_error(error, address)
         if one_line is None:
             raise
         raise one_line from None
     finally:
         signal.signal(signal.SIGTERM, previous)  # not Ray's, which it leaves in place
-    return context.address_info.get("session_dir") if address == "local" else None
+    keep_token_private()  # Ray may have just written it
+    session = context.address_info.get("session_dir") if address == "local" else None
+    keep_session_private(session)
+    return session
 
 
 def init_error(error: Exception, address: str) -> UserError | None:

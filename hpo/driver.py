@@ -29,6 +29,7 @@ from hpo.progress import SearchProgress, keep_staged_log
 from hpo.scheduler import make_scheduler
 from hpo.searcher import check_study, fail_orphaned_optuna_trials, make_searcher
 from hpo.space import dimensions
+from hpo.saved_state import check_saved_state
 from hpo.storage import ExperimentStore, read_experiment_file
 from hpo.tb_logger import TrialTensorBoard
 from hpo.tracking import MlflowTrials, reopen_search_run, start_search_run, tracking_of
@@ -188,6 +189,7 @@ def run_search(experiment: dict[str, Any], store: ExperimentStore, resume: bool,
                         "(python hpo/best.py); for more trials start a new search")
     if resume:
         check_resumable_version(store)
+        check_saved_state(store)
         check_study(store.local, store.name)
         store.check_not_moved(saved_whereabouts(store))
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")

@@ -11,7 +11,7 @@ from matplotlib.colors import LogNorm
 
 from hpo.experiment import plain
 from hpo.space import Dimension, dimensions
-from hpo.trial_terms import METRIC, STOPPED_EARLY
+from hpo.trial_terms import BEST_METRIC, METRIC, STOPPED_EARLY
 from mnist.plots import plt, save_figure
 
 
@@ -22,8 +22,8 @@ def plot_search_history(trials: pd.DataFrame, path: Path) -> None:
     beside a diverged trial's 90%.
     """
     figure, axis = plt.subplots(figsize=(8, 4.5))
-    scored = trials[trials["best_val_acc"].notna()]
-    error = 1 - scored["best_val_acc"]
+    scored = trials[trials[BEST_METRIC].notna()]
+    error = 1 - scored[BEST_METRIC]
     axis.scatter(scored["trial"], error, c="tab:blue", s=18, label="trial's best val error")
     axis.step(scored["trial"], error.cummin(), where="post", color="tab:orange", label="best so far")
     baseline = scored["baseline"].astype(bool)
@@ -52,12 +52,12 @@ def error_colors(accuracies: np.ndarray) -> tuple[np.ndarray, LogNorm | None]:
 def plot_parallel_coordinates(trials: pd.DataFrame, space: dict[str, dict], path: Path) -> None:
     """One line per trial across the hyperparameter axes, coloured by its validation error on a log
     scale: 0.7% and 0.6% stay apart even when a diverged trial's 90% is on the same scale."""
-    scored = trials[trials["best_val_acc"].notna()].sort_values("best_val_acc")
+    scored = trials[trials[BEST_METRIC].notna()].sort_values(BEST_METRIC)
     keys = list(space)
     figure, axis = plt.subplots(figsize=(2 + 1.8 * len(keys), 5))
     scales = dimensions(space)
     columns = [_axis_values(scored, key, scales[key]) for key in keys]
-    colors, norm = error_colors(scored["best_val_acc"].to_numpy(dtype=float))
+    colors, norm = error_colors(scored[BEST_METRIC].to_numpy(dtype=float))
     for row, color in enumerate(colors):
         axis.plot(range(len(keys)), [column[0][row] for column in columns], color=color, alpha=0.8)
     for i, (_, (low, high)) in enumerate(columns):
@@ -92,30 +92,41 @@ def plot_learning_curves(history: pd.DataFrame, trials: pd.DataFrame, max_epochs
     save_figure(figure, path)
 
 
-def hyperparameter_importance(trials: pd.DataFrame, space: dict[str, dict]) -> dict[str, float]:
-    """Optuna's fANOVA importance of each hyperparameter for the trials' best val_acc (all trials count)."""
+def hyperparameter_importance(trials: pd.DataFrame, space: dict[str, dict]) -> tuple[dict[str, float], str | None]:
+    """Optuna's fANOVA importance of each hyperparameter for the trials' best val_acc (all trials count), or
+    ({}, why there is none): fANOVA needs two scored trials whose scores differ."""
+    scored = trials[trials[BEST_METRIC].notna()]
+    if len(scored) < 2:
+        return {}, f"importance needs two trials with a validation accuracy; this search has {len(scored)}"
+    if scored[BEST_METRIC].nunique() == 1:
+        return {}, (f"every trial scored the same ({float(scored[BEST_METRIC].iloc[0]):.4f}): nothing to "
+                    "tell the hyperparameters apart")
     study = optuna.create_study(direction="maximize")
     distributions = {key: dimension.distribution() for key, dimension in dimensions(space).items()}
-    for _, row in trials[trials["best_val_acc"].notna()].iterrows():
+    for _, row in scored.iterrows():
         params = {key: plain(row[key]) for key in space}
         study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions,
-                                                  value=float(row["best_val_acc"])))
-    if len(study.trials) < 2:
-        return {}
-    return optuna.importance.get_param_importances(study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
+                                                  value=float(row[BEST_METRIC])))
+    try:
+        return optuna.importance.get_param_importances(
+            study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)), None
+    except RuntimeError as error:  # fANOVA's own refusal ("zero total variance in all trees")
+        return {}, f"fANOVA could not estimate it ({str(error).strip().splitlines()[0]})"
 
 
-def plot_importance(trials: pd.DataFrame, space: dict[str, Any], path: Path) -> None:
-    importance = hyperparameter_importance(trials, space)
+def plot_importance(trials: pd.DataFrame, space: dict[str, Any], path: Path) -> str | None:
+    """The importance bars, or a figure saying why there are none; returns that reason (None: plotted)."""
+    importance, missing = hyperparameter_importance(trials, space)
     figure, axis = plt.subplots(figsize=(7, 3.5))
     if importance:
         keys = list(importance)[::-1]
         axis.barh(keys, [importance[k] for k in keys], color="tab:blue")
         axis.set(xlabel="share of val_acc variance explained (fANOVA)", title="Hyperparameter importance")
     else:
-        axis.text(0.5, 0.5, "too few trials to estimate importance", ha="center", va="center")
+        axis.text(0.5, 0.5, f"no importance:\n{missing}", ha="center", va="center", wrap=True)
         axis.set_axis_off()
     save_figure(figure, path)
+    return missing
 
 
 def plot_comparison(comparison: dict[str, Any], winner_histories: list, baseline_histories: list, path: Path) -> None:

@@ -21,10 +21,14 @@ def end_leftover_session(session: str) -> None:
     """Kill what is left of a private cluster's processes and remove its session folder."""
     name = os.path.basename(session)
     if name.startswith("session_"):
-        for pid in processes_of(name):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
+        kill_processes_of(name)
         shutil.rmtree(session, ignore_errors=True)
+
+
+def kill_processes_of(session_name: str) -> None:
+    for pid in processes_of(session_name):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def processes_of(session_name: str) -> list[int]:

@@ -23,6 +23,7 @@ from hpo.experiment import baseline_point, plain, saved_experiment, trial_config
 from hpo.plots import plot_comparison
 from hpo.storage import join_uri
 from hpo.summary import winner
+from hpo.trial_terms import BEST_METRIC, LAST_METRIC
 from mnist.atomic import recover_folder, replace_folder, write_json_atomic
 from mnist.calibration import calibrate_checkpoint
 from mnist.checkpoint import load_checkpoint, run_metadata, save_checkpoint
@@ -54,7 +55,7 @@ def load_search(folder: Path) -> tuple[dict[str, Any], pd.DataFrame]:
         raise UserError(f"{path}: unreadable ({str(error).splitlines()[0]})") from None
     # trials.csv of searches before 2026-11 call the tutorial's column "seed_config"; read here until ccnet-hpo 0.3.0.
     trials = trials.rename(columns={"seed_config": "baseline"})
-    needed = {"trial", "best_val_acc", "last_val_acc", *experiment["search_space"]}
+    needed = {"trial", BEST_METRIC, LAST_METRIC, *experiment["search_space"]}
     missing = sorted(needed - set(trials.columns))
     if missing:
         raise UserError(f"{path}: not a trials table of this search (no column {', '.join(missing)})")
@@ -187,7 +188,7 @@ def retrain_winner(folder: Path, select: str, seeds: int, epochs: int | None, fu
         shutil.rmtree(out, ignore_errors=True)  # leftovers without a run (the lock says none is running)
     recover_folder(folder / BEST)  # a run killed mid-swap: its previous best/ comes back
     print(f"winner: trial {int(top['trial'])}, selected by {SELECTION_RULES[select]} "
-          f"(val_acc {top['best_val_acc' if select == 'best' else 'last_val_acc']:.4f})", flush=True)
+          f"(val_acc {top[BEST_METRIC if select == 'best' else LAST_METRIC]:.4f})", flush=True)
     baseline_params = baseline_point(experiment["search_space"], config["epochs"])
     arms = {"winner": (config, out)}
     if baseline:

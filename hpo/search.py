@@ -14,6 +14,7 @@ checkpoints there from every node, and the driver's files are mirrored in <local
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -32,7 +33,7 @@ from hpo.summary import NothingFinished, console_summary, summarize
 from hpo.tracking import DEFAULT_STORE, check_store, finish_search_run, resolve_store, tracking_of
 from hpo.trial_terms import METRIC
 from mnist.config import KNOBS, add_table_flags
-from mnist.errors import UserError, run_cli
+from mnist.errors import UserError, run_cli, shell_path
 from mnist.layout import ENDED_JSON, RESULTS, SEARCH_LOG
 from mnist.webserver import check_port_free
 
@@ -104,7 +105,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def resume_command(store: ExperimentStore, storage_path: str) -> str:
-    return f"python hpo/search.py --resume --name {store.name} --storage-path {storage_path}"
+    """The command that continues this search, as it can be pasted from the folder the user is in."""
+    return (f"python {shell_path(__file__)} --resume --name {shlex.quote(store.name)} "
+            f"--storage-path {shell_path(storage_path)}")
 
 
 def check_resume_flags(args: argparse.Namespace) -> None:
@@ -185,7 +188,7 @@ def search(store: ExperimentStore, args: argparse.Namespace, experiment: dict | 
               f"(mlflow ui --backend-store-uri {tracking['tracking_uri']})")
     mirror = f", summaries also in {store.local}" if store.remote else ""
     print(f"results in {store} ({store.disk_usage() / 2**20:.1f} MiB on disk{mirror}); "
-          f"next: python hpo/best.py --search {store}")
+          f"next: python {shell_path(Path(__file__).with_name('best.py'))} --search {shell_path(str(store))}")
     return 0
 
 

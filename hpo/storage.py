@@ -8,18 +8,16 @@ search (or best.py) ends and copied back from it to resume.
 """
 from __future__ import annotations
 
-import fcntl
-import os
 import posixpath
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import ContextManager
 from urllib.parse import urlsplit, urlunsplit
 
 import pyarrow.fs
 
 from mnist.atomic import read_json
 from mnist.errors import UserError
+from mnist.folder_lock import hold_folder, is_held, lock_file_of
 from mnist.layout import BEST_JSON, DRIVER_FILES, EXPERIMENT_JSON, RESULTS
 
 def is_uri(storage: str) -> bool:
@@ -68,56 +66,24 @@ class ExperimentStore:
 
     @property
     def lock_file(self) -> Path:
-        """Beside the experiment folder, not in it: taking the lock creates nothing inside (a refused run
-        leaves no folder), and the lock outlives a folder that is being swapped or removed."""
-        return self.local.parent / f".{self.name}.lock"
+        """Beside the experiment folder, keyed by its real path (mnist.folder_lock)."""
+        return lock_file_of(self.local)
 
     @property
     def ray_session_file(self) -> Path:
         """Beside the lock: the session folder of the private Ray cluster the running driver started."""
-        return self.local.parent / f".{self.name}.ray-session"
+        return self.lock_file.with_name(self.lock_file.name.removesuffix(".lock") + ".ray-session")
 
     def leftover_ray_sessions(self) -> list[Path]:
         """Records of private Ray clusters beside this experiment whose driver is gone (its lock is free):
         killed drivers' clusters, for the next driver to end."""
-        leftovers = []
-        for record in sorted(self.local.parent.glob(".*.ray-session")):
-            lock_file = record.with_name(record.name.removesuffix(".ray-session") + ".lock")
-            with open(lock_file, "a+") as handle:
-                try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    continue  # its driver runs
-                leftovers.append(record)
-        return leftovers
+        return [record for record in sorted(self.lock_file.parent.glob(".*.ray-session"))
+                if not is_held(record.with_name(record.name.removesuffix(".ray-session") + ".lock"))]
 
-    @contextmanager
-    def lock(self, what: str) -> Iterator[None]:
-        """Hold the experiment for one driver (`what`: "search.py", "best.py") for the whole block.
-
-        An exclusive flock on the lock file: the kernel drops it when the process ends, however
-        it ends (SIGKILL included), so no stale lock is ever left. A second driver is refused in
-        one line naming the first one's pid. (One machine's drivers only: flock does not reach
-        across the nodes of a cluster; run the drivers of one experiment from one machine.)
-        """
-        self.lock_file.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.lock_file, "a+")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            handle.close()
-            raise UserError(f"{self}: in use by {holder}; wait for it to end (or stop it), or choose another "
-                            "--name") from None
-        try:
-            handle.seek(0)
-            handle.truncate()
-            handle.write(f"{what} (pid {os.getpid()})")
-            handle.flush()
-            yield
-        finally:
-            handle.close()  # releases the lock
+    def lock(self, what: str) -> ContextManager[None]:
+        """Hold the experiment for one driver (`what`: "search.py", "best.py") for the whole block; a second
+        driver, also one that names the folder through a symlink, is refused in one line naming the first."""
+        return hold_folder(self.local, what, shown_as=str(self), other="another --name")
 
     def whereabouts(self) -> dict[str, str]:
         """Where this experiment is, absolutely: Ray's and Optuna's saved state name these places."""
@@ -178,6 +144,16 @@ class ExperimentStore:
         selector = pyarrow.fs.FileSelector(posixpath.join(self.fs_path, relative), allow_not_found=True)
         return sorted(info.base_name for info in self.fs.get_file_info(selector)
                       if info.type == pyarrow.fs.FileType.Directory)
+
+    def files(self, relative: str = "") -> list[str]:
+        """Names of the files directly in `relative` on the storage."""
+        selector = pyarrow.fs.FileSelector(posixpath.join(self.fs_path, relative), allow_not_found=True)
+        return sorted(info.base_name for info in self.fs.get_file_info(selector)
+                      if info.type == pyarrow.fs.FileType.File)
+
+    def read(self, relative: str) -> bytes:
+        with self.fs.open_input_stream(posixpath.join(self.fs_path, relative)) as stream:
+            return stream.read()
 
     def delete(self, relative: str) -> None:
         self.fs.delete_dir(posixpath.join(self.fs_path, relative))

@@ -17,10 +17,10 @@ from hpo.experiment import is_baseline, plain
 from hpo.plots import (plot_anytime, plot_importance, plot_learning_curves, plot_parallel_coordinates,
                        plot_search_history)
 from hpo.space import dimensions
-from hpo.trial_terms import DIVERGED, METRIC, MODE, status_of
+from hpo.trial_terms import BEST_METRIC, DIVERGED, LAST_METRIC, METRIC, MODE, status_of
 from mnist.atomic import write_json_atomic, write_text_atomic
 from mnist.checkpoint import git_commit
-from mnist.errors import UserError
+from mnist.errors import UserError, mask_credentials
 from mnist.layout import BEST_JSON, HISTORY_CSV, REPORT_MD, TRIALS_CSV
 from mnist.layout import ANYTIME_PNG, IMPORTANCE_PNG, LEARNING_CURVES_PNG, PARALLEL_COORDINATES_PNG, SEARCH_HISTORY_PNG
 
@@ -69,9 +69,9 @@ def trial_tables(results: tune.ResultGrid, experiment: dict[str, Any]) -> tuple[
             "trial": number, "trial_id": trial_id, **params,
             "status": _status(result, history, experiment["max_epochs"]),
             "epochs": int(last["epoch"]) if best is not None else 0,
-            "best_val_acc": float(best[METRIC]) if best is not None else None,
+            BEST_METRIC: float(best[METRIC]) if best is not None else None,
             "best_epoch": int(best["epoch"]) if best is not None else None,
-            "last_val_acc": float(last[METRIC]) if best is not None else None,
+            LAST_METRIC: float(last[METRIC]) if best is not None else None,
             "time_s": float(history["epoch_time_s"].sum()) if best is not None else 0.0,
             "device": last.get("device", ""), "gpu_ids": last.get("gpu_ids", ""), "node": last.get("node", ""),
             "node_ip": last.get("node_ip", ""), "node_id": last.get("node_id", ""),
@@ -95,7 +95,7 @@ def trial_tables(results: tune.ResultGrid, experiment: dict[str, Any]) -> tuple[
 
 def winner(trials: pd.DataFrame, select: str = "best") -> pd.Series:
     """The trial with the highest val_acc at its best epoch (select="best") or at its last one."""
-    column = "best_val_acc" if select == "best" else "last_val_acc"
+    column = BEST_METRIC if select == "best" else LAST_METRIC
     ranked = trials[trials[column].notna() & (trials["status"] != DIVERGED)]
     if ranked.empty:
         raise ValueError("no trial reported a validation accuracy")
@@ -116,7 +116,7 @@ def hours_saved(trials: pd.DataFrame, max_epochs: int, resources: dict[str, floa
 
 def format_table(trials: pd.DataFrame, space: dict[str, dict[str, list]]) -> str:
     """Trials as a text table; each searched value printed on its dimension's scale."""
-    columns = ["trial", *space, "status", "epochs", "best_val_acc", "device", "gpu_ids"]
+    columns = ["trial", *space, "status", "epochs", BEST_METRIC, "device", "gpu_ids"]
     table = trials[columns].copy()
     for key, dimension in dimensions(space).items():
         table[key] = table[key].map(lambda value, scale=dimension: scale.format(plain(value)))
@@ -124,12 +124,12 @@ def format_table(trials: pd.DataFrame, space: dict[str, dict[str, list]]) -> str
 
 
 def console_summary(trials: pd.DataFrame, space: dict[str, dict[str, list]], top: int = 5) -> str:
-    ranked = trials.sort_values("best_val_acc", ascending=False)
+    ranked = trials.sort_values(BEST_METRIC, ascending=False)
     lines = [f"top {min(top, len(ranked))} of {len(trials)} trials by best validation accuracy:",
              format_table(ranked.head(top), space)]
     baseline_rows = trials[trials["baseline"]]
-    if not baseline_rows.empty and ranked["best_val_acc"].notna().any():
-        baseline_acc, best_acc = baseline_rows["best_val_acc"].iloc[0], ranked["best_val_acc"].iloc[0]
+    if not baseline_rows.empty and ranked[BEST_METRIC].notna().any():
+        baseline_acc, best_acc = baseline_rows[BEST_METRIC].iloc[0], ranked[BEST_METRIC].iloc[0]
         lines += ["the tutorial's setting:", format_table(baseline_rows, space),
                   f"search beat the tutorial's setting by {100 * (best_acc - baseline_acc):+.2f} points of val_acc "
                   f"({best_acc:.4f} vs {baseline_acc:.4f}) at the same budget"]
@@ -166,14 +166,14 @@ def anytime_curve(history: pd.DataFrame, trials: pd.DataFrame) -> dict[str, Any]
         began = (ordered["timestamp"] - ordered["epoch_time_s"]).min()
         wall_minutes = (ordered["timestamp"].to_numpy() - began) / 60
     baseline_rows = trials[trials["baseline"].astype(bool)]
-    baseline = float(baseline_rows["last_val_acc"].iloc[0]) if not baseline_rows.empty else None
+    baseline = float(baseline_rows[LAST_METRIC].iloc[0]) if not baseline_rows.empty else None
     marks = ([("the tutorial's final val_acc", baseline)] if baseline is not None else [])
     marks += [(f"val_acc {mark:.1%}", mark) for mark in ACCURACY_MARKS]
     milestones = []
     for label, level in marks:
         above = np.flatnonzero(best_so_far > level)
         first = int(above[0]) if above.size else None
-        milestones.append({"label": label, "val_acc": level, "epochs": None if first is None else int(cumulative[first]),
+        milestones.append({"label": label, METRIC: level, "epochs": None if first is None else int(cumulative[first]),
                            "training_minutes": None if first is None else float(training_minutes[first]),
                            "wall_minutes": None if first is None or wall_minutes is None else float(wall_minutes[first])})
     passed = milestones[0]["epochs"] if baseline is not None else None
@@ -188,22 +188,23 @@ def anytime_sentence(anytime: dict[str, Any]) -> str:
         "The tutorial's setting did not finish in this search: nothing to compare against."]
     for mark in anytime["milestones"]:
         if mark["epochs"] is None:
-            sentences.append(f"The search never passed {mark['label']} ({mark['val_acc']:.4f}) in the {total} "
+            sentences.append(f"The search never passed {mark['label']} ({mark[METRIC]:.4f}) in the {total} "
                              "epochs it trained.")
             continue
         wall = f", {mark['wall_minutes']:.1f} min of wall clock" if mark["wall_minutes"] is not None else ""
-        sentences.append(f"The search passed {mark['label']} ({mark['val_acc']:.4f}) after {mark['epochs']} of the "
+        sentences.append(f"The search passed {mark['label']} ({mark[METRIC]:.4f}) after {mark['epochs']} of the "
                          f"{total} epochs it trained (all trials together): {mark['training_minutes']:.1f} of "
                          f"{anytime['total_training_minutes']:.1f} min of training{wall}.")
     return " ".join(sentences)
 
 
 def write_report(folder: Path, trials: pd.DataFrame, experiment: dict[str, Any], best: dict[str, Any],
-                 savings: dict[str, float], argv: list[str], anytime: dict[str, Any]) -> None:
+                 savings: dict[str, float], argv: list[str], anytime: dict[str, Any],
+                 no_importance: str | None = None) -> None:
     env = environment()
     lines = [
         f"# Search report: {folder.name}", "",
-        f"Command: `{' '.join(argv)}`", "",
+        f"Command: `{mask_credentials(' '.join(argv))}`", "",
         "| | |", "|---|---|", *[f"| {key} | {value} |" for key, value in env.items()], "",
         f"{len(trials)} trials, budget {experiment['max_epochs']} epochs each; "
         + ", ".join(f"{count} {status}" for status, count in trials["status"].value_counts().items()) + ".", "",
@@ -215,7 +216,8 @@ def write_report(folder: Path, trials: pd.DataFrame, experiment: dict[str, Any],
         f"({savings['spent_hours']:.3f} {savings['unit']} hours instead of {savings['full_budget_hours']:.3f}: "
         f"{savings['saved_hours']:.3f} {savings['unit']} hours saved).", "",
         "![search history](search_history.png)", "![parallel coordinates](parallel_coordinates.png)",
-        "![learning curves](learning_curves.png)", "![importance](importance.png)", "",
+        "![learning curves](learning_curves.png)",
+        f"No hyperparameter importance: {no_importance}." if no_importance else "![importance](importance.png)", "",
         anytime_sentence(anytime), "", "![anytime](anytime.png)", "",
         "Validation accuracy only: the test set is used by `hpo/best.py` on the retrained winner.", "",
     ]
@@ -225,12 +227,18 @@ def write_report(folder: Path, trials: pd.DataFrame, experiment: dict[str, Any],
 def summarize(folder: Path, results: tune.ResultGrid, experiment: dict[str, Any], resources: dict[str, float],
               argv: list[str]) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Write trials.csv, history.csv, best.json, the plots and report.md; returns (trials, best)."""
-
     trials, history = trial_tables(results, experiment)
+    return write_summary(folder, trials, history, experiment, resources, argv)
+
+
+def write_summary(folder: Path, trials: pd.DataFrame, history: pd.DataFrame, experiment: dict[str, Any],
+                  resources: dict[str, float], argv: list[str]) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The summary's files from the trial and epoch tables: also for a search whose trials all scored the same
+    or that finished one trial (a plot that cannot be drawn says why, in report.md and on the console)."""
     searched = list(experiment["search_space"])
     write_text_atomic(folder / TRIALS_CSV, trials.drop(columns=["config", "path"]).to_csv(index=False))
     write_text_atomic(folder / HISTORY_CSV, history.to_csv(index=False))
-    if trials["best_val_acc"].isna().all():
+    if trials[BEST_METRIC].isna().all():
         raise NothingFinished("no trial finished an epoch")
     try:
         top = winner(trials)
@@ -239,14 +247,16 @@ def summarize(folder: Path, results: tune.ResultGrid, experiment: dict[str, Any]
                         "see trials.csv") from None
     best = {"selected_by": f"highest {METRIC} at the trial's best validation epoch", "trial": int(top["trial"]),
             "trial_id": top["trial_id"], "params": {k: plain(top[k]) for k in searched}, "config": top["config"],
-            METRIC: float(top["best_val_acc"]), "epoch": int(top["best_epoch"]), "checkpoint": top["checkpoint"]}
+            METRIC: float(top[BEST_METRIC]), "epoch": int(top["best_epoch"]), "checkpoint": top["checkpoint"]}
     write_json_atomic(folder / BEST_JSON, best)
     plot_search_history(trials, folder / SEARCH_HISTORY_PNG)
     plot_parallel_coordinates(trials, experiment["search_space"], folder / PARALLEL_COORDINATES_PNG)
     plot_learning_curves(history, trials, experiment["max_epochs"], folder / LEARNING_CURVES_PNG)
-    plot_importance(trials, experiment["search_space"], folder / IMPORTANCE_PNG)
+    no_importance = plot_importance(trials, experiment["search_space"], folder / IMPORTANCE_PNG)
     anytime = anytime_curve(history, trials)
     plot_anytime(anytime, folder / ANYTIME_PNG)
     write_report(folder, trials, experiment, best, hours_saved(trials, experiment["max_epochs"], resources), argv,
-                 anytime)
+                 anytime, no_importance)
+    if no_importance:
+        print(f"no hyperparameter importance plot: {no_importance}", flush=True)
     return trials, best

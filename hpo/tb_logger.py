@@ -15,12 +15,12 @@ from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 
 from hpo.space import dimensions
-from hpo.trial_terms import METRIC, trial_number
+from hpo.trial_terms import BEST_METRIC, METRIC, trial_number
 from mnist.outputs import SCALARS  # the same tags as a `python -m mnist.train` run
 
 SHORT_NAMES = {"lr": "lr", "batch_size": "bs", "dropout": "do", "step_size": "step", "gamma": "g",
                "weight_decay": "wd", "label_smoothing": "ls", "schedule": "sched", "rotate": "rot"}
-BEST_METRIC_TAG = "hparams/best_val_acc"
+BEST_METRIC_TAG = f"hparams/{BEST_METRIC}"
 
 
 def run_name(number: int, params: dict[str, Any], space: dict[str, dict[str, list]]) -> str:

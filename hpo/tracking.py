@@ -15,6 +15,7 @@ MLflow is optional: pip install -e '.[mlflow]'.
 """
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -24,13 +25,13 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import numpy as np
 from ray.tune import Callback
 
 from hpo.experiment import is_baseline
-from hpo.trial_terms import ERROR, METRIC, status_of, trial_number
+from hpo.trial_terms import BEST_METRIC, ERROR, METRIC, status_of, trial_number
 from mnist.atomic import json_text, read_json
 from mnist.checkpoint import load_checkpoint
 from mnist.data import load_mnist
@@ -67,7 +68,31 @@ def resolve_store(uri: str) -> str:
         return f"sqlite:///{database.resolve()}"
     if parts.scheme in ("", "file"):
         return Path(parts.path or uri).resolve().as_uri()
-    return uri
+    return without_credentials(uri)
+
+
+def without_credentials(uri: str) -> str:
+    """A server URI with its user and password (http://USER:PASSWORD@host/) taken out and handed to MLflow the way
+    its documentation says, MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD in this process's environment:
+    MLflow's client then sends them with every request, and the URI that is printed and saved (mlflow.json, the
+    runs' tags, Tune's pickled callbacks) holds no secret. A resume or best.py given the URI again gets them again."""
+    parts = urlsplit(uri)
+    if parts.username is None and parts.password is None:
+        return uri
+    os.environ["MLFLOW_TRACKING_USERNAME"] = unquote(parts.username or "")
+    os.environ["MLFLOW_TRACKING_PASSWORD"] = unquote(parts.password or "")
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    return urlunsplit(parts._replace(netloc=f"{host}:{parts.port}" if parts.port else host))
+
+
+def basic_auth() -> dict[str, str]:
+    """The Authorization header MLflow's client would send (its credentials variables), for our own probe."""
+    user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    if not user and not password:
+        return {}
+    token = base64.b64encode(f"{user or ''}:{password or ''}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
 
 
 # How long the check of a tracking server may take: MLflow's own client retries a dead server for minutes.
@@ -105,7 +130,8 @@ def check_server(uri: str) -> None:
     """A tracking server answers a search for one experiment within REACH_TIMEOUT_S, with MLflow's JSON."""
     probe = uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1"
     try:
-        with urllib.request.urlopen(probe, timeout=REACH_TIMEOUT_S) as answer:
+        request = urllib.request.Request(probe, headers=basic_auth())
+        with urllib.request.urlopen(request, timeout=REACH_TIMEOUT_S) as answer:
             body = answer.read(1 << 16)
     except urllib.error.HTTPError as error:
         if error.code in (401, 403):  # it is there and wants credentials: MLflow's client sends them
@@ -196,7 +222,7 @@ def finish_search_run(tracking: dict[str, str], folder: Path, best: dict[str, An
         if path.exists():
             client.log_artifact(run_id, str(path))
     if best is not None:
-        client.log_batch(run_id, metrics=[metric("best_val_acc", best["val_acc"]), metric("winner_trial", best["trial"])])
+        client.log_batch(run_id, metrics=[metric(BEST_METRIC, best[METRIC]), metric("winner_trial", best["trial"])])
     client.set_terminated(run_id, "FINISHED")
 
 

@@ -48,9 +48,17 @@ def where_it_runs(fake_gpus: bool = False) -> dict[str, Any]:
 
 
 def restored_state() -> dict[str, Any] | None:
-    """The trial's last checkpoint after a restart, else None."""
+    """The trial's last checkpoint after a restart, else None; a trial that had trained before and has no
+    checkpoint to continue from says that it starts over (on the console and in search.log)."""
     checkpoint = tune.get_checkpoint()
-    return None if checkpoint is None else read_checkpoint(checkpoint)
+    if checkpoint is not None:
+        return read_checkpoint(checkpoint)
+    context = tune.get_context()
+    progress = Path(context.get_trial_dir()) / "result.json"
+    if progress.exists() and progress.stat().st_size > 0:
+        print(f"{context.get_trial_name()}: restarting from its first epoch: it reported epochs before but has no "
+              "checkpoint to continue from", flush=True)
+    return None
 
 
 class GpuWithoutCuda(RuntimeError):

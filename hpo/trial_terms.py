@@ -8,6 +8,8 @@ from __future__ import annotations
 from typing import Any
 
 METRIC, MODE = "val_acc", "max"  # what the searcher and the scheduler optimise, and the summaries rank by
+# trials.csv's columns: the metric at the trial's best epoch and at its last.
+BEST_METRIC, LAST_METRIC = f"best_{METRIC}", f"last_{METRIC}"
 
 # How a trial ended (trials.csv's status column).
 COMPLETED = "completed"  # trained to the full budget

@@ -8,6 +8,7 @@ import errno
 import json
 import math
 import os
+import resource
 import shutil
 import tempfile
 from pathlib import Path
@@ -35,9 +36,11 @@ def write_atomic(path: str | Path, write: Callable[[str], None]) -> None:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
         os.replace(tmp, path)
     except BaseException as error:
+        written = Path(tmp).stat().st_size if Path(tmp).exists() else 0
         Path(tmp).unlink(missing_ok=True)
-        if _disk_full(error):  # what was there before stays whole: only the temporary file is gone
-            raise UserError(f"no space left on the device of {path.parent} (writing {path.name})") from None
+        cause = _write_failure(error, written)
+        if cause:  # what was there before stays whole: only the temporary file is gone
+            raise UserError(f"{cause} (writing {path.name} in {path.parent})") from None
         raise
 
 
@@ -59,15 +62,23 @@ def recover_folder(target: Path) -> None:
         os.replace(old, target)
 
 
-def _disk_full(error: BaseException) -> bool:
-    """ENOSPC, also when torch.save wraps it ("file write failed", "unexpected pos ...")."""
+def _write_failure(error: BaseException, written: int) -> str | None:
+    """Why a write failed, where it is the machine's and not a fault (None): the disk full (ENOSPC), or the
+    process's file-size limit (EFBIG: `ulimit -f`). torch.save wraps both in a RuntimeError without an errno
+    ("file write failed", "unexpected pos ..."): then a file that reached the limit tells the limit."""
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    size_limit = (f"the file-size limit of this process ({limit} bytes, ulimit -f) is reached"
+                  if limit != resource.RLIM_INFINITY else "the file-size limit is reached")
     while error is not None:
+        if isinstance(error, OSError) and error.errno == errno.EFBIG:
+            return size_limit
         if isinstance(error, OSError) and error.errno == errno.ENOSPC:
-            return True
+            return "no space left on the device"
         if isinstance(error, RuntimeError) and ("file write failed" in str(error) or "unexpected pos" in str(error)):
-            return True
+            at_limit = limit != resource.RLIM_INFINITY and written >= limit - 4096
+            return size_limit if at_limit else "no space left on the device"
         error = error.__cause__ or error.__context__
-    return False
+    return None
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:

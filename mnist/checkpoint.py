@@ -16,7 +16,7 @@ import torch
 
 from mnist.atomic import write_atomic
 from mnist.config import is_int, resolve_config, upgrade_config
-from mnist.errors import UserError
+from mnist.errors import UserError, mask_credentials
 
 # Every checkpoint has a model and its config; a training checkpoint also what resuming needs.
 MODEL_KEYS = ("model", "config")
@@ -38,7 +38,8 @@ def git_commit() -> str:
 
 def run_metadata() -> dict[str, Any]:
     """What is saved beside every result and inside every checkpoint, next to the config."""
-    return {"argv": list(sys.argv), "git_commit": git_commit(), "version": package_version()}
+    return {"argv": [mask_credentials(word) for word in sys.argv], "git_commit": git_commit(),
+            "version": package_version()}
 
 
 def package_version() -> str:

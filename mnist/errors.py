@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
+import shlex
 import signal
 import sys
+from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable
 
@@ -24,14 +27,14 @@ def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | No
     try:
         code = main(argv)
     except UserError as error:
-        print(f"error: {one_line(str(error))}", file=sys.stderr)
+        print(f"error: {mask_credentials(one_line(str(error)))}", file=sys.stderr)
         sys.exit(2)
     except OSError as error:
         if error.filename is None:  # not about a file the user named: a real fault, with its traceback
             raise
         # A file or folder the user named that cannot be read or written (read-only, a file where a
         # folder is wanted, ...): the one error path, one line naming it.
-        print(f"error: {one_line(f'{error.filename}: {error.strerror or error}')}", file=sys.stderr)
+        print(f"error: {mask_credentials(one_line(f'{error.filename}: {error.strerror or error}'))}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -64,3 +67,27 @@ def run_moved(old: str, new: str) -> None:
     print(f"note: python -m {old} is now python -m {new} (the old name goes in ccnet-hpo 0.3.0)", file=sys.stderr,
           flush=True)
     os.execv(sys.executable, [sys.executable, "-m", new, *sys.argv[1:]])
+
+
+def shell_path(path: str | Path) -> str:
+    """`path` as a user can paste it into a shell in the folder they are in: relative to that folder where it lies
+    below it, else absolute; quoted where it holds spaces or other characters a shell would take apart. A URI
+    (s3://...) is only quoted."""
+    if "://" in str(path):
+        return shlex.quote(str(path))
+    absolute = Path(os.path.abspath(path))
+    try:
+        shown = absolute.relative_to(Path.cwd())
+    except ValueError:
+        shown = absolute
+    return shlex.quote(str(shown))
+
+
+# The user-information part of a URI: scheme://USER:PASSWORD@host or scheme://TOKEN@host.
+_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^/\s:@]*)(?P<secret>:[^/\s@]*)?@")
+
+
+def mask_credentials(text: str) -> str:
+    """`text` with the secrets of every URI in it masked: a password as ***, a bare token (user part alone)
+    as ***. Whatever the project prints or saves (errors, argv, reports, MLflow tags) goes through this."""
+    return _CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:***@" if m["secret"] else f"{m['scheme']}***@", text)

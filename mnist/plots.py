@@ -14,6 +14,18 @@ from sklearn.calibration import calibration_curve  # noqa: E402
 from mnist.atomic import write_atomic  # noqa: E402
 
 
+def drawable(text: str) -> str:
+    """`text` as the figures' font can draw it: bytes of a file name that are not UTF-8 (Python keeps them as
+    surrogates) and characters the font lacks (matplotlib would warn, an error under `python -W error`) become
+    the replacement character, or "?" where the font lacks that too."""
+    from matplotlib.font_manager import FontProperties, findfont, get_font
+
+    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    font = get_font(findfont(FontProperties()))
+    fallback = "\ufffd" if font.get_char_index(0xFFFD) else "?"
+    return "".join(char if char.isspace() or font.get_char_index(ord(char)) else fallback for char in text)
+
+
 def save_figure(figure: plt.Figure, path: Path) -> None:
     write_atomic(path, lambda tmp: figure.savefig(tmp, format="png", dpi=100, bbox_inches="tight"))
     plt.close(figure)

@@ -35,7 +35,8 @@ from mnist.checkpoint import load_checkpoint, run_metadata, save_checkpoint
 from mnist.config import DEFAULTS, add_config_flags, config_from_flags, resolve_config
 from mnist.data import MnistData, device_images, device_labels, load_mnist, split_train_val
 from mnist.device import available_cpus, bf16_is_native, pick_device, set_cuda_math
-from mnist.errors import UserError, run_cli
+from mnist.errors import UserError, run_cli, shell_path
+from mnist.folder_lock import hold_folder
 from mnist.layout import BEST_PT, CONFIG_JSON, LAST_PT, RESULTS, TRAIN_RUNS
 from mnist.model import CCNet, predict_logits
 from mnist.strokes import with_synthetic_digits
@@ -311,8 +312,6 @@ def calibrate_best(path: Path, data: MnistData, device: torch.device) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mnist.outputs import RunOutputs  # matplotlib and tensorboard only where files are written
-
     args = parse_args(argv)
     resume_from = load_checkpoint(args.resume, for_resume=True) if args.resume else None
     config = config_from_flags(args, resume_from["config"] if resume_from else DEFAULTS)
@@ -323,9 +322,19 @@ def main(argv: list[str] | None = None) -> int:
     split_train_val(data, config["val_fraction"], config["limit"])
     default_out = Path(args.resume).parent if args.resume else Path(RESULTS) / TRAIN_RUNS / datetime.now().strftime("%Y%m%d-%H%M%S")
     out = Path(args.out) if args.out else default_out
-    if not args.resume and any((out / name).exists() for name in (LAST_PT, BEST_PT, CONFIG_JSON)):
-        raise UserError(f"{out}: holds a training run already; continue it with --resume {out / 'last.pt'}, "
-                        "or choose another --out")
+    # Claimed before it is looked at: of two runs started at the same instant into one folder, one is refused.
+    with hold_folder(out, "mnist.train", other="another --out"):
+        return train_into(out, config, data, resume_from, fresh=not args.resume)
+
+
+def train_into(out: Path, config: dict[str, Any], data: MnistData, resume_from: dict[str, Any] | None,
+               fresh: bool) -> int:
+    """Train into `out` (held by this process) and calibrate its best checkpoint; the exit code."""
+    from mnist.outputs import RunOutputs  # matplotlib and tensorboard only where files are written
+
+    if fresh and any((out / name).exists() for name in (LAST_PT, BEST_PT, CONFIG_JSON)):
+        raise UserError(f"{out}: holds a training run already; continue it with "
+                        f"--resume {shell_path(out / LAST_PT)}, or choose another --out")
     outputs = RunOutputs(out, config)
     print(f"run folder: {outputs.folder}", flush=True)
     history = train(config, data=data, on_epoch=outputs.on_epoch, resume_from=resume_from,

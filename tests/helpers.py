@@ -19,6 +19,7 @@ from PIL import Image
 from sklearn.datasets import load_digits
 from mlflow.tracking import MlflowClient  # the tests read what hpo.tracking wrote as a user would
 
+from hpo.experiment import resolve_experiment
 from mnist.errors import run_cli
 from mnist.reading.corruptions import set_writers
 from mnist.reading.drawings import drawing
@@ -194,3 +195,21 @@ def small_sets(tmp_path: Path) -> tuple[Path, Path, np.ndarray]:
         write(sets / name)
         (sets / name / VERSION_FILE).write_text(f"{SETS_VERSION}\n")
     return sets, sets / "scans" / "report", digits.target[20:40]
+
+
+def search_tables(scores: list[float]) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
+    """An experiment with the default space and a search's tables in which trial k scored scores[k]."""
+    experiment = resolve_experiment({"max_epochs": 2}, {}, "test")
+    rng = np.random.default_rng(0)
+    points = [experiment["baseline"]] + [
+        {**experiment["baseline"], "lr": float(rng.uniform(1e-4, 1e-2)), "dropout": float(rng.uniform(0, 0.7))}
+        for _ in scores[1:]]
+    trials = pd.DataFrame([{
+        "trial": k + 1, "trial_id": f"id{k}", **point, "status": "completed", "epochs": 2, "best_val_acc": score,
+        "best_epoch": 2, "last_val_acc": score, "time_s": 3.0, "device": "cpu", "gpu_ids": "", "node": "",
+        "node_ip": "", "node_id": "", "baseline": k == 0, "checkpoint": "", "path": "", "config": point}
+        for k, (point, score) in enumerate(zip(points, scores))])
+    history = pd.DataFrame([{"trial": k + 1, "epoch": epoch, "train_loss": 2.3, "train_acc": 0.1, "val_loss": 2.3,
+                             "val_acc": score, "lr": 1e-3, "epoch_time_s": 1.5, "timestamp": 100 * k + epoch}
+                            for k, score in enumerate(scores) for epoch in (1, 2)])
+    return experiment, trials, history

@@ -8,8 +8,9 @@ refused naming it), a --resume while it runs (refused), SIGTERM of the search at
 moment then --resume (it finishes), and SIGTERM of best.py at a random moment (best/ is the
 previous whole one or absent, never mixed, no stray temporary file), then SIGTERM to a second
 search's whole process group (as timeout, docker stop, systemd and Slurm send it: the resume hint
-within 10 s, then --resume finishes). At the end: no Ray process or session folder of ours is left.
-Prints the counts.
+within 10 s, then --resume finishes), and two `python -m mnist.train` into one --out started at the same
+instant (one trains, the other is refused naming it; the folder holds the winner's config, metrics and
+checkpoints only). At the end: no Ray process or session folder of ours is left. Prints the counts.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 SEARCH = [sys.executable, str(ROOT / "hpo" / "search.py"), "--experiment", str(ROOT / "experiments" / "cpu-quick.yaml"),
@@ -77,6 +79,26 @@ def round_of_chaos(folder: Path, rng: np.random.Generator, counts: dict[str, int
     best.wait(timeout=300)
     counts["best_whole_or_absent"] += best_is_whole_or_absent(folder)
     group_sigterm(folder.with_name(folder.name + "-group"), rng, counts)
+    concurrent_trainings(folder.with_name(folder.name + "-train"), counts)
+
+
+def concurrent_trainings(out: Path, counts: dict[str, int]) -> None:
+    """Two trainings into one folder started at the same instant, told apart by their learning rates: exactly
+    one runs, the other exits 2 naming it, and everything in the folder is the one that ran."""
+    rates = ("0.001", "0.002")
+    runs = [subprocess.Popen([sys.executable, "-m", "mnist.train", "-e", "1", "--limit", "600", "-b", "64", "-l", rate,
+                              "--threads", "1", "--out", str(out)], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True, cwd=ROOT) for rate in rates]
+    outcomes = [(run.wait(timeout=300), run.stderr.read()) for run in runs]
+    winners = [rate for rate, (code, _) in zip(rates, outcomes) if code == 0]
+    refused = [said for code, said in outcomes if code == 2 and "in use by mnist.train" in said]
+    whole = False
+    if len(winners) == 1 and len(refused) == 1:
+        config = json.loads((out / "config.json").read_text())["config"]
+        best = torch.load(out / "best.pt", weights_only=True)
+        rows = (out / "metrics.csv").read_text().strip().splitlines()
+        whole = (str(config["lr"]) == winners[0] and str(best["config"]["lr"]) == winners[0]) and len(rows) == 2
+    counts["concurrent_trainings_one_ran"] += whole
 
 
 # The most the group case may take from SIGTERM to the resume hint.
@@ -126,7 +148,8 @@ def main() -> int:
 
     rng, out = np.random.default_rng(args.seed), Path(args.out)
     counts = {key: 0 for key in ("one_driver_won", "resume_while_running_refused", "resume_finished",
-                                 "best_whole_or_absent", "group_sigterm_hint_in_10s", "group_sigterm_resume_finished")}
+                                 "best_whole_or_absent", "group_sigterm_hint_in_10s", "group_sigterm_resume_finished",
+                                 "concurrent_trainings_one_ran")}
     for index in range(args.rounds):
         folder = out / f"round{index:02d}"
         out.mkdir(parents=True, exist_ok=True)

@@ -214,7 +214,7 @@ def answer(prediction: Prediction, index: int) -> dict:
 def write_sheet(originals: list[Image.Image], digits: list[np.ndarray], names: list[str], prediction: Prediction,
                 out: Path) -> None:
     """Each input beside its 28x28 version, titled with the prediction and its probability."""
-    from mnist.plots import plt, save_figure
+    from mnist.plots import drawable, plt, save_figure
 
     if not digits:
         return
@@ -227,7 +227,7 @@ def write_sheet(originals: list[Image.Image], digits: list[np.ndarray], names: l
         label = prediction.labels[index]
         source, result = axes[index // pairs_per_row, 2 * (index % pairs_per_row):][:2]
         source.imshow(original.convert("RGB"))
-        source.set_title(name, fontsize=8)
+        source.set_title(drawable(name), fontsize=8)
         result.imshow(digit, cmap="gray", vmin=0, vmax=255)
         unsure = "?" if prediction.unsure[index] else ""
         result.set_title(f"→ {label}{unsure} ({prediction.probabilities[index, label]:.0%})", fontsize=10)

@@ -25,7 +25,7 @@ from mnist.checkpoint import load_checkpoint
 from mnist.config import resolve_config
 from mnist.data import load_mnist
 from mnist.device import pick_device
-from mnist.errors import UserError, run_cli
+from mnist.errors import UserError, run_cli, shell_path
 from mnist.layout import BEST_PT, HANDWRITING_SETS, LAST_PT, RESULTS
 from mnist.model import ensemble_weights
 from mnist.outputs import RunOutputs
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     for seed in [args.member] if args.member is not None else range(MEMBERS):
         train_member(out, seed, args.threads)
-    print(f"next: python -m mnist.reading.train_reader --build --out {out}")
+    print(f"next: python -m mnist.reading.train_reader --build --out {shell_path(out)}")
     return 0
 
 
