@@ -16,6 +16,7 @@ from tests.helpers import refused
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_evaluate_writes_consistent_metrics(tiny_run: Path, tmp_path: Path) -> None:
     main([str(tiny_run / "best.pt"), "--out", str(tmp_path)])
     metrics = json.loads((tmp_path / "metrics.json").read_text())

@@ -104,6 +104,7 @@ def test_a_huge_image_is_scaled_down_on_opening(tmp_path: Path) -> None:
     assert time.perf_counter() - started < 20  # a bound, not a benchmark: unbounded work took minutes
 
 
+@pytest.mark.slow
 def test_an_unreachable_cluster_is_one_line_within_30_s_and_leaves_nothing(
         tmp_path: Path, smoke_flags: list[str]) -> None:
     started = time.monotonic()
@@ -124,6 +125,7 @@ def test_a_broken_optuna_db_on_resume_is_one_line(tmp_path: Path, content: bytes
 
 
 @pytest.mark.parametrize("trials_csv", ["", "trial,status\n1,completed\n", "\0\1\2garbage"])
+@pytest.mark.slow
 def test_a_broken_trials_csv_is_one_line_for_best_py(tmp_path: Path, trials_csv: str) -> None:
     folder = tmp_path / "search"
     folder.mkdir()
@@ -178,6 +180,7 @@ def test_a_client_without_the_token_cannot_join_a_private_search_cluster(tmp_pat
         stop_ray_start(server)  # the driver and every Ray process it started: one session
 
 
+@pytest.mark.slow
 def test_a_search_that_would_start_an_open_private_cluster_is_refused_before_anything(tmp_path: Path) -> None:
     result = run_script("search.py", ["--num-samples", "1", "--max-epochs", "1", "--limit", "500",
                                       "--storage-path", str(tmp_path), "--name", "open"],
@@ -201,7 +204,7 @@ def test_a_full_disk_during_training_is_one_line_and_keeps_the_last_epoch(
     monkeypatch.setattr(torch, "save", save_until_full)
     run = tmp_path / "run"
     err = refused(train_main, ["-e", "2", "--limit", "600", "-b", "64", "--threads", "1", "--out", str(run)], capsys)
-    assert f"no space left on the device (writing " in err and str(run) in err
+    assert "no space left on the device (writing " in err and str(run) in err
     monkeypatch.setattr(torch, "save", real_save)
     assert load_checkpoint(run / "last.pt", for_resume=True)["epoch"] == 1  # whole, and resumable
 

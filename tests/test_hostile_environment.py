@@ -54,6 +54,7 @@ def limited(bytes_: int):
     return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (bytes_, bytes_))
 
 
+@pytest.mark.slow
 def test_a_file_size_limit_is_named_as_such_not_as_a_full_disk(tmp_path: Path) -> None:
     run = tmp_path / "run"
     result = subprocess.run([sys.executable, "-m", "mnist.train", "-e", "1", "--limit", "600", "-b", "64",

@@ -247,6 +247,7 @@ def test_bad_warm_ups_and_ema_decays_are_refused_naming_the_key(overrides: dict,
     assert message in str(error.value)
 
 
+@pytest.mark.slow
 def test_ema_is_what_is_validated_and_checkpointed(mnist_data: MnistData) -> None:
     from mnist.model import model_from_checkpoint
     from mnist.data import split_train_val
@@ -289,6 +290,7 @@ def test_the_ema_decay_ramps_up_then_holds_at_its_setting() -> None:
     assert torch.allclose(update(averaged, current, torch.tensor(50_000)), torch.full((3,), 0.001))
 
 
+@pytest.mark.slow
 def test_resume_with_ema_and_a_warm_up_is_exact(mnist_data: MnistData, tmp_path) -> None:
     config = {"limit": 600, "epochs": 3, "batch_size": 64, "lr": 2e-3, "threads": 1, "device": "cpu", "seed": 3,
               "rotate": 5.0, "schedule": "cosine", "warmup_epochs": 1.5, "ema": True, "ema_decay": 0.95}

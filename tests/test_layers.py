@@ -17,6 +17,8 @@ import zipfile
 from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import ROOT
 
 FOLDERS = ("mnist", "hpo", "benchmarks", "tools")
@@ -85,6 +87,7 @@ def test_no_import_cycles() -> None:
         raise AssertionError(f"import cycle: {' -> '.join(error.args[1])}") from None
 
 
+@pytest.mark.slow
 def test_the_wheel_holds_the_packages_and_no_benchmark(tmp_path: Path) -> None:
     """Built from a copy of the checkout (setuptools writes build/ beside the sources)."""
     source = tmp_path / "source"
@@ -105,6 +108,7 @@ def test_the_wheel_holds_the_packages_and_no_benchmark(tmp_path: Path) -> None:
     assert not [name for name in code if "bench" in name], code
 
 
+@pytest.mark.slow
 def test_plain_pytest_collects_with_another_package_named_tests_installed(tmp_path: Path) -> None:
     """A `tests` package elsewhere on the path (many projects install one) must not hide ours: tests/ is a
     regular package, found first from the repository root."""

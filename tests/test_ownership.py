@@ -57,6 +57,7 @@ def test_refused_in_one_line_before_any_work_leaving_nothing(experiment_files: P
     assert leftovers == [], leftovers  # no stub folder, no log
 
 
+@pytest.mark.slow
 def test_a_second_driver_on_the_same_folder_is_refused_naming_the_first(tmp_path: Path,
                                                                          capsys: pytest.CaptureFixture) -> None:
     from hpo.best import main as best_main

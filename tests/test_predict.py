@@ -86,6 +86,7 @@ def trained_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder / "best.pt"
 
 
+@pytest.mark.slow
 def test_round_trip_through_png_files(tmp_path: Path, mnist_data: MnistData, trained_model: Path) -> None:
     # MNIST test digits drawn large, dark on a light page, saved as PNG: read back, classified as the originals.
     originals = mnist_data.test_images[:200]
@@ -150,6 +151,7 @@ def test_bad_checkpoint_stops_before_any_image(tmp_path: Path, capsys: pytest.Ca
     assert exit_info.value.code == 2 and message in err and out == "" and err.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_a_labelled_folder_is_scored_with_per_digit_accuracy_confusions_and_a_sheet_of_misreads(
         tmp_path: Path, trained_model: Path, mnist_data: MnistData, capsys: pytest.CaptureFixture) -> None:
     folder = tmp_path / "mine"

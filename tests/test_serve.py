@@ -132,6 +132,7 @@ def http(url: str, method: str = "GET", host: str | None = None, data: bytes | N
         return error.code, error.read()
 
 
+@pytest.mark.slow
 def test_the_dashboard_is_read_only_and_answers_only_its_own_host(tmp_path: Path) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
@@ -185,6 +186,7 @@ def test_the_page_refuses_an_image_over_the_pixel_limit_before_decoding_it(clien
     assert response.status_code == 400 and "over the 70 megapixels" in response.get_json()["error"]
 
 
+@pytest.mark.slow
 def test_the_page_serves_many_loads_at_once_and_only_its_own_host(tiny_run: Path, tmp_path: Path) -> None:
     """waitress behind the page: 100 page loads, as many at once as this machine sensibly sends (16 per core), all
     answered; a foreign Host refused."""
@@ -208,6 +210,7 @@ def test_the_page_serves_many_loads_at_once_and_only_its_own_host(tiny_run: Path
     assert process.returncode == 0
 
 
+@pytest.mark.slow
 def test_slow_and_greedy_clients_are_cut_off_while_people_are_served(tiny_run: Path, tmp_path: Path) -> None:
     """A request must bring its headers within the deadline (a byte now and then does not keep it open); more
     slow connections than waitress's default limit of 100 leave the page answering; a body over the upload
@@ -260,6 +263,7 @@ def test_slow_and_greedy_clients_are_cut_off_while_people_are_served(tiny_run: P
         stop_process(process)
 
 
+@pytest.mark.slow
 def test_the_slow_clients_bench_prints_both_phases_and_their_ratio(tiny_run: Path) -> None:
     from tests.helpers import run_module
 

@@ -35,6 +35,7 @@ def tiny_reader(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return root / "runs", root / "shipped"
 
 
+@pytest.mark.slow
 def test_the_built_reader_is_an_ensemble_of_its_members_calibrated_on_held_out_data(tiny_reader) -> None:
     runs, folder = tiny_reader
     state = load_checkpoint(shipped_path(folder))  # the checksum verified first
@@ -60,6 +61,7 @@ def test_a_finished_member_is_not_trained_again_and_another_recipe_is_refused(ti
         train_member(runs, 0, threads=1, recipe={**TINY_RECIPE, "lr": 1e-3})
 
 
+@pytest.mark.slow
 def test_an_unfinished_member_is_not_built_into_a_reader(tmp_path: Path, tiny_reader) -> None:
     runs, _ = tiny_reader
     shutil.copytree(runs / "member-0", tmp_path / "runs" / "member-0")

@@ -110,6 +110,7 @@ def test_search_resume_and_best_on_an_s3_storage(tmp_path: Path, s3_bucket: tupl
     assert any(name.startswith("best/ray_train_seed0/") and name.endswith("/checkpoint.pt") for name in files)
 
 
+@pytest.mark.slow
 def test_unreachable_storage_is_one_clear_line(tmp_path: Path, smoke_flags: list[str]) -> None:
     result = run_script("search.py", [*smoke_flags, "--storage-path", "nosuchscheme://x/y", "--name", "n",
                                       "--local-dir", str(tmp_path)])

@@ -50,6 +50,7 @@ def test_with_synthetic_digits_appends_a_share_and_zero_changes_nothing() -> Non
     assert more_images[100:].any() and set(more_labels[100:]) == set(range(10))
 
 
+@pytest.mark.slow
 def test_a_model_trained_on_mnist_alone_reads_most_synthetic_digits(mnist_data: MnistData) -> None:
     """The drawn digits are digits in MNIST's layout: a net that never saw one reads most of them (a digit drawn
     off centre, transposed or upside down would fall to chance). Not all: some are the styles MNIST lacks."""

@@ -100,6 +100,7 @@ def test_metrics_reported_each_epoch(mnist_data: MnistData, tiny_config: dict) -
     assert reports[1]["val_acc"] > 0.2  # well above chance after 26 steps
 
 
+@pytest.mark.slow
 def test_quick_run_learns(mnist_data: MnistData) -> None:
     # The quick run: -e 3 --limit 5000 -l 1e-3 -b 64 must pass 90% validation accuracy.
     history = train({"epochs": 3, "limit": 5000, "lr": 1e-3, "batch_size": 64, "device": "cpu"}, data=mnist_data)
@@ -167,6 +168,7 @@ def test_resume_from_a_non_checkpoint_is_refused(tmp_path: Path, capsys: pytest.
     assert exit_info.value.code == 2 and f"{bad}: not a checkpoint, or truncated\n" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_benchmark_runs_and_reports_its_ratio(capsys: pytest.CaptureFixture) -> None:
     from benchmarks.train_speed import main as bench_main
 
