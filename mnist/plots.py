@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no window: runs on servers and in Ray workers
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.font_manager import FontProperties, findfont, get_font  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.calibration import calibration_curve  # noqa: E402
 
@@ -18,8 +19,6 @@ def drawable(text: str) -> str:
     """`text` as the figures' font can draw it: bytes of a file name that are not UTF-8 (Python keeps them as
     surrogates) and characters the font lacks (matplotlib would warn, an error under `python -W error`) become
     the replacement character, or "?" where the font lacks that too."""
-    from matplotlib.font_manager import FontProperties, findfont, get_font
-
     text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     font = get_font(findfont(FontProperties()))
     fallback = "\ufffd" if font.get_char_index(0xFFFD) else "?"

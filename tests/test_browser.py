@@ -23,6 +23,9 @@ from tools.canvas_set import draw_set, wait_for
 from tests.helpers import BROWSER_GROUP, ROOT, SMOKE_GROUP, ring, vertical_bar, wait_for_port, wait_until
 from tools.browser import draw_stroke, free_port, headless_chromium, start_server, stop_process
 
+pytestmark = pytest.mark.slow  # a browser, servers and searches
+
+
 @pytest.fixture(scope="module")
 def browser():
     try:
@@ -90,6 +93,7 @@ def upload(browser, path: Path) -> tuple[str, str]:
 
 
 @BROWSER_GROUP
+@pytest.mark.slow
 def test_strokes_on_the_canvas_read_as_the_digits_drawn(browser, draw_page: str, digit_model: Path) -> None:
     from selenium.webdriver.common.by import By
 
@@ -143,6 +147,7 @@ READING_RATE = 0.8  # measured 29-30 of 30 with this model (seed 7); a broken pa
 
 
 @BROWSER_GROUP
+@pytest.mark.slow
 def test_digits_drawn_stroke_by_stroke_in_many_styles_are_read(browser, draw_page: str) -> None:
     """Twenty digits drawn as people do (several strokes, sizes, slants, pens), each read from the page."""
     drawn = draw_set(browser, draw_page, DRAWN_DIGITS, seed=7)  # not the committed set's seed

@@ -65,6 +65,7 @@ def test_unsure_answers_name_the_two_likeliest_digits() -> None:
     assert prediction.describe(0) == "not sure: 9 or 4" and prediction.describe(1) == "7"
 
 
+@pytest.mark.slow
 def test_training_stores_the_calibration_in_best_pt_and_predict_uses_it(tiny_run: Path, mnist_data: MnistData,
                                                                          tmp_path: Path, capsys) -> None:
     state = load_checkpoint(tiny_run / "best.pt")
@@ -90,6 +91,7 @@ def test_training_stores_the_calibration_in_best_pt_and_predict_uses_it(tiny_run
     assert old.temperature == 1.0 and not old.predict([255 - d for d in digits]).unsure.any()
 
 
+@pytest.mark.slow
 def test_the_field_report_reads_every_set_with_every_model(tiny_run: Path, tmp_path: Path,
                                                           capsys: pytest.CaptureFixture) -> None:
     """mnist.reading.field_report on small sets: each set and model in one table; an image refused (no digit)
@@ -132,6 +134,7 @@ def test_the_field_report_reads_every_set_with_every_model(tiny_run: Path, tmp_p
     assert f"| corruptions: mean | | {100 * mean:.1f}% | {100 * mean:.1f}% |" in table
 
 
+@pytest.mark.slow
 def test_calibration_on_the_real_sets_holds_on_each_and_says_what_it_was_fitted_on(tiny_run: Path,
                                                                                   tmp_path: Path) -> None:
     """mnist.reading.calibrate: one temperature, the threshold that holds on every set's tune half (the highest
@@ -153,6 +156,7 @@ def test_calibration_on_the_real_sets_holds_on_each_and_says_what_it_was_fitted_
     assert (predictor.temperature, predictor.unsure_below) == (calibration["temperature"], calibration["unsure_below"])
 
 
+@pytest.mark.slow
 def test_a_checkpoint_without_a_validation_split_is_calibrated_on_the_real_sets_alone(tiny_run: Path,
                                                                                     tmp_path: Path) -> None:
     """Trained on every training image (best.py --full): no MNIST validation to fit on, so the real sets' tune

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from hpo import trainable
 from hpo.saved_state import check_saved_state
 from hpo.search import main as search_main
 from hpo.storage import ExperimentStore
@@ -108,3 +109,21 @@ def test_a_search_whose_scores_differ_still_plots_importance(tmp_path: Path) -> 
     experiment, trials, history = search_tables([0.90, 0.95, 0.97, 0.93, 0.96])
     write_summary(tmp_path, trials, history, experiment, {"cpu": 1, "gpu": 0}, ["hpo/search.py"])
     assert "![importance](importance.png)" in (tmp_path / "report.md").read_text()
+
+
+def test_a_trial_that_trained_before_and_has_no_checkpoint_says_it_starts_over(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    class Context:  # what Tune's context tells a restarted trial about itself
+        def get_trial_dir(self) -> str:
+            return str(tmp_path)
+
+        def get_trial_name(self) -> str:
+            return "trial_002_ab12"
+
+    monkeypatch.setattr(trainable.tune, "get_checkpoint", lambda: None)
+    monkeypatch.setattr(trainable.tune, "get_context", lambda: Context())
+    assert trainable.restored_state() is None
+    assert capsys.readouterr().out == ""  # a new trial: nothing to say
+    (tmp_path / "result.json").write_text('{"epoch": 1}\n')
+    assert trainable.restored_state() is None
+    assert "trial_002_ab12: restarting from its first epoch" in capsys.readouterr().out

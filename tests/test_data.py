@@ -167,6 +167,7 @@ def test_idx_label_out_of_range(tmp_path: Path, idx_copy: Path) -> None:
         load_mnist(str(idx_copy))
 
 
+@pytest.mark.slow
 def test_bad_data_exits_without_traceback(tmp_path: Path) -> None:
     (tmp_path / "mnist_train.csv").write_text("7,1,2\n")
     (tmp_path / "mnist_test.csv").write_text("7,1,2\n")

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from mnist.reading.drawings import PAD, drawing
@@ -31,6 +32,7 @@ def test_the_drawings_vary_in_size_place_pen_and_format() -> None:
     assert PAD in {image.size[0] for image in images} and len({image.size for image in images}) > 2
 
 
+@pytest.mark.slow
 def test_sets_an_older_maker_wrote_are_written_again_and_a_users_own_are_left(tmp_path: Path, monkeypatch) -> None:
     """set_folders: a generated set without today's version stamp is written again (its stroke paths changed);
     a set of the user's own under the same name (files no maker here writes) is read as it is, never deleted."""

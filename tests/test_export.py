@@ -39,6 +39,7 @@ def reference_logits(checkpoint: Path, images: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+@pytest.mark.slow
 def test_the_exported_file_answers_as_the_checkpoint_for_any_batch(exported: dict, tiny_run: Path, fmt: str) -> None:
     images = load_mnist().test_images[:7]
     expected = reference_logits(tiny_run / "best.pt", images)
@@ -50,6 +51,7 @@ def test_the_exported_file_answers_as_the_checkpoint_for_any_batch(exported: dic
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+@pytest.mark.slow
 def test_the_contract_is_in_the_metadata(exported: dict, tiny_run: Path, fmt: str) -> None:
     state = load_checkpoint(tiny_run / "best.pt")
     metadata = ExportedModel(exported[fmt]).metadata
@@ -59,6 +61,7 @@ def test_the_contract_is_in_the_metadata(exported: dict, tiny_run: Path, fmt: st
     assert metadata["git_commit"] == state["git_commit"]
 
 
+@pytest.mark.slow
 def test_the_cli_prints_the_parity_on_the_test_images(tiny_run: Path, tmp_path: Path,
                                                       capsys: pytest.CaptureFixture) -> None:
     assert export.main([str(tiny_run / "best.pt"), "--format", "torchscript", "--out", str(tmp_path / "m.ts")]) == 0
@@ -68,6 +71,7 @@ def test_the_cli_prints_the_parity_on_the_test_images(tiny_run: Path, tmp_path: 
     assert match[1] == match[2] == "10,000" and float(match[3]) < 1e-4
 
 
+@pytest.mark.slow
 def test_an_ensemble_exports_as_one_graph(tiny_run: Path, tmp_path: Path) -> None:
     state = load_checkpoint(tiny_run / "best.pt")
     flipped = {name: -value if name == "fc.bias" else value for name, value in state["model"].items()}
@@ -82,6 +86,7 @@ def test_an_ensemble_exports_as_one_graph(tiny_run: Path, tmp_path: Path) -> Non
     np.testing.assert_allclose(got, single - state["model"]["fc.bias"].numpy(), atol=1e-4)
 
 
+@pytest.mark.slow
 def test_an_export_that_differs_is_not_written(tiny_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "model.ts"
     out.write_bytes(b"the previous export")
@@ -91,6 +96,7 @@ def test_an_export_that_differs_is_not_written(tiny_run: Path, tmp_path: Path, m
     assert out.read_bytes() == b"the previous export" and sorted(p.name for p in tmp_path.iterdir()) == ["model.ts"]
 
 
+@pytest.mark.slow
 def test_a_missing_runtime_names_the_extra(monkeypatch: pytest.MonkeyPatch, exported: dict) -> None:
     real_import = importlib.import_module
 
@@ -112,6 +118,7 @@ def test_a_file_that_is_not_an_export_is_refused_in_one_line(tmp_path: Path, nam
     assert str(refusal.value).startswith(f"{tmp_path / name}: not ") and "\n" not in str(refusal.value)
 
 
+@pytest.mark.slow
 def test_the_page_serves_the_onnx_file_with_the_same_answers(exported: dict, tiny_run: Path) -> None:
     answers = {}
     for checkpoint in (tiny_run / "best.pt", exported["onnx"]):

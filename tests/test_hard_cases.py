@@ -37,6 +37,7 @@ def test_resume_refuses_flags_that_change_what_was_trained(tmp_path: Path, tiny_
     assert (run / "last.pt").read_bytes() == before  # nothing trained, nothing overwritten
 
 
+@pytest.mark.slow
 def test_resume_may_change_the_thread_count(tmp_path: Path, tiny_run: Path) -> None:
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)

@@ -93,6 +93,7 @@ def test_a_file_that_is_not_sqlite_is_refused_and_left_alone(tmp_path: Path) -> 
 
 
 @SMOKE_GROUP
+@pytest.mark.slow
 def test_a_search_refused_for_a_taken_name_creates_no_store(smoke_search: tuple[Path, object], tmp_path: Path,
                                                             capsys: pytest.CaptureFixture) -> None:
     taken = tmp_path / "results" / "smoke"

@@ -101,6 +101,7 @@ def test_round_trip_through_png_files(tmp_path: Path, mnist_data: MnistData, tra
     assert (reference == round_trip).mean() >= 0.95
 
 
+@pytest.mark.slow
 def test_cli_reports_each_file_and_survives_bad_ones(tmp_path: Path, trained_model: Path, mnist_data: MnistData,
                                                      capsys: pytest.CaptureFixture) -> None:
     folder = tmp_path / "digits"
@@ -182,6 +183,7 @@ def test_a_labelled_folder_is_scored_with_per_digit_accuracy_confusions_and_a_sh
     ("file,label\na.png,seven\n", "line 2: label must be a digit 0-9, got 'seven'"),
     ("file,label\nnothere.png,1\n", "labels none of the 1 image(s) given"),
 ])
+@pytest.mark.slow
 def test_a_bad_labels_file_is_one_line_naming_it(tmp_path: Path, trained_model: Path, capsys, content: str,
                                                   message: str) -> None:
     Image.new("L", (50, 50), 255).save(tmp_path / "a.png")

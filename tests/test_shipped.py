@@ -51,6 +51,7 @@ def test_the_built_reader_is_an_ensemble_of_its_members_calibrated_on_held_out_d
                    for name, value in member["model"].items())
 
 
+@pytest.mark.slow
 def test_a_finished_member_is_not_trained_again_and_another_recipe_is_refused(tiny_reader, capsys) -> None:
     runs, _ = tiny_reader
     last = runs / "member-0" / "last.pt"
@@ -70,6 +71,7 @@ def test_an_unfinished_member_is_not_built_into_a_reader(tmp_path: Path, tiny_re
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_a_damaged_or_missing_shipped_file_is_refused_in_one_line(tiny_reader, tmp_path: Path, monkeypatch,
                                                                   capsys) -> None:
     _, folder = tiny_reader
@@ -90,6 +92,7 @@ def test_a_damaged_or_missing_shipped_file_is_refused_in_one_line(tiny_reader, t
     assert f"{tmp_path / 'none.pt'}: no such checkpoint file" in line
 
 
+@pytest.mark.slow
 def test_predict_reads_with_the_shipped_reader_when_no_checkpoint_is_given(tiny_reader, tmp_path: Path,
                                                                           monkeypatch, capsys,
                                                                           mnist_data: MnistData) -> None:

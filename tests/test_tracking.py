@@ -34,6 +34,7 @@ def tracked(tmp_path: Path) -> tuple[str, MlflowTrials]:
     return store, MlflowTrials(tracking, SPACE, {"lr": 2e-4}, max_epochs=3)
 
 
+@pytest.mark.slow
 def test_a_resumed_callback_continues_the_same_children_and_logs_each_epoch_once(tracked: tuple) -> None:
     store, callback = tracked
     tutorial, other = trial(1, 2e-4, "aaaa"), trial(2, 1e-3, "bbbb")
@@ -60,6 +61,7 @@ def test_a_resumed_callback_continues_the_same_children_and_logs_each_epoch_once
     assert runs["1"].data.tags["tune_trial_id"] == "aaaa" and runs["1"].info.run_name == "trial_001"
 
 
+@pytest.mark.slow
 def test_a_trial_stopped_early_is_tagged_so(tracked: tuple) -> None:
     store, callback = tracked
     stopped = trial(2, 1e-3, "cccc")
@@ -93,6 +95,7 @@ def test_a_store_mlflow_cannot_use_is_one_line_before_any_work(tmp_path: Path, c
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db"]
 
 
+@pytest.mark.slow
 def test_a_relative_store_is_made_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     assert resolve_store("sqlite:///results/mlflow.db") == f"sqlite:///{tmp_path.resolve() / 'results' / 'mlflow.db'}"
