@@ -31,6 +31,10 @@ def _status(result: tune.Result, history: pd.DataFrame, max_epochs: int) -> str:
     return status_of(result.error is not None, last_epoch, diverged, max_epochs)
 
 
+# Where a trial ran, as text: a node id such as "042680521077" or "12e456789012" must not become a number.
+WHERE_COLUMNS = {"device": str, "gpu_ids": str, "node": str, "node_ip": str, "node_id": str}
+
+
 def read_progress(result: tune.Result) -> pd.DataFrame:
     """Every epoch a trial reported, from its progress.csv (through the storage's filesystem).
 
@@ -38,7 +42,7 @@ def read_progress(result: tune.Result) -> pd.DataFrame:
     """
     try:
         with result.filesystem.open_input_stream(f"{result.path}/progress.csv") as stream:
-            history = pd.read_csv(stream)
+            history = pd.read_csv(stream, dtype=WHERE_COLUMNS)
     except (FileNotFoundError, OSError, pd.errors.EmptyDataError):
         history = result.metrics_dataframe if result.metrics_dataframe is not None else pd.DataFrame()
     if "epoch" not in history:

@@ -1,10 +1,14 @@
 """The search's summary, on hand-made trial tables: time to accuracy."""
 from __future__ import annotations
 
+from pathlib import Path
+from types import SimpleNamespace
+
 import pandas as pd
+import pyarrow.fs
 import pytest
 
-from hpo.summary import anytime_curve, anytime_sentence
+from hpo.summary import anytime_curve, anytime_sentence, read_progress
 
 
 def search_tables(second_trial_last: float) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -41,3 +45,14 @@ def test_without_timestamps_there_is_no_wall_clock() -> None:
     history, trials = search_tables(0.996)
     anytime = anytime_curve(history.drop(columns="timestamp"), trials)
     assert anytime["milestones"][0]["wall_minutes"] is None and "wall clock" not in anytime_sentence(anytime)
+
+
+def test_where_a_trial_ran_stays_text_when_it_looks_like_a_number(tmp_path: Path) -> None:
+    """Node ids are hex: "042680521077" lost its zero and "12e456789012" became a float (CI, two nodes)."""
+    pd.DataFrame({"epoch": [1, 2], "val_acc": [0.9, 0.95], "node_id": ["042680521077", "12e456789012"],
+                  "node_ip": ["127.0.0.1", "127.0.0.1"], "gpu_ids": ["0", "01"]}).to_csv(tmp_path / "progress.csv",
+                                                                                    index=False)
+    result = SimpleNamespace(filesystem=pyarrow.fs.LocalFileSystem(), path=str(tmp_path), metrics_dataframe=None)
+    history = read_progress(result)
+    assert list(history["node_id"]) == ["042680521077", "12e456789012"] and list(history["gpu_ids"]) == ["0", "01"]
+    assert history["val_acc"].dtype.kind == "f"
