@@ -54,9 +54,9 @@ def row_from_json(row: dict[str, Any]) -> dict[str, Any]:
 class BenchRun:
     """One benchmark run's folder: its searches, each run once (see the module's docstring)."""
 
-    def __init__(self, args: argparse.Namespace) -> None:
+    def __init__(self, args: argparse.Namespace, size_flags: tuple[str, ...] = SIZE_FLAGS) -> None:
         self.folder = Path(args.storage_path) / args.name
-        self.flags = {key: getattr(args, key) for key in SIZE_FLAGS}
+        self.flags = {key: getattr(args, key) for key in size_flags}
         self.address = args.address
 
     def check_flags(self) -> None:
@@ -73,21 +73,27 @@ class BenchRun:
 
     def search(self, experiment: dict[str, Any], label: str, seed: int) -> dict[str, Any]:
         """The arm's search for this seed: read back if it finished before, else run (from its start)."""
+        return row_from_json(self.measured(label, seed, lambda folder: row_json(
+            timed_search(experiment, folder, self.address))))
+
+    def measured(self, label: str, seed: int, measure: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
+        """`measure(folder)`'s JSON figures for the arm and seed: read back if it finished before, else measured
+        in a fresh folder (an unfinished one is run again from its start) and kept."""
         row_file = self.folder / "rows" / f"{label}-seed{seed}.json"
         if row_file.exists():
             print(f"{label} seed {seed}: finished before, read from {row_file}", flush=True)
-            return row_from_json(read_json(row_file))
+            return read_json(row_file)
         search_folder = self.folder / f"{label}-seed{seed}"
         if search_folder.exists():
             print(f"{label} seed {seed}: {search_folder} did not finish; running it again from its start", flush=True)
             shutil.rmtree(search_folder)
         try:
-            row = timed_search(experiment, search_folder, self.address)
+            row = measure(search_folder)
         except SearchInterrupted as interrupted:  # Ctrl-C or SIGTERM: the finished searches are kept
             print(f"{label} seed {seed}: {interrupted}; the same command with --name {self.folder.name} continues "
                   "the run (this search from its start)", file=sys.stderr)
             raise KeyboardInterrupt from None
-        write_json_atomic(row_file, row_json(row))
+        write_json_atomic(row_file, row)
         return row
 
     def run(self, tool: str, searches: Callable[[], Iterator[tuple[str, int, dict[str, Any]]]]
@@ -123,10 +129,18 @@ def print_runs(runs: dict[str, list[dict[str, Any]]], seeds: list[int]) -> None:
 
 def parse_bench_flags(argv: list[str] | None, doc: str, storage: str,
                       arms: list[str] | None = None) -> argparse.Namespace:
+    """The flags of every benchmark that compares arms of searches of a number of trials."""
+    parser = bench_parser(doc, storage)
+    parser.add_argument("--num-samples", type=int, default=20, help="trials of each search")
+    if arms:
+        parser.add_argument("--arms", nargs="+", choices=arms, default=arms, help="the arms to run (default all)")
+    return checked_bench_flags(parser.parse_args(argv))
+
+
+def bench_parser(doc: str, storage: str) -> argparse.ArgumentParser:
     """The flags of every benchmark that compares arms of searches: their size, the seeds (one run of each arm
     per seed), where they go, the run's name (the same name continues it) and which cluster they join."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--num-samples", type=int, default=20, help="trials of each search")
     parser.add_argument("--max-epochs", type=int, default=9, help="epoch budget of a trial")
     parser.add_argument("--limit", type=int, default=12000, help="training images (first N of the 60,000)")
     parser.add_argument("--max-concurrent", type=int, default=2, help="trials at once in every search")
@@ -138,9 +152,10 @@ def parse_bench_flags(argv: list[str] | None, doc: str, storage: str,
                              "with the same --name continues a stopped run, its finished searches read back")
     parser.add_argument("--address", default=None,
                         help="a Ray cluster every search joins (default: RAY_ADDRESS, else a private one per search)")
-    if arms:
-        parser.add_argument("--arms", nargs="+", choices=arms, default=arms, help="the arms to run (default all)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def checked_bench_flags(args: argparse.Namespace) -> argparse.Namespace:
     if len(set(args.seeds)) != len(args.seeds):
         raise UserError(f"--seeds must differ, got {args.seeds}")
     if not args.name or "/" in args.name or args.name.startswith("."):

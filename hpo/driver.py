@@ -78,7 +78,8 @@ def make_tuner(experiment: dict[str, Any], store: ExperimentStore, resume: bool,
                                   # One worker process serves trial after trial: no torch import and start-up each time.
                                   reuse_actors=True)
     callbacks = [TrialTensorBoard(store.local.resolve() / TENSORBOARD, experiment["search_space"]),
-                 SearchProgress(experiment["num_samples"], experiment["max_epochs"])]
+                 SearchProgress(experiment["num_samples"], experiment["max_epochs"],
+                                time_budget_s=experiment["time_budget_s"])]
     if tracking:
         callbacks.append(MlflowTrials(tracking, experiment["search_space"], experiment["baseline"],
                                       experiment["max_epochs"]))

@@ -31,8 +31,10 @@ def _duration(seconds: float) -> str:
 class SearchProgress(Callback):
     """Prints the search's progress to stdout (and into the log, when stderr is one)."""
 
-    def __init__(self, num_samples: int, max_epochs: int, every_s: float = 60.0) -> None:
+    def __init__(self, num_samples: int, max_epochs: int, every_s: float = 60.0,
+                 time_budget_s: float | None = None) -> None:
         self.num_samples, self.max_epochs, self.every_s = num_samples, max_epochs, every_s
+        self.time_budget_s = time_budget_s  # Tune ends the search there, whatever the trials to go
         self.started = time.monotonic()
         self.last_line = 0.0
         self.best: tuple[float, int] | None = None  # (val_acc, trial number)
@@ -68,7 +70,11 @@ class SearchProgress(Callback):
             parts.append(f"best val_acc {self.best[0]:.4f} (trial {self.best[1]})")
         if ended and (to_go or running):
             per_trial = elapsed / len(ended)  # wall time per ended trial, concurrency included
-            parts.append(f"~{_duration(per_trial * (to_go + len(running) / 2))} left")
+            left = per_trial * (to_go + len(running) / 2)
+            if self.time_budget_s is not None and left > self.time_budget_s - elapsed:
+                parts.append(f"~{_duration(max(0.0, self.time_budget_s - elapsed))} left (time budget)")
+            else:
+                parts.append(f"~{_duration(left)} left")
         return f"[{_duration(elapsed)}] " + " | ".join(parts)
 
     def report(self, trials: list, ending: Any = None, failed: bool = False) -> None:

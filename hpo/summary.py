@@ -67,7 +67,9 @@ def trial_tables(results: tune.ResultGrid, experiment: dict[str, Any]) -> tuple[
         history = history.drop_duplicates("epoch", keep="last").sort_values("epoch")
         params = {key: result.config[key] for key in searched}
         best = history.loc[history[METRIC].idxmax()] if not history.empty else None
-        checkpoint = result.get_best_checkpoint(metric=METRIC, mode=MODE) if not history.empty else None
+        # A trial the time budget ended just after it reported may have no checkpoint kept (Ray raises then).
+        checkpoint = (result.get_best_checkpoint(metric=METRIC, mode=MODE)
+                      if not history.empty and result.best_checkpoints else None)
         last = history.iloc[-1] if not history.empty else {}
         rows.append({
             "trial": number, "trial_id": trial_id, **params,

@@ -110,8 +110,12 @@ def make_lr_schedule(optimizer: torch.optim.Optimizer, config: dict[str, Any],
     if config["schedule"] == "onecycle":
         # One-cycle: warm up to lr (over the warm-up, else the first quarter), then anneal to ~0; Adam's beta1
         # cycles with it.
+        rise = warmup / steps if warmup > 0 else 0.25
+        # torch's rise ends at step pct_start * steps - 1 and divides by that: a short run (few images, large
+        # batches: 4 steps) rises to lr at step 1 at least (2 steps: no whole step to peak at, just no error).
+        rise = max(rise, 2 / steps) if steps >= 3 else 0.75
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config["lr"], total_steps=steps,
-                                                   pct_start=warmup / steps if warmup > 0 else 0.25), True
+                                                   pct_start=rise), True
     if warmup > 0:
         return torch.optim.lr_scheduler.LambdaLR(optimizer, warmed_up(config, warmup, steps, batches_per_epoch)), True
     if config["schedule"] == "step":

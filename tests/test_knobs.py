@@ -349,3 +349,13 @@ def test_every_knob_has_a_flag_and_the_tutorials_short_flags_stay() -> None:
 def test_new_knobs_refuse_out_of_range_values_naming_the_key(key: str, value: object) -> None:
     with pytest.raises(UserError, match=f"^{key} must be"):
         resolve_config({key: value})
+
+
+@pytest.mark.parametrize("steps", [2, 3, 4, 5, 8])
+def test_one_cycle_runs_on_a_few_steps_and_still_rises_then_falls(steps: int) -> None:
+    """4 steps (2 epochs of 2 batches: 300 images at batch 512) made torch divide by a zero-length warm-up."""
+    config = resolve_config({"schedule": "onecycle", "lr": 1e-3, "epochs": 1})
+    rates, per_batch = learning_rates(config, batches_per_epoch=steps)
+    assert per_batch and len(rates) == steps and rates[0] < 1e-3 and rates[-1] < 1e-3
+    if steps >= 3:  # two steps have no whole step between start and end to peak at
+        assert max(rates) == pytest.approx(1e-3) and 0 < int(np.argmax(rates)) < steps - 1

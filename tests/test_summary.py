@@ -1,6 +1,7 @@
-"""The search's summary, on hand-made trial tables: time to accuracy."""
+"""The search's summary and progress line, on hand-made trials and trial tables: time to accuracy."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -8,7 +9,11 @@ import pandas as pd
 import pyarrow.fs
 import pytest
 
-from hpo.summary import anytime_curve, anytime_sentence, read_progress
+from ray import tune
+
+from hpo.experiment import resolve_experiment
+from hpo.progress import SearchProgress
+from hpo.summary import anytime_curve, anytime_sentence, read_progress, trial_tables
 
 
 def search_tables(second_trial_last: float) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -56,3 +61,32 @@ def test_where_a_trial_ran_stays_text_when_it_looks_like_a_number(tmp_path: Path
     history = read_progress(result)
     assert list(history["node_id"]) == ["042680521077", "12e456789012"] and list(history["gpu_ids"]) == ["0", "01"]
     assert history["val_acc"].dtype.kind == "f"
+
+
+def test_a_trial_the_time_budget_ended_before_its_checkpoint_was_kept_is_still_a_row(tmp_path: Path) -> None:
+    """Tune's time budget can end a trial between its report and its checkpoint: Ray then raises on
+    get_best_checkpoint ("No checkpoint exists"), which ended a benchmark's summary."""
+    experiment = resolve_experiment({"max_epochs": 2}, {}, "test")
+    folder = tmp_path / "trial_001_abc"
+    folder.mkdir()
+    pd.DataFrame({"epoch": [1], "val_acc": [0.9], "train_loss": [0.3], "train_acc": [0.88], "val_loss": [0.3],
+                  "lr": [2e-4], "epoch_time_s": [1.0], "diverged": [False]}).to_csv(folder / "progress.csv", index=False)
+    result = tune.Result(metrics={"config": dict(experiment["baseline"]), "epoch": 1, "val_acc": 0.9},
+                         checkpoint=None, error=None, path=str(folder), best_checkpoints=[],
+                         _storage_filesystem=pyarrow.fs.LocalFileSystem())
+    trials, history = trial_tables([result], experiment)
+    assert trials.loc[0, "checkpoint"] == "" and trials.loc[0, "best_val_acc"] == 0.9 and list(history["epoch"]) == [1]
+
+
+def test_the_time_left_is_never_beyond_the_time_budget() -> None:
+    """A search of 100,000 samples bounded by --time-budget said "~23h44m left" a minute before its end."""
+    ended = [SimpleNamespace(status="TERMINATED", last_result={"epoch": 1}, experiment_tag=f"{n}_x")
+             for n in range(1, 11)]
+    running = [SimpleNamespace(status="RUNNING", last_result={}, experiment_tag="11_x")]
+    progress = SearchProgress(num_samples=100_000, max_epochs=9, time_budget_s=360)
+    progress.started -= 300  # five minutes in: ten trials ended, 30 s each
+    assert re.search(r"~(0m[0-5]\d|1m00)s left \(time budget\)", progress.line(ended + running))
+    unbounded = SearchProgress(num_samples=12, max_epochs=9)
+    unbounded.started -= 300
+    line = unbounded.line(ended + running)
+    assert "~0m45s left" in line and "time budget" not in line  # (1 to go + 1 running / 2) x 30 s
