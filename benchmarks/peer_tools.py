@@ -31,8 +31,12 @@ from mnist.data import MnistData
 from mnist.train import train
 
 PEERS_EXTRA = "pip install -e '.[peers]'"
-# The peers' Python modules: an arm whose module is missing is refused with PEERS_EXTRA.
-PEER_MODULES = {"dehb": ("dehb", "ConfigSpace"), "smac": ("smac", "ConfigSpace")}
+# DEHB's one release pins numpy<2 and runs on numpy 2: installed without its pins (pyproject.toml's peers extra).
+DEHB_INSTALL = "pip install --no-deps dehb"
+# The modules each peer needs, and the command that installs each: an arm missing one is refused with it.
+PEER_MODULES = {"dehb": {"dehb": DEHB_INSTALL, "ConfigSpace": PEERS_EXTRA, "loguru": PEERS_EXTRA,
+                         "distributed": PEERS_EXTRA},
+                "smac": {"smac": PEERS_EXTRA, "ConfigSpace": PEERS_EXTRA}}
 
 
 @dataclass(frozen=True)
@@ -235,8 +239,12 @@ def run_smac(task: PeerTask, folder: Path) -> None:
 PEER_RUNNERS = {"optuna": run_optuna, "dehb": run_dehb, "smac": run_smac}
 
 
-def missing_modules(arm: str) -> list[str]:
-    return [name for name in PEER_MODULES.get(arm, ()) if importlib.util.find_spec(name) is None]
+def not_installed(arm: str) -> str | None:
+    """Why `arm` cannot run here ("no module dehb; pip install --no-deps dehb"), or None when it can."""
+    for module, command in PEER_MODULES.get(arm, {}).items():
+        if importlib.util.find_spec(module) is None:
+            return f"no module {module}; {command}"
+    return None
 
 
 def read_epoch_log(log: Path) -> list[dict[str, Any]]:

@@ -7,7 +7,8 @@ Every arm searches the default search space for CCNet on the same data (the firs
 validation as every search), at most --max-epochs epochs a trial, two trials at once (one CPU thread each), for
 --budget seconds of wall clock counted from the moment the arm starts, so that each tool's own overhead (Ray's
 start, a dask cluster, a sampler's model) counts as it would for a user. An epoch that ends after the budget
-does not count. The arms (peers: `pip install -e '.[peers]'`; one not installed is skipped, and says so):
+does not count. The arms (peers: `pip install -e '.[peers]'` and `pip install --no-deps dehb`, see pyproject.toml;
+one not installed is skipped, and says why):
     default       hpo/search.py's defaults: our Optuna searcher (stopped trials told PRUNED), ASHA with the
                   budget-tied grace period, the tutorial's setting first
     random-asha   random sampling with the same ASHA: the floor a model of the results must beat
@@ -33,6 +34,7 @@ the curve. Writes anytime.png into the run's folder (--storage-path/--name); the
 """
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -41,7 +43,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from benchmarks.arms import BenchRun, bench_parser, checked_bench_flags, spread
-from benchmarks.peer_tools import PEER_RUNNERS, PEERS_EXTRA, PeerTask, missing_modules, read_epoch_log
+from benchmarks.peer_tools import PEER_RUNNERS, PeerTask, not_installed, read_epoch_log
 from hpo.comparison import paired_gain
 from hpo.driver import run_search
 from hpo.experiment import resolve_experiment
@@ -155,15 +157,18 @@ def plot_curves(curves: dict[str, list[np.ndarray]], grid: np.ndarray, path: Pat
     highest = 0.0
     for arm, arm_curves in curves.items():
         stacked = 100 * np.array(arm_curves)
-        with np.errstate(all="ignore"):
-            line, = axis.plot(grid / 60, np.nanmean(stacked, axis=0) if not np.isnan(stacked).all() else stacked[0],
-                              label=f"{arm} ({len(arm_curves)} seeds)")
-            axis.fill_between(grid / 60, np.nanmin(stacked, axis=0), np.nanmax(stacked, axis=0),
-                              color=line.get_color(), alpha=0.15)
-        highest = max(highest, float(np.nanmax(stacked)) if not np.isnan(stacked).all() else 0.0)
+        seeds_with_value = (~np.isnan(stacked)).sum(axis=0)
+        # The mean once every seed has a value (as the paired differences), the band from the first one on.
+        every, any_ = seeds_with_value == len(arm_curves), seeds_with_value > 0
+        line, = axis.plot(grid[every] / 60, stacked[:, every].mean(axis=0), label=f"{arm} ({len(arm_curves)} seeds)")
+        axis.fill_between(grid[any_] / 60, np.min(np.where(np.isnan(stacked), np.inf, stacked), axis=0)[any_],
+                          np.max(np.where(np.isnan(stacked), -np.inf, stacked), axis=0)[any_],
+                          color=line.get_color(), alpha=0.15)
+        highest = max([highest, *stacked[:, every].mean(axis=0)])
     axis.set(xlabel="minutes of wall clock since the arm started", ylabel="best val_acc so far (%)",
              title="The same task, the same wall clock: best so far")
-    axis.set_ylim(bottom=max(axis.get_ylim()[0], 95), top=min(100.0, highest + 0.2))
+    if highest > 97:  # where the arms differ on MNIST (the first epochs' climb would flatten it), never above 100%
+        axis.set_ylim(bottom=max(axis.get_ylim()[0], 95), top=min(100.0, highest + 0.2))
     axis.grid(alpha=0.3)
     axis.legend(loc="lower right")
     save_figure(figure, path)
@@ -175,15 +180,15 @@ def chosen_arms(named: list[str] | None) -> list[str]:
     for arm in named or []:
         if arm not in ARMS:
             raise UserError(f"--arms {arm}: no such arm (the arms: {', '.join(ARMS)})")
-        if missing_modules(arm):
-            raise UserError(f"--arms {arm}: {arm} is not installed (no module {missing_modules(arm)[0]}); "
-                            f"{PEERS_EXTRA} installs the peers")
+        if not_installed(arm):
+            raise UserError(f"--arms {arm}: {arm} is not installed ({not_installed(arm)})")
     if named:
         return list(dict.fromkeys(named))
-    for arm in ARMS:
-        if missing_modules(arm):
-            print(f"{arm}: skipped, not installed (no module {missing_modules(arm)[0]}; {PEERS_EXTRA})", flush=True)
-    return [arm for arm in ARMS if not missing_modules(arm)]
+    missing = {arm: not_installed(arm) for arm in ARMS}
+    for arm, why in missing.items():
+        if why:
+            print(f"{arm}: skipped, not installed ({why})", flush=True)
+    return [arm for arm, why in missing.items() if not why]
 
 
 def parse_flags(argv: list[str] | None) -> Any:
@@ -193,9 +198,45 @@ def parse_flags(argv: list[str] | None) -> Any:
     parser.add_argument("--arms", nargs="+", default=None, help=f"the arms to run (default: every installed one of "
                                                                  f"{', '.join(ARMS)})")
     args = checked_bench_flags(parser.parse_args(argv))
-    if not args.budget > 0:
+    if not (args.budget > 0 and math.isfinite(args.budget)):
         raise UserError(f"--budget must be a number of seconds > 0, got {args.budget}")
     return args
+
+
+def arm_figures(rows: list[dict[str, Any]], targets: list[float | None]) -> dict[str, list[float]]:
+    """An arm's figures over seeds: best val_acc (%), minutes to pass the tutorial (seeds that did), epochs, share."""
+    passed = [minutes_to_pass(row, target) for row, target in zip(rows, targets)]
+    return {"best": [100 * row["best_val_acc"] for row in rows if row["best_val_acc"] is not None],
+            "passed": [minutes for minutes in passed if minutes is not None],
+            "epochs": [row["epochs"] for row in rows], "share": [row["train_share"] for row in rows]}
+
+
+def print_seeds(arm: str, rows: list[dict[str, Any]], seeds: list[int], targets: list[float | None]) -> None:
+    for seed, row, target in zip(seeds, rows, targets):
+        passed = minutes_to_pass(row, target)
+        best = "none" if row["best_val_acc"] is None else f"{100 * row['best_val_acc']:.2f}%"
+        print(f"{arm:13s} seed {seed}  epochs {row['epochs']:4d}  best val_acc {best}  "
+              f"tutorial passed {'never' if passed is None else f'at {passed:.1f} min'}  "
+              f"training {100 * row['train_share']:.0f}% of the wall clock (arm's wall {row['wall_s']:.0f} s)")
+
+
+def print_paired(arm: str, ours: list[np.ndarray], theirs: list[np.ndarray], grid: np.ndarray) -> None:
+    """The default minus `arm` along the curve: at each quarter of the budget, how often the interval lies on
+    either side of 0, and the point least in our favour."""
+    points = paired_curve(ours, theirs)
+    quarters = [round(share * (len(grid) - 1)) for share in (0.25, 0.5, 0.75, 1.0)]
+    below = sum(1 for p in points if p and p["gain_ci95_points"] and p["gain_ci95_points"][1] < 0)
+    above = sum(1 for p in points if p and p["gain_ci95_points"] and p["gain_ci95_points"][0] > 0)
+    compared = sum(1 for p in points if p is not None)
+    print(f"default minus {arm}, best val_acc so far in points, paired over seeds [95% CI]: "
+          + "; ".join(f"{grid[q] / 60:.1f} min {describe_gain(points[q])}" for q in quarters)
+          + f"; interval below 0 at {below} and above 0 at {above} of {compared} points")
+    worst = worst_point(points)
+    if worst is not None:
+        interval = points[worst]["gain_ci95_points"]
+        print(f"default_minus_{arm}_worst_interval_points: "
+              + (f"[{interval[0]:+.3f}, {interval[1]:+.3f}]" if interval else "none (one seed)")
+              + f" at {grid[worst] / 60:.1f} min")
 
 
 def report(runs: dict[str, list[dict[str, Any]]], seeds: list[int], budget_s: float, plot: Path) -> None:
@@ -203,45 +244,24 @@ def report(runs: dict[str, list[dict[str, Any]]], seeds: list[int], budget_s: fl
     targets = [row["tutorial_val_acc"] for row in runs["default"]] if "default" in runs else [None] * len(seeds)
     print("target: the tutorial's setting's final val_acc per seed (the default arm's first trial): "
           + ", ".join("none" if target is None else f"{100 * target:.2f}%" for target in targets))
-    curves = {arm: [best_so_far(row, grid) for row in rows] for arm, rows in runs.items()}
     for arm, rows in runs.items():
-        for seed, row, target in zip(seeds, rows, targets):
-            passed = minutes_to_pass(row, target)
-            best = "none" if row["best_val_acc"] is None else f"{100 * row['best_val_acc']:.2f}%"
-            print(f"{arm:13s} seed {seed}  epochs {row['epochs']:4d}  best val_acc {best}  "
-                  f"tutorial passed {'never' if passed is None else f'at {passed:.1f} min'}  "
-                  f"training {100 * row['train_share']:.0f}% of the wall clock (arm's wall {row['wall_s']:.0f} s)")
-    for arm, rows in runs.items():
-        passed = [minutes_to_pass(row, target) for row, target in zip(rows, targets)]
-        passed = [value for value in passed if value is not None]
-        best = [100 * row["best_val_acc"] for row in rows if row["best_val_acc"] is not None]
+        print_seeds(arm, rows, seeds, targets)
+    summaries = {arm: arm_figures(rows, targets) for arm, rows in runs.items()}
+    for arm, figures_of_arm in summaries.items():
+        best, passed = figures_of_arm["best"], figures_of_arm["passed"]
         print(f"{arm:13s} over seeds: best val_acc % {spread(best) if best else 'none'}  minutes to pass the "
-              f"tutorial {spread(passed) if passed else 'never'} ({len(passed)}/{len(rows)})  epochs "
-              f"{spread([row['epochs'] for row in rows])}  training share {spread([row['train_share'] for row in rows])}")
+              f"tutorial {spread(passed) if passed else 'never'} ({len(passed)}/{len(seeds)})  epochs "
+              f"{spread(figures_of_arm['epochs'])}  training share {spread(figures_of_arm['share'])}")
+    curves = {arm: [best_so_far(row, grid) for row in rows] for arm, rows in runs.items()}
     for arm in [arm for arm in runs if arm != "default" and "default" in runs]:
-        points = paired_curve(curves["default"], curves[arm])
-        quarters = [round(q * (CURVE_POINTS - 1)) for q in (0.25, 0.5, 0.75, 1.0)]
-        below = sum(1 for p in points if p and p["gain_ci95_points"] and p["gain_ci95_points"][1] < 0)
-        above = sum(1 for p in points if p and p["gain_ci95_points"] and p["gain_ci95_points"][0] > 0)
-        compared = sum(1 for p in points if p is not None)
-        print(f"default minus {arm}, best val_acc so far in points, paired over seeds [95% CI]: "
-              + "; ".join(f"{grid[q] / 60:.1f} min {describe_gain(points[q])}" for q in quarters)
-              + f"; interval below 0 at {below} and above 0 at {above} of {compared} points")
-        worst = worst_point(points)
-        if worst is not None:
-            interval = points[worst]["gain_ci95_points"]
-            print(f"default_minus_{arm}_worst_interval_points: "
-                  + (f"[{interval[0]:+.3f}, {interval[1]:+.3f}]" if interval else "none (one seed)")
-                  + f" at {grid[worst] / 60:.1f} min")
+        print_paired(arm, curves["default"], curves[arm], grid)
     plot_curves(curves, grid, plot)
     print(f"anytime plot: {plot}")
-    for arm, rows in runs.items():
-        best = [row["best_val_acc"] for row in rows if row["best_val_acc"] is not None]
-        passed = [minutes_to_pass(row, target) for row, target in zip(rows, targets)]
-        passed = [value for value in passed if value is not None]
-        print(f"{arm}_best_val_acc_pct: {100 * np.mean(best):.3f}   " if best else f"{arm}_best_val_acc_pct: none   ",
-              f"{arm}_minutes_to_tutorial: {np.mean(passed):.2f}" if passed else f"{arm}_minutes_to_tutorial: never",
-              f"  {arm}_train_share: {np.mean([row['train_share'] for row in rows]):.3f}", sep="")
+    for arm, figures_of_arm in summaries.items():
+        best, passed = figures_of_arm["best"], figures_of_arm["passed"]
+        print(f"{arm}_best_val_acc_pct: {f'{np.mean(best):.3f}' if best else 'none'}   "
+              f"{arm}_minutes_to_tutorial: {f'{np.mean(passed):.2f}' if passed else 'never'}   "
+              f"{arm}_train_share: {np.mean(figures_of_arm['share']):.3f}")
 
 
 def main(argv: list[str] | None = None) -> int:

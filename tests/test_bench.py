@@ -12,6 +12,7 @@ from typing import Iterator
 import numpy as np
 import pytest
 
+from benchmarks.peers import ARMS as PEER_ARMS
 from hpo.searcher import check_study
 from mnist.errors import UserError
 from tests.helpers import PNG_MAGIC, run_module, stop_ray_start, wait_for_port
@@ -120,6 +121,34 @@ def test_the_searcher_bench_prints_both_arms_and_their_paired_difference(tmp_pat
     check_study(folders["pruned"], folders["pruned"].name)
     with pytest.raises(UserError, match="written by another searcher"):
         check_study(folders["complete"], folders["complete"].name)
+
+
+def test_the_peers_bench_runs_every_arm_on_one_wall_clock_and_pairs_each_with_ours(tmp_path: Path,
+                                                                                   cluster_address: str) -> None:
+    """benchmarks/peers.py at a toy size: every arm (the Ray ones on this file's cluster) reports both seeds, each
+    peer is paired with the default over seeds, the figures at the end follow from the per-seed lines."""
+    flags = ["--seeds", "0", "1", "--budget", "10", "--max-epochs", "2", "--limit", "200", "--storage-path",
+             str(tmp_path), "--address", cluster_address, "--name", "toy"]
+    result = run_module("benchmarks.peers", flags, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    skipped = set(re.findall(r"^(\S+): skipped, not installed \(no module \w+; pip install .+\)$", out, re.MULTILINE))
+    ran = [arm for arm in PEER_ARMS if arm not in skipped]
+    assert "default" in ran and "optuna" in ran  # the peers without an extra
+    rows = {(arm, int(seed)): int(epochs) for arm, seed, epochs in
+            re.findall(r"^(\S+)\s+seed (\d)  epochs\s+(\d+)  best val_acc", out, re.MULTILINE)}
+    assert set(rows) == {(arm, seed) for arm in ran for seed in (0, 1)}
+    for arm in ran:
+        saved = [json.loads((tmp_path / "toy" / "rows" / f"{arm}-seed{seed}.json").read_text()) for seed in (0, 1)]
+        assert [row["epochs"] for row in saved] == [rows[arm, 0], rows[arm, 1]]
+        assert all(line[0] <= 10 for row in saved for line in row["epochs_log"])  # only epochs within the budget
+        share = float(re.search(rf"^{arm}_best_val_acc_pct: .*{arm}_train_share: ([\d.]+)$", out, re.MULTILINE)[1])
+        assert share == pytest.approx(np.mean([row["train_share"] for row in saved]), abs=1e-3)
+        if arm != "default":
+            assert re.search(rf"^default minus {arm}, best val_acc so far in points, paired over seeds", out, re.MULTILINE)
+    assert Path(re.search(r"^anytime plot: (.+)$", out, re.MULTILINE)[1]).read_bytes()[:8] == PNG_MAGIC
+    again = run_module("benchmarks.peers", flags, timeout=300)  # a finished run reads every row back
+    assert again.returncode == 0 and again.stdout.count("finished before, read from") == 2 * len(ran)
 
 
 def test_the_synthetic_bench_compares_the_arms_seed_by_seed_on_every_set(tmp_path: Path) -> None:
