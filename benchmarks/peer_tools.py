@@ -12,6 +12,7 @@ functions that drive them so that this module (and plain Optuna's arm) works wit
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import json
@@ -20,7 +21,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import optuna
 
@@ -82,6 +83,8 @@ def train_trial(task: PeerTask, point: dict[str, Any], epochs: int, trial: str,
     """Train `point` (a sample of the search space) for the first `epochs` epochs of its max_epochs run, logging
     every epoch; each epoch's val_acc. `on_epoch(epoch, val_acc)` is the tool's hook (Optuna's report and
     prune). OutOfTime once the arm's wall clock has run out."""
+    if time.time() >= task.deadline:  # a tool's queued job after the budget: nothing trains (or burns a core)
+        raise OutOfTime
     config = trial_config(task.experiment, {key: plain(value) for key, value in point.items()})
     values: list[float] = []
 
@@ -211,14 +214,26 @@ class Evaluation:
         return 1.0 - (value if value is not None else 0.0)
 
 
+@contextlib.contextmanager
+def dask_workers(task: PeerTask) -> Iterator[Any]:
+    """A dask client on a local cluster of task.workers one-thread processes, ended (workers killed) when the arm
+    ends: a tool that returns at its budget leaves its jobs running on a cluster it made, which would train on
+    beside the next arm."""
+    from distributed import Client, LocalCluster
+    with LocalCluster(n_workers=task.workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        with Client(cluster) as client:
+            yield client
+
+
 def run_dehb(task: PeerTask, folder: Path) -> None:
     from dehb import DEHB
     experiment = task.experiment
-    # DEHB's run has no way to start from a given configuration: the tutorial's setting is not tried first.
-    optimizer = DEHB(f=Evaluation(task, "dehb").dehb, cs=config_space(experiment["search_space"], experiment["seed"]),
-                     min_fidelity=1, max_fidelity=experiment["max_epochs"], n_workers=task.workers,
-                     output_path=str(folder / "dehb"), seed=experiment["seed"], log_level="WARNING")
-    optimizer.run(total_cost=task.seconds_left())
+    with dask_workers(task) as client:
+        # DEHB's run has no way to start from a given configuration: the tutorial's setting is not tried first.
+        optimizer = DEHB(f=Evaluation(task, "dehb").dehb, cs=config_space(experiment["search_space"], experiment["seed"]),
+                         min_fidelity=1, max_fidelity=experiment["max_epochs"], client=client,
+                         output_path=str(folder / "dehb"), seed=experiment["seed"], log_level="WARNING")
+        optimizer.run(total_cost=task.seconds_left())
 
 
 def run_smac(task: PeerTask, folder: Path) -> None:
@@ -231,9 +246,10 @@ def run_smac(task: PeerTask, folder: Path) -> None:
                         max_budget=experiment["max_epochs"], n_workers=task.workers, seed=experiment["seed"])
     initial = MultiFidelityFacade.get_initial_design(
         scenario, additional_configs=[Configuration(space, values=experiment["baseline"])])
-    optimizer = MultiFidelityFacade(scenario, Evaluation(task, "smac").smac, initial_design=initial,
-                                    overwrite=True, logging_level=40)
-    optimizer.optimize()
+    with dask_workers(task) as client:
+        optimizer = MultiFidelityFacade(scenario, Evaluation(task, "smac").smac, initial_design=initial,
+                                        overwrite=True, logging_level=40, dask_client=client)
+        optimizer.optimize()
 
 
 PEER_RUNNERS = {"optuna": run_optuna, "dehb": run_dehb, "smac": run_smac}
