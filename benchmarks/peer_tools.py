@@ -21,7 +21,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import optuna
 
@@ -79,7 +79,7 @@ def _log_epoch(log: Path, line: dict[str, Any]) -> None:
 
 
 def train_trial(task: PeerTask, point: dict[str, Any], epochs: int, trial: str,
-                on_epoch: Any = None) -> list[float]:
+                on_epoch: Callable[[int, float], None] | None = None) -> list[float]:
     """Train `point` (a sample of the search space) for the first `epochs` epochs of its max_epochs run, logging
     every epoch; each epoch's val_acc. `on_epoch(epoch, val_acc)` is the tool's hook (Optuna's report and
     prune). OutOfTime once the arm's wall clock has run out."""

@@ -48,7 +48,7 @@ from hpo.comparison import paired_gain
 from hpo.driver import run_search
 from hpo.experiment import resolve_experiment
 from hpo.storage import ExperimentStore
-from hpo.summary import trial_tables
+from hpo.summary import NothingFinished, trial_tables
 from mnist.errors import UserError, run_cli
 from mnist.plots import save_figure
 
@@ -87,7 +87,12 @@ def measure_ray_arm(searcher: str, seed: int, args: Any, address: str | None, fo
     results, _ = run_search(experiment, ExperimentStore(str(folder.parent), folder.name), resume=False,
                             address=address)
     wall_s = time.time() - started
-    trials, history = trial_tables(results, experiment)
+    try:
+        trials, history = trial_tables(results, experiment)
+    except NothingFinished:  # no trial ended an epoch within the budget: an arm with nothing to show
+        return figures([], started, args.budget, args.max_concurrent, wall_s, None)
+    if history.empty:
+        return figures([], started, args.budget, args.max_concurrent, wall_s, None)
     # Tune's timestamp: when the epoch was reported (whole seconds).
     epochs = [{"time": float(row["timestamp"]), "val_acc": float(row["val_acc"]),
                "epoch_time_s": float(row["epoch_time_s"])} for _, row in history.iterrows()]
@@ -220,9 +225,13 @@ def print_seeds(arm: str, rows: list[dict[str, Any]], seeds: list[int], targets:
               f"training {100 * row['train_share']:.0f}% of the wall clock (arm's wall {row['wall_s']:.0f} s)")
 
 
-def print_paired(arm: str, ours: list[np.ndarray], theirs: list[np.ndarray], grid: np.ndarray) -> None:
+def print_paired(arm: str, ours: list[np.ndarray], theirs: list[np.ndarray], grid: np.ndarray,
+                 shares: tuple[list[float], list[float]]) -> None:
     """The default minus `arm` along the curve: at each quarter of the budget, how often the interval lies on
-    either side of 0, and the point least in our favour."""
+    either side of 0, and the point least in our favour; then the share of the wall clock spent training."""
+    share = paired_gain(*shares)
+    print(f"default minus {arm}, share of the wall clock spent training in points, paired over seeds [95% CI]: "
+          f"{describe_gain(share)}")
     points = paired_curve(ours, theirs)
     quarters = [round(share * (len(grid) - 1)) for share in (0.25, 0.5, 0.75, 1.0)]
     below = sum(1 for p in points if p and p["gain_ci95_points"] and p["gain_ci95_points"][1] < 0)
@@ -254,7 +263,7 @@ def report(runs: dict[str, list[dict[str, Any]]], seeds: list[int], budget_s: fl
               f"{spread(figures_of_arm['epochs'])}  training share {spread(figures_of_arm['share'])}")
     curves = {arm: [best_so_far(row, grid) for row in rows] for arm, rows in runs.items()}
     for arm in [arm for arm in runs if arm != "default" and "default" in runs]:
-        print_paired(arm, curves["default"], curves[arm], grid)
+        print_paired(arm, curves["default"], curves[arm], grid, (summaries["default"]["share"], summaries[arm]["share"]))
     plot_curves(curves, grid, plot)
     print(f"anytime plot: {plot}")
     for arm, figures_of_arm in summaries.items():
