@@ -197,21 +197,20 @@ class Evaluation:
     task: PeerTask
     tool: str
 
-    def val_acc(self, config: Any, fidelity: float) -> float | None:
+    def error(self, config: Any, fidelity: float) -> float:
+        """1 - the val_acc of the trial's last epoch: what both tools minimise (1 for a trial the budget cut)."""
         try:
             values = train_trial(self.task, dict(config), int(round(fidelity)), f"{self.tool}-{uuid.uuid4().hex[:8]}")
         except OutOfTime:
-            return None
-        return values[-1] if values else None
+            return 1.0
+        return 1.0 - values[-1] if values else 1.0
 
     def dehb(self, config: Any, fidelity: float, **kwargs: Any) -> dict[str, float]:
         started = time.time()
-        value = self.val_acc(config, fidelity)
-        return {"fitness": 1.0 - (value if value is not None else 0.0), "cost": time.time() - started}
+        return {"fitness": self.error(config, fidelity), "cost": time.time() - started}
 
     def smac(self, config: Any, seed: int = 0, budget: float = 1.0) -> float:
-        value = self.val_acc(config, budget)
-        return 1.0 - (value if value is not None else 0.0)
+        return self.error(config, budget)
 
 
 @contextlib.contextmanager

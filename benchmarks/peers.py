@@ -41,6 +41,7 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 
 from benchmarks.arms import BenchRun, bench_parser, checked_bench_flags, spread
 from benchmarks.peer_tools import PEER_RUNNERS, PeerTask, not_installed, read_epoch_log
@@ -89,9 +90,9 @@ def measure_ray_arm(searcher: str, seed: int, args: Any, address: str | None, fo
     wall_s = time.time() - started
     try:
         trials, history = trial_tables(results, experiment)
-    except NothingFinished:  # no trial ended an epoch within the budget: an arm with nothing to show
-        return figures([], started, args.budget, args.max_concurrent, wall_s, None)
-    if history.empty:
+    except NothingFinished:  # no trial started within the budget
+        trials, history = None, pd.DataFrame()
+    if history.empty:  # no epoch ended: an arm with nothing to show
         return figures([], started, args.budget, args.max_concurrent, wall_s, None)
     # Tune's timestamp: when the epoch was reported (whole seconds).
     epochs = [{"time": float(row["timestamp"]), "val_acc": float(row["val_acc"]),
@@ -165,11 +166,12 @@ def plot_curves(curves: dict[str, list[np.ndarray]], grid: np.ndarray, path: Pat
         seeds_with_value = (~np.isnan(stacked)).sum(axis=0)
         # The mean once every seed has a value (as the paired differences), the band from the first one on.
         every, any_ = seeds_with_value == len(arm_curves), seeds_with_value > 0
-        line, = axis.plot(grid[every] / 60, stacked[:, every].mean(axis=0), label=f"{arm} ({len(arm_curves)} seeds)")
+        mean = stacked[:, every].mean(axis=0)
+        line, = axis.plot(grid[every] / 60, mean, label=f"{arm} ({len(arm_curves)} seeds)")
         axis.fill_between(grid[any_] / 60, np.min(np.where(np.isnan(stacked), np.inf, stacked), axis=0)[any_],
                           np.max(np.where(np.isnan(stacked), -np.inf, stacked), axis=0)[any_],
                           color=line.get_color(), alpha=0.15)
-        highest = max([highest, *stacked[:, every].mean(axis=0)])
+        highest = max([highest, *mean])
     axis.set(xlabel="minutes of wall clock since the arm started", ylabel="best val_acc so far (%)",
              title="The same task, the same wall clock: best so far")
     if highest > 97:  # where the arms differ on MNIST (the first epochs' climb would flatten it), never above 100%
@@ -185,8 +187,9 @@ def chosen_arms(named: list[str] | None) -> list[str]:
     for arm in named or []:
         if arm not in ARMS:
             raise UserError(f"--arms {arm}: no such arm (the arms: {', '.join(ARMS)})")
-        if not_installed(arm):
-            raise UserError(f"--arms {arm}: {arm} is not installed ({not_installed(arm)})")
+        why = not_installed(arm)
+        if why:
+            raise UserError(f"--arms {arm}: {arm} is not installed ({why})")
     if named:
         return list(dict.fromkeys(named))
     missing = {arm: not_installed(arm) for arm in ARMS}
